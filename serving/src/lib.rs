@@ -1,0 +1,25 @@
+//! How every process of the system serves gRPC, written once.
+//!
+//! Each service crate exposes `serve(config, listener, shutdown)`; this crate
+//! gives them the pieces that must not drift apart between services:
+//!
+//! - [`transport`]: the tonic server with HTTP/2 limits set explicitly, and a
+//!   bounded drain on shutdown;
+//! - [`health`]: `grpc.health.v1` flipped by database reachability;
+//! - [`reflection`]: `grpc.reflection` v1 and v1alpha over both APIs;
+//! - [`database`]: SQLite (WAL, busy timeout, one writer) or PostgreSQL pools
+//!   from a URL, and which driver errors mean "unavailable";
+//! - [`status`]: `INVALID_ARGUMENT` with `BadRequest`, `RESOURCE_EXHAUSTED`
+//!   with `RetryInfo`, and an `INTERNAL` that leaks nothing;
+//! - [`telemetry`]: tracing set-up and the per-RPC span;
+//! - [`shutdown`]: SIGTERM/SIGINT as a cancellation token.
+
+pub mod database;
+pub mod health;
+pub mod reflection;
+pub mod shutdown;
+pub mod status;
+pub mod telemetry;
+pub mod transport;
+
+pub use tokio_util::sync::CancellationToken;

@@ -1,0 +1,21 @@
+//! `grpc.reflection` v1 and v1alpha over both APIs and health, so `grpcurl`
+//! and `buf curl` work with no `.proto` files at hand. Production setups
+//! that do not want to publish their schema switch it off with a flag.
+
+use tonic_reflection::server::{
+    v1::{ServerReflection as V1, ServerReflectionServer as V1Server},
+    v1alpha::{ServerReflection as V1Alpha, ServerReflectionServer as V1AlphaServer},
+};
+
+/// Both reflection services, or an error if a descriptor set is corrupt
+/// (impossible for the sets compiled into the binary).
+pub fn services() -> (V1Server<impl V1>, V1AlphaServer<impl V1Alpha>) {
+    let builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(todo_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let v1 = builder().build_v1().expect("the compiled-in descriptor sets are valid");
+    let v1alpha = builder().build_v1alpha().expect("the compiled-in descriptor sets are valid");
+    (v1, v1alpha)
+}

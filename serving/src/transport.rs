@@ -1,0 +1,93 @@
+//! The tonic server every service runs, with its limits in one place.
+//!
+//! HTTP/2 limits are set explicitly rather than trusting defaults (some tonic
+//! versions pass no limit for locally reset streams, the "MadeYouReset"
+//! attack). Graceful shutdown is bounded: when the shutdown token fires the
+//! server stops accepting, in-flight calls get `drain` to finish, and then
+//! the server returns regardless, so an open stream cannot hang a rollout.
+
+use std::{future::Future, net::SocketAddr, time::Duration};
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Server, server::TcpIncoming};
+
+/// Transport limits shared by every service.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TransportArgs {
+    /// Largest gRPC message accepted, in bytes.
+    #[arg(long, env = "MAX_MESSAGE_BYTES", default_value_t = 1024 * 1024)]
+    pub max_message_bytes: usize,
+    /// HTTP/2 concurrent streams allowed per connection.
+    #[arg(long, env = "MAX_CONCURRENT_STREAMS", default_value_t = 200)]
+    pub max_concurrent_streams: u32,
+    /// Longest time one unary call may take before it is cancelled.
+    #[arg(long, env = "REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub request_timeout: Duration,
+    /// How long in-flight calls get to finish after SIGTERM.
+    #[arg(long, env = "SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for TransportArgs {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 1024 * 1024,
+            max_concurrent_streams: 200,
+            request_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// HTTP/2 header list limit: generous for a bearer token, small enough that
+/// header floods are cheap to refuse.
+const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
+/// Streams a peer may make us reset before the connection is closed.
+const MAX_LOCAL_ERROR_RESET_STREAMS: usize = 256;
+const MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 64;
+
+/// A server builder with every transport limit set.
+///
+/// The per-call timeout is not set here: it would also cut long-lived
+/// streams; services apply it to unary calls with a layer of their own.
+pub fn server(args: &TransportArgs) -> Server {
+    Server::builder()
+        .max_concurrent_streams(args.max_concurrent_streams)
+        .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
+        .http2_max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESET_STREAMS))
+        .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_ACCEPT_RESET_STREAMS))
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .tcp_nodelay(true)
+}
+
+/// The incoming connection stream of a bound listener (so tests can bind
+/// port 0 and read the address first). Peer addresses reach requests.
+pub fn incoming(listener: TcpListener) -> TcpIncoming {
+    TcpIncoming::from(listener).with_nodelay(Some(true))
+}
+
+/// Binds `addr`, naming it in the error so a taken port is obvious.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|error| {
+        std::io::Error::new(error.kind(), format!("cannot listen on {addr}: {error}"))
+    })
+}
+
+/// Runs `serve` (a tonic `serve_with_incoming_shutdown` future whose own
+/// shutdown signal is `shutdown.cancelled()`) and bounds the drain: once
+/// `shutdown` fires, calls still open after `grace` are abandoned.
+pub async fn run_with_drain<F, E>(serve: F, shutdown: CancellationToken, grace: Duration) -> Result<(), E>
+where
+    F: Future<Output = Result<(), E>>,
+{
+    tokio::pin!(serve);
+    tokio::select! {
+        result = &mut serve => result,
+        () = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {
+            tracing::warn!(?grace, "drain time exceeded; abandoning open calls");
+            Ok(())
+        }
+    }
+}

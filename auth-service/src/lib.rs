@@ -1,1 +1,142 @@
+//! The auth-service: accounts, sign-in, sessions, and the keys that let
+//! every other service verify who is calling.
+//!
+//! A request passes, top to bottom (see [`serve`]): request id → trace span
+//! → per-call timeout → the generated `AuthService` server (message size
+//! bound) → [`service::AuthApi`], which checks the per-address rate and, for
+//! protected RPCs, the access token and its session, then calls the
+//! [`store::AuthStore`].
+//!
+//! - [`domain`]: `Email`, `Password`, `DisplayName`, parsed once at the edge.
+//! - [`password`]: argon2id on bounded blocking threads.
+//! - [`refresh_token`]: opaque 256-bit tokens, stored only as SHA-256.
+//! - [`keyring`]: Ed25519 signing keys in the database, rotation, JWKS.
+//! - [`throttle`]: per-address limits; the per-account window is in the store.
+//! - [`store`]: one trait, SQLite and PostgreSQL implementations.
 
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod keyring;
+pub mod password;
+pub mod refresh_token;
+pub mod service;
+pub mod store;
+pub mod throttle;
+
+use std::{sync::Arc, time::Duration};
+
+use access_token::{SigningKey, Verifier};
+pub use config::Config;
+use serving::{CancellationToken, database::Database, health, transport};
+use todo_proto::auth::v1::auth_service_server::AuthServiceServer;
+use tokio::net::TcpListener;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+
+use crate::{keyring::Keyring, password::Hasher, service::{AuthApi, Policy}, throttle::AddressLimiter};
+
+/// The service name health reports under.
+pub const SERVICE_NAME: &str = "auth.v1.AuthService";
+
+/// How often keys are re-read so rotations by other processes arrive.
+const KEY_RELOAD_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Leeway for clock skew when verifying our own access tokens.
+const TOKEN_LEEWAY_SECS: u64 = 30;
+
+/// Serves the auth-service on `listener` until `shutdown` is cancelled and
+/// in-flight calls have drained (bounded by `--shutdown-grace`).
+pub async fn serve(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let database = Database::connect(&config.database_url, config.database_max_connections).await?;
+    let store = store::open(&database).await?;
+    let key_file = match &config.signing_key_file {
+        Some(path) => {
+            let pem = std::fs::read_to_string(path)
+                .map_err(|error| anyhow::anyhow!("cannot read --signing-key-file {}: {error}", path.display()))?;
+            Some(SigningKey::from_pkcs8_pem(&pem)?)
+        }
+        None => None,
+    };
+    let verifier = Verifier::new(&config.issuer, &config.audience, TOKEN_LEEWAY_SECS);
+    let keyring =
+        Arc::new(Keyring::load(store.clone(), config.clock.clone(), verifier, config.access_token_ttl, key_file).await?);
+    let concurrency = config
+        .hash_concurrency
+        .unwrap_or_else(|| std::thread::available_parallelism().map(usize::from).unwrap_or(2));
+    let hasher = tokio::task::spawn_blocking({
+        let (memory, iterations) = (config.hash_memory_kib, config.hash_iterations);
+        move || Hasher::new(memory, iterations, concurrency)
+    })
+    .await??;
+    let limiter = AddressLimiter::new(config.address_rate_per_minute, config.address_burst, config.trusted_proxies.clone());
+
+    spawn_maintenance(keyring.clone(), limiter.clone(), shutdown.clone());
+
+    let api = AuthApi {
+        store,
+        hasher,
+        keyring,
+        limiter,
+        clock: config.clock.clone(),
+        policy: Policy::from_config(&config),
+    };
+
+    let (reporter, health_service) = tonic_health::server::health_reporter();
+    health::set_all(&reporter, &[SERVICE_NAME], health::ServingStatus::Serving).await;
+    tokio::spawn(health::track(reporter, vec![SERVICE_NAME], shutdown.clone(), {
+        let database = database.clone();
+        move || {
+            let database = database.clone();
+            async move { database.ping().await }
+        }
+    }));
+    let (reflection_v1, reflection_v1alpha) = serving::reflection::services();
+    let reflection = !config.disable_reflection;
+
+    let layers = tower::ServiceBuilder::new()
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(tower_http::trace::TraceLayer::new_for_grpc().make_span_with(serving::telemetry::rpc_span))
+        .layer(PropagateRequestIdLayer::x_request_id());
+
+    let local = listener.local_addr()?;
+    tracing::info!(address = %local, "auth-service listening");
+    let router = transport::server(&config.transport)
+        .timeout(config.transport.request_timeout)
+        .layer(layers)
+        .add_service(health_service)
+        .add_optional_service(reflection.then_some(reflection_v1))
+        .add_optional_service(reflection.then_some(reflection_v1alpha))
+        .add_service(AuthServiceServer::new(api).max_decoding_message_size(config.transport.max_message_bytes));
+    let serve = router.serve_with_incoming_shutdown(transport::incoming(listener), shutdown.clone().cancelled_owned());
+    transport::run_with_drain(serve, shutdown, config.transport.shutdown_grace).await?;
+    database.close().await;
+    tracing::info!("auth-service stopped");
+    Ok(())
+}
+
+/// Periodic upkeep: re-read signing keys, forget idle rate-limit buckets.
+fn spawn_maintenance(keyring: Arc<Keyring>, limiter: AddressLimiter, shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(KEY_RELOAD_INTERVAL);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = shutdown.cancelled() => break,
+            }
+            if let Err(error) = keyring.reload(false).await {
+                tracing::warn!(%error, "could not reload signing keys");
+            }
+            limiter.forget_idle();
+        }
+    });
+}
+
+/// `auth-service rotate-key`: a new active signing key in the database.
+pub async fn rotate_key(config: &Config) -> anyhow::Result<String> {
+    let database = Database::connect(&config.database_url, 1).await?;
+    let store = store::open(&database).await?;
+    let kid = keyring::rotate(store.as_ref(), config.clock.now()).await?;
+    database.close().await;
+    Ok(kid)
+}

@@ -12,8 +12,10 @@
 //! - [`status`]: `INVALID_ARGUMENT` with `BadRequest`, `RESOURCE_EXHAUSTED`
 //!   with `RetryInfo`, and an `INTERNAL` that leaks nothing;
 //! - [`telemetry`]: tracing set-up and the per-RPC span;
+//! - [`clock`]: the time, injectable in tests;
 //! - [`shutdown`]: SIGTERM/SIGINT as a cancellation token.
 
+pub mod clock;
 pub mod database;
 pub mod health;
 pub mod reflection;

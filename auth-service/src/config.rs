@@ -1,0 +1,109 @@
+//! Every setting of the auth-service, as command-line flags with
+//! environment-variable fallbacks. Defaults run on a laptop with no setup.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use ipnet::IpNet;
+use serving::{clock::Clock, transport::TransportArgs};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Config {
+    /// Address to serve gRPC on.
+    #[arg(long, env = "AUTH_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+
+    /// `sqlite://PATH` (created if missing) or `postgres://USER@HOST/DB`.
+    #[arg(long, env = "AUTH_DATABASE_URL", default_value = "sqlite://data/auth.db")]
+    pub database_url: String,
+
+    /// Largest number of pooled database connections.
+    #[arg(long, env = "AUTH_DATABASE_MAX_CONNECTIONS", default_value_t = 10)]
+    pub database_max_connections: u32,
+
+    /// `iss` of issued access tokens; verifiers must expect the same.
+    #[arg(long, env = "AUTH_ISSUER", default_value = "todo-auth")]
+    pub issuer: String,
+
+    /// `aud` of issued access tokens; verifiers must expect the same.
+    #[arg(long, env = "AUTH_AUDIENCE", default_value = "todo-api")]
+    pub audience: String,
+
+    /// Lifetime of an access token.
+    #[arg(long, env = "AUTH_ACCESS_TOKEN_TTL", default_value = "15m", value_parser = humantime::parse_duration)]
+    pub access_token_ttl: Duration,
+
+    /// Lifetime of a refresh token: a session unused this long ends (idle timeout).
+    #[arg(long, env = "AUTH_REFRESH_TOKEN_TTL", default_value = "30days", value_parser = humantime::parse_duration)]
+    pub refresh_token_ttl: Duration,
+
+    /// Absolute lifetime of a session, however often it is refreshed.
+    #[arg(long, env = "AUTH_SESSION_MAX_LIFETIME", default_value = "90days", value_parser = humantime::parse_duration)]
+    pub session_max_lifetime: Duration,
+
+    /// PEM file holding an Ed25519 PKCS#8 private key to sign with. Without
+    /// it, a key is generated on first start and kept in the database.
+    #[arg(long, env = "AUTH_SIGNING_KEY_FILE")]
+    pub signing_key_file: Option<PathBuf>,
+
+    /// Failed logins of one account allowed per window before it is throttled.
+    #[arg(long, env = "AUTH_LOGIN_MAX_FAILURES", default_value_t = 5)]
+    pub login_max_failures: u32,
+
+    /// Length of the failed-login window; a throttled account opens again
+    /// when its window ends, so an owner is never locked out for good.
+    #[arg(long, env = "AUTH_LOGIN_FAILURE_WINDOW", default_value = "15m", value_parser = humantime::parse_duration)]
+    pub login_failure_window: Duration,
+
+    /// Register, Login and Refresh calls allowed per client address per
+    /// minute (sustained).
+    #[arg(long, env = "AUTH_ADDRESS_RATE_PER_MINUTE", default_value_t = 300)]
+    pub address_rate_per_minute: u32,
+
+    /// Burst of Register, Login and Refresh calls allowed per client address.
+    #[arg(long, env = "AUTH_ADDRESS_BURST", default_value_t = 30)]
+    pub address_burst: u32,
+
+    /// Peers (IP or CIDR, repeatable) whose `x-forwarded-for` is believed,
+    /// typically the gateway. Other peers are throttled by their own address.
+    #[arg(long = "trusted-proxy", env = "AUTH_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<IpNet>,
+
+    /// argon2id memory cost in KiB (OWASP minimum 19456).
+    #[arg(long, env = "AUTH_HASH_MEMORY_KIB", default_value_t = 19_456)]
+    pub hash_memory_kib: u32,
+
+    /// argon2id iterations (OWASP minimum 2 at 19 MiB).
+    #[arg(long, env = "AUTH_HASH_ITERATIONS", default_value_t = 2)]
+    pub hash_iterations: u32,
+
+    /// Password hashes computed at once; more wait. Default: the number of cores.
+    #[arg(long, env = "AUTH_HASH_CONCURRENCY")]
+    pub hash_concurrency: Option<usize>,
+
+    /// Do not serve grpc.reflection (for production setups that do not
+    /// publish their schema).
+    #[arg(long, env = "AUTH_DISABLE_REFLECTION")]
+    pub disable_reflection: bool,
+
+    #[command(flatten)]
+    pub transport: TransportArgs,
+
+    /// Time source; tests inject a manual clock.
+    #[arg(skip)]
+    pub clock: Clock,
+}
+
+impl Default for Config {
+    /// The defaults of every flag (environment variables are not read).
+    fn default() -> Self {
+        #[derive(clap::Parser)]
+        struct Defaults {
+            #[command(flatten)]
+            config: Config,
+        }
+        // Parsing an empty command line yields exactly the documented defaults.
+        let mut config = <Defaults as clap::Parser>::parse_from(["auth-service"]).config;
+        config.clock = Clock::default();
+        config
+    }
+}

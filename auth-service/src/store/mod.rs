@@ -1,0 +1,215 @@
+//! The auth-service's storage: one trait with the operations the domain
+//! needs (not a generic CRUD), and one implementation per backend.
+//!
+//! Two decisions every implementation must keep:
+//!
+//! - **Refresh rotation is one conditional update.** `UPDATE refresh_tokens
+//!   SET spent_time = now WHERE token_hash = ? AND spent_time IS NULL` both
+//!   checks and spends the token, so of two concurrent refreshes exactly one
+//!   sees a row; the other finds the token spent and is treated as reuse.
+//!   Reading first and writing after would let both win and fork the session.
+//! - **Reuse revocation is committed although the call fails.** The session
+//!   is revoked in its own committed transaction before the error goes back,
+//!   so a thief's retry cannot roll the revocation back.
+//!
+//! Times are `DateTime<Utc>` truncated to microseconds (see
+//! `serving::clock`); ids are UUIDv7.
+
+mod postgres;
+mod sqlite;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serving::database::Database;
+use uuid::Uuid;
+
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+
+pub type Time = DateTime<Utc>;
+
+/// The SHA-256 of a refresh token: all the database ever sees of one.
+pub type TokenHash = [u8; 32];
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique index refused the row (an email already registered).
+    #[error("conflict with an existing row")]
+    Conflict,
+    /// The database cannot be reached; the client may retry.
+    #[error("database unavailable: {0}")]
+    Unavailable(sqlx::Error),
+    #[error("database error: {0}")]
+    Database(sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        if serving::database::is_unique_violation(&error) {
+            Self::Conflict
+        } else if serving::database::is_unavailable(&error) {
+            Self::Unavailable(error)
+        } else {
+            Self::Database(error)
+        }
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub id: Uuid,
+    pub email: String,
+    pub display_name: String,
+    pub create_time: Time,
+}
+
+/// A user with the PHC string of their password hash (never leaves the service).
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub user: User,
+    pub password_hash: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub create_time: Time,
+    pub last_refresh_time: Time,
+    pub idle_expire_time: Time,
+    pub absolute_expire_time: Time,
+    pub user_agent: String,
+}
+
+/// A new session with its first refresh token.
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    pub session: Session,
+    pub refresh_token: TokenHash,
+}
+
+impl Session {
+    /// When the current refresh token of this session stops working.
+    pub fn refresh_expire_time(&self) -> Time {
+        self.idle_expire_time.min(self.absolute_expire_time)
+    }
+}
+
+/// What spending a refresh token did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rotation {
+    /// The token was live; it is now spent and `next` replaces it.
+    Rotated(Session),
+    /// The token had been spent before: its session is now revoked.
+    Reused { session_id: Uuid, user_id: Uuid },
+    /// Unknown, expired, or its session has ended.
+    Invalid,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoredKey {
+    pub kid: String,
+    pub private_key: Vec<u8>,
+    pub create_time: Time,
+    pub retire_time: Option<Time>,
+}
+
+/// The failed-login window of one email after recording an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoginWindow {
+    pub attempts: i64,
+    pub window_start: Time,
+}
+
+#[async_trait]
+pub trait AuthStore: Send + Sync + 'static {
+    /// Creates the user and their first session in one transaction.
+    /// [`StoreError::Conflict`] when the email is taken.
+    async fn create_user(&self, credentials: &Credentials, session: &NewSession) -> Result<()>;
+
+    async fn user_by_email(&self, email: &str) -> Result<Option<Credentials>>;
+
+    async fn user_by_id(&self, id: Uuid) -> Result<Option<Credentials>>;
+
+    /// Replaces a password hash (a rehash at stronger parameters).
+    async fn set_password_hash(&self, user_id: Uuid, password_hash: &str, now: Time) -> Result<()>;
+
+    async fn create_session(&self, session: &NewSession) -> Result<()>;
+
+    /// Spends `spent` and, if it was live, stores `next` for the same session
+    /// with the session's idle expiry moved to `now + idle`, capped by its
+    /// absolute expiry. See the module doc for why this is one statement.
+    async fn rotate_refresh_token(
+        &self,
+        spent: &TokenHash,
+        next: &TokenHash,
+        now: Time,
+        idle: chrono::TimeDelta,
+    ) -> Result<Rotation>;
+
+    /// Revokes the session owning this refresh token (spent or not).
+    /// Returns whether a session was found.
+    async fn revoke_session_by_token(&self, token: &TokenHash, now: Time) -> Result<bool>;
+
+    /// The session if it belongs to `user_id` and is live at `now`.
+    async fn live_session(&self, user_id: Uuid, session_id: Uuid, now: Time) -> Result<Option<Session>>;
+
+    /// The user's live sessions, newest first.
+    async fn list_sessions(&self, user_id: Uuid, now: Time) -> Result<Vec<Session>>;
+
+    /// Revokes one of the user's sessions; `false` if it is not theirs.
+    async fn revoke_session(&self, user_id: Uuid, session_id: Uuid, now: Time) -> Result<bool>;
+
+    /// In one transaction: sets the new hash, revokes every other session of
+    /// the user, spends every token of `session_id` and stores `next` for it.
+    /// Returns the session with its new expiry, or `None` if it has ended.
+    async fn change_password(
+        &self,
+        user_id: Uuid,
+        session_id: Uuid,
+        password_hash: &str,
+        next: &TokenHash,
+        now: Time,
+        idle: chrono::TimeDelta,
+    ) -> Result<Option<Session>>;
+
+    /// Counts one login attempt for `email` in a window of `window` length
+    /// (a window older than that starts over). Atomic, so concurrent
+    /// attempts are all counted.
+    async fn record_login_attempt(&self, email: &str, now: Time, window: chrono::TimeDelta) -> Result<LoginWindow>;
+
+    /// Forgets the attempts of `email` after a successful login.
+    async fn clear_login_attempts(&self, email: &str) -> Result<()>;
+
+    /// Every signing key, newest first.
+    async fn signing_keys(&self) -> Result<Vec<StoredKey>>;
+
+    /// Stores `key` (if its kid is new) and retires every other key at `now`,
+    /// making `key` the one to sign with.
+    async fn activate_signing_key(&self, kid: &str, private_key: &[u8], now: Time) -> Result<()>;
+
+    /// Stores `key` only if no active key exists (first start). Returns
+    /// whether it was stored; concurrent first starts may both succeed,
+    /// which is harmless (both keys are published, the newest signs).
+    async fn insert_first_signing_key(&self, kid: &str, private_key: &[u8], now: Time) -> Result<bool>;
+}
+
+/// The store for a connected database, with its migrations applied.
+pub async fn open(database: &Database) -> Result<std::sync::Arc<dyn AuthStore>> {
+    Ok(match database {
+        Database::Sqlite { reader, writer } => {
+            sqlx::migrate!("./migrations/sqlite").run(writer).await?;
+            std::sync::Arc::new(SqliteStore::new(reader.clone(), writer.clone()))
+        }
+        Database::Postgres(pool) => {
+            sqlx::migrate!("./migrations/postgres").run(pool).await?;
+            std::sync::Arc::new(PostgresStore::new(pool.clone()))
+        }
+    })
+}

@@ -1,0 +1,408 @@
+//! [`AuthStore`] on SQLite: times are INTEGER microseconds, ids TEXT.
+//!
+//! Writes go through the single-connection writer pool and open with
+//! `BEGIN IMMEDIATE`, taking SQLite's write lock up front: a deferred
+//! transaction that reads and then writes can fail with "database is
+//! locked" when another writer got there in between; an immediate one
+//! queues on the busy timeout instead.
+
+use async_trait::async_trait;
+use chrono::{DateTime, TimeDelta, Utc};
+use sqlx::{Row, SqlitePool, sqlite::SqliteRow};
+use uuid::Uuid;
+
+use super::*;
+
+pub struct SqliteStore {
+    reader: SqlitePool,
+    writer: SqlitePool,
+}
+
+impl SqliteStore {
+    pub fn new(reader: SqlitePool, writer: SqlitePool) -> Self {
+        Self { reader, writer }
+    }
+
+    async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
+    }
+}
+
+fn micros(time: Time) -> i64 {
+    time.timestamp_micros()
+}
+
+fn time(micros: i64) -> Result<Time> {
+    DateTime::<Utc>::from_timestamp_micros(micros).ok_or_else(|| StoreError::Corrupt("time out of range".into()))
+}
+
+fn uuid(text: &str) -> Result<Uuid> {
+    Uuid::parse_str(text).map_err(|_| StoreError::Corrupt("malformed uuid".into()))
+}
+
+fn credentials(row: &SqliteRow) -> Result<Credentials> {
+    Ok(Credentials {
+        user: User {
+            id: uuid(row.try_get("id")?)?,
+            email: row.try_get("email")?,
+            display_name: row.try_get("display_name")?,
+            create_time: time(row.try_get("create_time")?)?,
+        },
+        password_hash: row.try_get("password_hash")?,
+    })
+}
+
+fn session(row: &SqliteRow) -> Result<Session> {
+    Ok(Session {
+        id: uuid(row.try_get("id")?)?,
+        user_id: uuid(row.try_get("user_id")?)?,
+        create_time: time(row.try_get("create_time")?)?,
+        last_refresh_time: time(row.try_get("last_refresh_time")?)?,
+        idle_expire_time: time(row.try_get("idle_expire_time")?)?,
+        absolute_expire_time: time(row.try_get("absolute_expire_time")?)?,
+        user_agent: row.try_get("user_agent")?,
+    })
+}
+
+const USER_COLUMNS: &str = "id, email, display_name, password_hash, create_time";
+const SESSION_COLUMNS: &str =
+    "id, user_id, create_time, last_refresh_time, idle_expire_time, absolute_expire_time, user_agent";
+/// A session is live while not revoked and before both of its expiries.
+const LIVE: &str = "revoke_time IS NULL AND idle_expire_time > ?3 AND absolute_expire_time > ?3";
+
+async fn insert_session(conn: &mut sqlx::SqliteConnection, new: &NewSession) -> Result<()> {
+    let s = &new.session;
+    sqlx::query(
+        "INSERT INTO sessions (id, user_id, create_time, last_refresh_time, idle_expire_time, absolute_expire_time, user_agent)
+         VALUES (?1, ?2, ?3, ?3, ?4, ?5, ?6)",
+    )
+    .bind(s.id.to_string())
+    .bind(s.user_id.to_string())
+    .bind(micros(s.create_time))
+    .bind(micros(s.idle_expire_time))
+    .bind(micros(s.absolute_expire_time))
+    .bind(&s.user_agent)
+    .execute(&mut *conn)
+    .await?;
+    insert_token(conn, &new.refresh_token, s.id, s.create_time, s.refresh_expire_time()).await
+}
+
+async fn insert_token(
+    conn: &mut sqlx::SqliteConnection,
+    hash: &TokenHash,
+    session_id: Uuid,
+    now: Time,
+    expire: Time,
+) -> Result<()> {
+    sqlx::query("INSERT INTO refresh_tokens (token_hash, session_id, create_time, expire_time) VALUES (?1, ?2, ?3, ?4)")
+        .bind(&hash[..])
+        .bind(session_id.to_string())
+        .bind(micros(now))
+        .bind(micros(expire))
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Moves a session's idle expiry after a refresh and returns it.
+async fn touch_session(
+    conn: &mut sqlx::SqliteConnection,
+    session_id: Uuid,
+    now: Time,
+    idle: TimeDelta,
+) -> Result<Session> {
+    let row = sqlx::query(&format!(
+        "UPDATE sessions SET last_refresh_time = ?2, idle_expire_time = MIN(?4, absolute_expire_time)
+         WHERE id = ?1 RETURNING {SESSION_COLUMNS}"
+    ))
+    .bind(session_id.to_string())
+    .bind(micros(now))
+    .bind(micros(now))
+    .bind(micros(now + idle))
+    .fetch_one(&mut *conn)
+    .await?;
+    session(&row)
+}
+
+#[async_trait]
+impl AuthStore for SqliteStore {
+    async fn create_user(&self, credentials: &Credentials, new: &NewSession) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let u = &credentials.user;
+        sqlx::query(
+            "INSERT INTO users (id, email, display_name, password_hash, create_time, update_time)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+        )
+        .bind(u.id.to_string())
+        .bind(&u.email)
+        .bind(&u.display_name)
+        .bind(&credentials.password_hash)
+        .bind(micros(u.create_time))
+        .execute(&mut *tx)
+        .await?;
+        insert_session(&mut tx, new).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn user_by_email(&self, email: &str) -> Result<Option<Credentials>> {
+        sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE email = ?1"))
+            .bind(email)
+            .fetch_optional(&self.reader)
+            .await?
+            .as_ref()
+            .map(credentials)
+            .transpose()
+    }
+
+    async fn user_by_id(&self, id: Uuid) -> Result<Option<Credentials>> {
+        sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1"))
+            .bind(id.to_string())
+            .fetch_optional(&self.reader)
+            .await?
+            .as_ref()
+            .map(credentials)
+            .transpose()
+    }
+
+    async fn set_password_hash(&self, user_id: Uuid, password_hash: &str, now: Time) -> Result<()> {
+        sqlx::query("UPDATE users SET password_hash = ?2, update_time = ?3 WHERE id = ?1")
+            .bind(user_id.to_string())
+            .bind(password_hash)
+            .bind(micros(now))
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn create_session(&self, new: &NewSession) -> Result<()> {
+        let mut tx = self.begin().await?;
+        insert_session(&mut tx, new).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn rotate_refresh_token(
+        &self,
+        spent: &TokenHash,
+        next: &TokenHash,
+        now: Time,
+        idle: TimeDelta,
+    ) -> Result<Rotation> {
+        let mut tx = self.begin().await?;
+        let spent_now: Option<String> = sqlx::query_scalar(
+            "UPDATE refresh_tokens SET spent_time = ?2
+             WHERE token_hash = ?1 AND spent_time IS NULL AND expire_time > ?2
+             RETURNING session_id",
+        )
+        .bind(&spent[..])
+        .bind(micros(now))
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(session_id) = spent_now {
+            let session_id = uuid(&session_id)?;
+            let live: Option<i64> = sqlx::query_scalar(&format!("SELECT 1 FROM sessions WHERE id = ?1 AND {LIVE}"))
+                .bind(session_id.to_string())
+                .bind(0)
+                .bind(micros(now))
+                .fetch_optional(&mut *tx)
+                .await?;
+            if live.is_none() {
+                tx.commit().await?;
+                return Ok(Rotation::Invalid);
+            }
+            let session = touch_session(&mut tx, session_id, now, idle).await?;
+            insert_token(&mut tx, next, session_id, now, session.refresh_expire_time()).await?;
+            tx.commit().await?;
+            return Ok(Rotation::Rotated(session));
+        }
+        let previous = sqlx::query(
+            "SELECT t.session_id, t.spent_time, s.user_id FROM refresh_tokens t
+             JOIN sessions s ON s.id = t.session_id WHERE t.token_hash = ?1",
+        )
+        .bind(&spent[..])
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = previous else {
+            return Ok(Rotation::Invalid);
+        };
+        let spent_time: Option<i64> = row.try_get("spent_time")?;
+        if spent_time.is_none() {
+            // Known but expired: nothing to revoke.
+            return Ok(Rotation::Invalid);
+        }
+        let session_id = uuid(row.try_get("session_id")?)?;
+        let user_id = uuid(row.try_get("user_id")?)?;
+        sqlx::query("UPDATE sessions SET revoke_time = COALESCE(revoke_time, ?2) WHERE id = ?1")
+            .bind(session_id.to_string())
+            .bind(micros(now))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Rotation::Reused { session_id, user_id })
+    }
+
+    async fn revoke_session_by_token(&self, token: &TokenHash, now: Time) -> Result<bool> {
+        let result = sqlx::query(
+            "UPDATE sessions SET revoke_time = COALESCE(revoke_time, ?2)
+             WHERE id = (SELECT session_id FROM refresh_tokens WHERE token_hash = ?1)",
+        )
+        .bind(&token[..])
+        .bind(micros(now))
+        .execute(&self.writer)
+        .await?;
+        Ok(result.rows_affected() > 0)
+    }
+
+    async fn live_session(&self, user_id: Uuid, session_id: Uuid, now: Time) -> Result<Option<Session>> {
+        sqlx::query(&format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?1 AND user_id = ?2 AND {LIVE}"))
+            .bind(session_id.to_string())
+            .bind(user_id.to_string())
+            .bind(micros(now))
+            .fetch_optional(&self.reader)
+            .await?
+            .as_ref()
+            .map(session)
+            .transpose()
+    }
+
+    async fn list_sessions(&self, user_id: Uuid, now: Time) -> Result<Vec<Session>> {
+        sqlx::query(&format!(
+            "SELECT {SESSION_COLUMNS} FROM sessions WHERE user_id = ?2 AND {LIVE} ORDER BY create_time DESC, id DESC"
+        ))
+        .bind(0)
+        .bind(user_id.to_string())
+        .bind(micros(now))
+        .fetch_all(&self.reader)
+        .await?
+        .iter()
+        .map(session)
+        .collect()
+    }
+
+    async fn revoke_session(&self, user_id: Uuid, session_id: Uuid, now: Time) -> Result<bool> {
+        let result =
+            sqlx::query("UPDATE sessions SET revoke_time = COALESCE(revoke_time, ?3) WHERE id = ?1 AND user_id = ?2")
+                .bind(session_id.to_string())
+                .bind(user_id.to_string())
+                .bind(micros(now))
+                .execute(&self.writer)
+                .await?;
+        Ok(result.rows_affected() > 0)
+    }
+
+    async fn change_password(
+        &self,
+        user_id: Uuid,
+        session_id: Uuid,
+        password_hash: &str,
+        next: &TokenHash,
+        now: Time,
+        idle: TimeDelta,
+    ) -> Result<Option<Session>> {
+        let mut tx = self.begin().await?;
+        let live: Option<i64> =
+            sqlx::query_scalar(&format!("SELECT 1 FROM sessions WHERE id = ?1 AND user_id = ?2 AND {LIVE}"))
+                .bind(session_id.to_string())
+                .bind(user_id.to_string())
+                .bind(micros(now))
+                .fetch_optional(&mut *tx)
+                .await?;
+        if live.is_none() {
+            return Ok(None);
+        }
+        sqlx::query("UPDATE users SET password_hash = ?2, update_time = ?3 WHERE id = ?1")
+            .bind(user_id.to_string())
+            .bind(password_hash)
+            .bind(micros(now))
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "UPDATE sessions SET revoke_time = COALESCE(revoke_time, ?3) WHERE user_id = ?1 AND id <> ?2",
+        )
+        .bind(user_id.to_string())
+        .bind(session_id.to_string())
+        .bind(micros(now))
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE refresh_tokens SET spent_time = ?2 WHERE session_id = ?1 AND spent_time IS NULL")
+            .bind(session_id.to_string())
+            .bind(micros(now))
+            .execute(&mut *tx)
+            .await?;
+        let session = touch_session(&mut tx, session_id, now, idle).await?;
+        insert_token(&mut tx, next, session_id, now, session.refresh_expire_time()).await?;
+        tx.commit().await?;
+        Ok(Some(session))
+    }
+
+    async fn record_login_attempt(&self, email: &str, now: Time, window: TimeDelta) -> Result<LoginWindow> {
+        let row = sqlx::query(
+            "INSERT INTO login_attempts (email, attempts, window_start) VALUES (?1, 1, ?2)
+             ON CONFLICT (email) DO UPDATE SET
+                 attempts = CASE WHEN window_start <= ?3 THEN 1 ELSE attempts + 1 END,
+                 window_start = CASE WHEN window_start <= ?3 THEN ?2 ELSE window_start END
+             RETURNING attempts, window_start",
+        )
+        .bind(email)
+        .bind(micros(now))
+        .bind(micros(now - window))
+        .fetch_one(&self.writer)
+        .await?;
+        Ok(LoginWindow { attempts: row.try_get("attempts")?, window_start: time(row.try_get("window_start")?)? })
+    }
+
+    async fn clear_login_attempts(&self, email: &str) -> Result<()> {
+        sqlx::query("DELETE FROM login_attempts WHERE email = ?1").bind(email).execute(&self.writer).await?;
+        Ok(())
+    }
+
+    async fn signing_keys(&self) -> Result<Vec<StoredKey>> {
+        sqlx::query("SELECT kid, private_key, create_time, retire_time FROM signing_keys ORDER BY create_time DESC")
+            .fetch_all(&self.reader)
+            .await?
+            .iter()
+            .map(|row| {
+                Ok(StoredKey {
+                    kid: row.try_get("kid")?,
+                    private_key: row.try_get("private_key")?,
+                    create_time: time(row.try_get("create_time")?)?,
+                    retire_time: row.try_get::<Option<i64>, _>("retire_time")?.map(time).transpose()?,
+                })
+            })
+            .collect()
+    }
+
+    async fn activate_signing_key(&self, kid: &str, private_key: &[u8], now: Time) -> Result<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO signing_keys (kid, private_key, create_time) VALUES (?1, ?2, ?3)
+             ON CONFLICT (kid) DO UPDATE SET retire_time = NULL, create_time = ?3",
+        )
+        .bind(kid)
+        .bind(private_key)
+        .bind(micros(now))
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE signing_keys SET retire_time = ?2 WHERE kid <> ?1 AND retire_time IS NULL")
+            .bind(kid)
+            .bind(micros(now))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn insert_first_signing_key(&self, kid: &str, private_key: &[u8], now: Time) -> Result<bool> {
+        let result = sqlx::query(
+            "INSERT INTO signing_keys (kid, private_key, create_time)
+             SELECT ?1, ?2, ?3 WHERE NOT EXISTS (SELECT 1 FROM signing_keys WHERE retire_time IS NULL)",
+        )
+        .bind(kid)
+        .bind(private_key)
+        .bind(micros(now))
+        .execute(&self.writer)
+        .await?;
+        Ok(result.rows_affected() > 0)
+    }
+}

@@ -1,0 +1,120 @@
+//! Every setting of the gateway, as command-line flags with environment
+//! variable fallbacks (`GATEWAY_*`). The defaults run on a laptop next to
+//! the two services on their default ports, and let a page served from any
+//! `http://localhost:*` or `http://127.0.0.1:*` origin call it.
+
+use std::{net::SocketAddr, time::Duration};
+
+use http::Uri;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Config {
+    /// Address to serve gRPC-Web (HTTP/1.1 and HTTP/2) and gRPC on.
+    #[arg(long, env = "GATEWAY_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Where `auth.v1.AuthService` runs (plain-text HTTP/2).
+    #[arg(long, env = "GATEWAY_AUTH_URL", default_value = "http://127.0.0.1:50051")]
+    pub auth_url: Uri,
+
+    /// Where `tasks.v1.TaskService` runs (plain-text HTTP/2).
+    #[arg(long, env = "GATEWAY_TASKS_URL", default_value = "http://127.0.0.1:50052")]
+    pub tasks_url: Uri,
+
+    /// A browser origin allowed to call the gateway, such as
+    /// `https://app.example.com` (repeatable, or comma-separated in the
+    /// environment). Without any, only `http://localhost:*` and
+    /// `http://127.0.0.1:*` (any port) are allowed, for development.
+    #[arg(long = "allowed-origin", env = "GATEWAY_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+
+    /// Largest request body accepted, in bytes (gRPC framing included);
+    /// larger ones are refused with `RESOURCE_EXHAUSTED`.
+    #[arg(long, env = "GATEWAY_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Longest time an upstream may take to answer a call before the
+    /// gateway answers `DEADLINE_EXCEEDED`. A server stream (`WatchTasks`)
+    /// answers as soon as it opens, so this never cuts a stream short.
+    #[arg(long, env = "GATEWAY_REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub request_timeout: Duration,
+
+    /// Longest time to open a connection to an upstream; past it the call
+    /// answers `UNAVAILABLE`.
+    #[arg(long, env = "GATEWAY_CONNECT_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub connect_timeout: Duration,
+
+    /// Calls (open streams included) in flight at once across all
+    /// connections; more are refused at once with `RESOURCE_EXHAUSTED`.
+    #[arg(long, env = "GATEWAY_MAX_CONCURRENT_REQUESTS", default_value_t = 1024)]
+    pub max_concurrent_requests: usize,
+
+    /// HTTP/2 concurrent streams allowed per client connection.
+    #[arg(long, env = "GATEWAY_MAX_CONCURRENT_STREAMS", default_value_t = 200)]
+    pub max_concurrent_streams: u32,
+
+    /// How long the JWK Set served at `/.well-known/jwks.json` is cached.
+    #[arg(long, env = "GATEWAY_JWKS_CACHE_TTL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub jwks_cache_ttl: Duration,
+
+    /// Do not serve grpc.reflection (for production setups that do not
+    /// publish their schema).
+    #[arg(long, env = "GATEWAY_DISABLE_REFLECTION")]
+    pub disable_reflection: bool,
+
+    /// How long in-flight calls get to finish after SIGTERM.
+    #[arg(long, env = "GATEWAY_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Config {
+    /// The defaults of every flag (environment variables are not read).
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            auth_url: Uri::from_static("http://127.0.0.1:50051"),
+            tasks_url: Uri::from_static("http://127.0.0.1:50052"),
+            allowed_origins: Vec::new(),
+            max_body_bytes: 1024 * 1024,
+            request_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(2),
+            max_concurrent_requests: 1024,
+            max_concurrent_streams: 200,
+            jwks_cache_ttl: Duration::from_secs(30),
+            disable_reflection: false,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: Config,
+    }
+
+    #[test]
+    fn default_matches_the_flag_defaults() {
+        let parsed = <Cli as clap::Parser>::try_parse_from(["gateway"]).expect("no flags parse").config;
+        let default = Config::default();
+        assert_eq!(format!("{parsed:?}"), format!("{default:?}"));
+    }
+
+    #[test]
+    fn allowed_origin_repeats() {
+        let parsed = <Cli as clap::Parser>::try_parse_from([
+            "gateway",
+            "--allowed-origin",
+            "https://a.example",
+            "--allowed-origin",
+            "https://b.example",
+        ])
+        .expect("flags parse")
+        .config;
+        assert_eq!(parsed.allowed_origins, ["https://a.example", "https://b.example"]);
+    }
+}

@@ -1,0 +1,125 @@
+//! Accepting connections: HTTP/1.1 and HTTP/2 on one port, with limits and
+//! a bounded graceful shutdown.
+//!
+//! Why hyper-util's `auto` connection builder rather than tonic's `Server`:
+//! browsers speak gRPC-Web over HTTP/1.1 (and HTTP/2 when TLS is in front),
+//! gRPC clients speak HTTP/2 with prior knowledge, and one port must serve
+//! both. tonic's server can accept HTTP/1.1 too, but it wants
+//! `NamedService`s and its own router, while the gateway is a single tower
+//! stack that routes by path itself (see stack.rs). Building connections
+//! directly keeps that stack whole and puts every transport limit in view:
+//!
+//! - HTTP/2: max concurrent streams per connection, max header list size,
+//!   max locally reset streams and pending-accept resets (the "Rapid
+//!   Reset"/"MadeYouReset" floods), keepalive pings that drop dead peers;
+//! - HTTP/1.1: a deadline for reading request headers (slowloris);
+//! - each connection records its peer address in the request's
+//!   extensions, the only source of `x-forwarded-for` (see headers.rs).
+//!
+//! Shutdown: when the token fires the listener closes, every connection is
+//! asked to finish (HTTP/2 GOAWAY, HTTP/1.1 close after the current
+//! response), health flips to `NOT_SERVING`, and open calls get
+//! `--shutdown-grace` before the server returns regardless, so an open
+//! `WatchTasks` cannot hang a rollout.
+
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::{conn::auto, graceful::GracefulShutdown},
+    service::TowerToHyperService,
+};
+use serving::CancellationToken;
+use tokio::net::TcpListener;
+use tonic::body::Body;
+use tower::ServiceBuilder;
+
+use crate::{Config, health, router::PeerAddr, stack::Gateway};
+
+/// HTTP/2 header list limit: generous for a bearer token, small enough that
+/// header floods are cheap to refuse.
+const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
+/// Streams a peer may make us reset before its connection is closed.
+const MAX_LOCAL_ERROR_RESET_STREAMS: usize = 256;
+const MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 64;
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time an HTTP/1.1 client gets to send its request headers.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pause after a failed `accept` (for example, out of file descriptors).
+const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Serves the gateway on `listener` until `shutdown`, then drains.
+pub async fn serve(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let gateway = Gateway::build(&config)?;
+    let health = tokio::spawn(health::track(
+        gateway.health_reporter.clone(),
+        gateway.auth.clone(),
+        gateway.tasks.clone(),
+        shutdown.clone(),
+    ));
+    let address = listener.local_addr()?;
+    tracing::info!(%address, auth = %config.auth_url, tasks = %config.tasks_url, "gateway listening");
+
+    let builder = connection_builder(&config);
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot accept a connection");
+                    tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
+                    continue;
+                }
+            },
+            () = shutdown.cancelled() => break,
+        };
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "cannot set TCP_NODELAY");
+        }
+        let service = ServiceBuilder::new()
+            .map_request(move |request: http::Request<Incoming>| {
+                let mut request = request.map(Body::new);
+                request.extensions_mut().insert(PeerAddr(peer));
+                request
+            })
+            .service(gateway.service.clone());
+        let connection = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+        let connection = graceful.watch(connection.into_owned());
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%peer, %error, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+
+    tracing::info!(open_connections = graceful.count(), "gateway draining");
+    tokio::select! {
+        () = graceful.shutdown() => tracing::info!("gateway drained"),
+        () = tokio::time::sleep(config.shutdown_grace) => {
+            tracing::warn!(grace = ?config.shutdown_grace, "drain time exceeded; abandoning open calls");
+        }
+    }
+    let _ = health.await;
+    Ok(())
+}
+
+/// HTTP/1.1 and HTTP/2 on one port, each with its limits.
+fn connection_builder(config: &Config) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(config.max_concurrent_streams)
+        .max_header_list_size(MAX_HEADER_LIST_BYTES)
+        .max_local_error_reset_streams(MAX_LOCAL_ERROR_RESET_STREAMS)
+        .max_pending_accept_reset_streams(MAX_PENDING_ACCEPT_RESET_STREAMS)
+        .keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT);
+    builder
+}
+

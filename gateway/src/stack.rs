@@ -1,0 +1,151 @@
+//! Every layer a request passes, top to bottom, in one place.
+//!
+//! ```text
+//! connection (server.rs)      peer address into the request's extensions
+//!  -> CORS (cors.rs)          preflights answered here; allowed origins marked
+//!  -> entry                   x-request-id, the call's span and log line;
+//!     |                       GET /.well-known/jwks.json answered (jwks.rs)
+//!     -> gRPC-Web (tonic-web) grpc-web / grpc-web-text <-> gRPC; gRPC passes
+//!        -> router (router.rs) concurrency permit, then by service name:
+//!           -> upstream        auth-service or task-service (upstream.rs)
+//!           -> local           health (health.rs), reflection
+//!           -> UNIMPLEMENTED
+//! ```
+//!
+//! The JWKS document is answered *before* the gRPC-Web layer because that
+//! layer turns away every HTTP/1.1 request that is not gRPC-Web.
+//! Everything below CORS answers with a response, never an error, so a
+//! failing call can never take its connection down with it.
+
+use std::{
+    convert::Infallible,
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Instant,
+};
+
+use http::{Method, Request, Response};
+use serving::health::HealthReporter;
+use tokio::sync::Semaphore;
+use tonic::{body::Body, service::Routes};
+use tonic_web::{GrpcWebLayer, GrpcWebService};
+use tower::{Layer, Service, ServiceExt};
+use tower_http::cors::Cors;
+use tracing::Instrument;
+
+use crate::{
+    Config, Error, cors, headers,
+    jwks::{self, Jwks},
+    router::Router,
+    upstream::{self, CallLimits, Upstream},
+};
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = Result<T, Infallible>> + Send>>;
+
+/// The whole gateway as one tower service.
+pub type GatewayService = Cors<Entry>;
+
+/// The gateway's service, and what the server must run beside it.
+pub struct Gateway {
+    pub service: GatewayService,
+    /// Feeds the gateway's health from the upstreams' (see health.rs).
+    pub health_reporter: HealthReporter,
+    pub auth: Upstream,
+    pub tasks: Upstream,
+}
+
+impl Gateway {
+    pub fn build(config: &Config) -> Result<Self, Error> {
+        let client = upstream::http2_client(config.connect_timeout);
+        let auth = Upstream::new("auth-service", &config.auth_url, client.clone())?;
+        let tasks = Upstream::new("task-service", &config.tasks_url, client)?;
+
+        let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        let (reflection_v1, reflection_v1alpha) = serving::reflection::services();
+        let local = Routes::new(health_service).add_service(reflection_v1).add_service(reflection_v1alpha);
+
+        let router = Router {
+            auth: auth.clone(),
+            tasks: tasks.clone(),
+            local,
+            reflection: !config.disable_reflection,
+            permits: Arc::new(Semaphore::new(config.max_concurrent_requests)),
+            limits: CallLimits { max_body_bytes: config.max_body_bytes, request_timeout: config.request_timeout },
+        };
+        let entry = Entry {
+            grpc: GrpcWebLayer::new().layer(RouterService(Arc::new(router))),
+            jwks: Arc::new(Jwks::new(auth.clone(), config.jwks_cache_ttl)),
+        };
+        let service = cors::layer(&config.allowed_origins)?.layer(entry);
+        Ok(Self { service, health_reporter, auth, tasks })
+    }
+}
+
+/// The router as a tower service, for the gRPC-Web layer to wrap.
+#[derive(Clone)]
+pub struct RouterService(Arc<Router>);
+
+impl Service<Request<Body>> for RouterService {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Response<Body>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        let router = self.0.clone();
+        Box::pin(async move { Ok(router.route(request).await) })
+    }
+}
+
+/// Below CORS: names the call, serves the JWKS document, and hands every
+/// other request to the gRPC-Web layer.
+#[derive(Clone)]
+pub struct Entry {
+    grpc: GrpcWebService<RouterService>,
+    jwks: Arc<Jwks>,
+}
+
+impl Service<Request<Body>> for Entry {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Response<Body>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut request: Request<Body>) -> Self::Future {
+        let request_id = headers::assign_request_id(request.headers_mut());
+        let span = serving::telemetry::rpc_span(&request);
+        let grpc = self.grpc.clone();
+        let jwks = self.jwks.clone();
+        let future = async move {
+            let started = Instant::now();
+            let mut response = if request.method() == Method::GET && request.uri().path() == jwks::PATH {
+                jwks.respond().await
+            } else {
+                match grpc.oneshot(request).await {
+                    Ok(response) => response,
+                    Err(infallible) => match infallible {},
+                }
+            };
+            // Set when the status came with the headers; a streamed answer
+            // carries it in the trailers, which the upstream logs.
+            let grpc_status = response.headers().get("grpc-status").and_then(|v| v.to_str().ok()).unwrap_or("");
+            tracing::info!(
+                http_status = response.status().as_u16(),
+                grpc_status,
+                latency_ms = started.elapsed().as_millis() as u64,
+                "answered"
+            );
+            response.headers_mut().insert(headers::X_REQUEST_ID, request_id);
+            Ok(response)
+        };
+        Box::pin(future.instrument(span))
+    }
+}

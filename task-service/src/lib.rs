@@ -1,1 +1,124 @@
+//! The task-service: each signed-in user's task list, which no one else can
+//! see, learn about or change, with live updates (`WatchTasks`).
+//!
+//! [`serve`] takes a bound listener and a shutdown token, so the binary,
+//! the all-in-one stack and the tests all start the real thing the same
+//! way. Reading top-down:
+//!
+//! - [`config`]: flags and their defaults;
+//! - [`jwks`]: the auth-service's public keys, fetched and kept fresh;
+//! - [`authn`]: the layer that turns a bearer token into an `Identity`;
+//! - [`domain`] and [`page_token`]: request values that can only be valid;
+//! - [`store`]: one `TaskStore` trait, SQLite and PostgreSQL behind it;
+//! - [`events`]: the fan-out of committed changes to watchers;
+//! - [`service`]: the gRPC handlers; [`error`]: the one error type.
 
+pub mod authn;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod events;
+pub mod jwks;
+pub mod page_token;
+pub mod service;
+pub mod store;
+
+use std::sync::Arc;
+
+use access_token::Verifier;
+use anyhow::Context;
+use serving::{CancellationToken, database::Database, health::ServingStatus};
+use todo_proto::tasks::v1::task_service_server::TaskServiceServer;
+use tokio::net::TcpListener;
+use tonic::server::NamedService;
+use tower::ServiceBuilder;
+use tower_http::{
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    trace::TraceLayer,
+};
+
+pub use config::Config;
+
+use crate::{authn::RequireAuth, events::Hub, jwks::KeySet, page_token::PageTokenKey, service::TaskApi};
+
+/// The name health reports the task service under.
+pub const SERVICE_NAME: &str = <TaskServiceServer<TaskApi> as NamedService>::NAME;
+
+/// Serves `tasks.v1.TaskService`, health and reflection on `listener` until
+/// `shutdown` is cancelled, then drains (bounded by the shutdown grace).
+///
+/// Start-up fails only for what a restart cannot fix by itself being
+/// retried here: a database that cannot be opened or migrated, or a bad
+/// `--auth-url`. A missing auth-service is waited for in the background.
+pub async fn serve(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let database = Database::connect(&config.database_url, config.database_max_connections)
+        .await
+        .context("cannot open the tasks database")?;
+
+    // SQLite's hub is fed by the store itself, so it is live at once; a
+    // PostgreSQL hub is live once its listener listens.
+    let hub = Hub::new(config.watch_buffer, matches!(database, Database::Sqlite { .. }));
+    let store = store::open(database.clone(), hub.clone()).await.context("cannot migrate the tasks database")?;
+    let page_tokens = PageTokenKey::new(store.page_token_secret().await.context("cannot read the page-token key")?);
+
+    // Everything started in the background stops with `background`, which
+    // ends with `shutdown` or when `serve` returns early.
+    let background = shutdown.child_token();
+    let _stop_background = background.clone().drop_guard();
+
+    if let Database::Postgres(pool) = &database {
+        tokio::spawn(store::postgres::listen(pool.clone(), hub.clone(), background.clone()));
+    }
+
+    let verifier = Verifier::new(&config.issuer, &config.audience, config.token_leeway_secs);
+    let keys = Arc::new(KeySet::new(verifier, &config.auth_url, config.jwks_file.clone())?);
+    {
+        let (keys, background, interval) = (keys.clone(), background.clone(), config.jwks_refresh);
+        tokio::spawn(async move { keys.run(interval, background).await });
+    }
+
+    // Health: NOT_SERVING until keys have arrived, and while the database
+    // does not answer.
+    let (reporter, health_service) = tonic_health::server::health_reporter();
+    serving::health::set_all(&reporter, &[SERVICE_NAME], ServingStatus::NotServing).await;
+    {
+        let (keys, store) = (keys.clone(), store.clone());
+        tokio::spawn(serving::health::track(reporter, vec![SERVICE_NAME], background.clone(), move || {
+            let (keys, store) = (keys.clone(), store.clone());
+            async move { keys.ready() && store.ping().await }
+        }));
+    }
+
+    let authenticator = Arc::new(authn::Authenticator::new(keys, config.clock.clone(), config.token_leeway_secs));
+    let api = TaskApi::new(store, hub, page_tokens, config.clock.clone(), shutdown.clone());
+    let tasks = TaskServiceServer::new(api)
+        .max_decoding_message_size(config.transport.max_message_bytes)
+        .max_encoding_message_size(config.transport.max_message_bytes);
+    let (reflection_v1, reflection_v1alpha) = serving::reflection::services();
+    let reflection = !config.disable_reflection;
+
+    // Every layer a request passes, outermost first. The per-call timeout
+    // bounds the handler's future only: a WatchTasks stream outlives it.
+    let router = serving::transport::server(&config.transport)
+        .timeout(config.transport.request_timeout)
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                .layer(TraceLayer::new_for_grpc().make_span_with(serving::telemetry::rpc_span))
+                .layer(PropagateRequestIdLayer::x_request_id()),
+        )
+        .add_service(health_service)
+        .add_optional_service(reflection.then_some(reflection_v1))
+        .add_optional_service(reflection.then_some(reflection_v1alpha))
+        .add_service(RequireAuth::new(tasks, authenticator));
+
+    tracing::info!(address = ?listener.local_addr().ok(), "task-service listening");
+    let served = router.serve_with_incoming_shutdown(serving::transport::incoming(listener), shutdown.cancelled());
+    serving::transport::run_with_drain(served, shutdown.clone(), config.transport.shutdown_grace)
+        .await
+        .context("the gRPC server failed")?;
+    background.cancel();
+    database.close().await;
+    tracing::info!("task-service stopped");
+    Ok(())
+}

@@ -1,0 +1,212 @@
+//! Authentication of every task RPC: deny by default.
+//!
+//! [`RequireAuth`] is a tower service wrapped around the generated
+//! `TaskServiceServer`, so no task method can be reached without passing it
+//! (health and reflection are separate services and stay public). It is a
+//! layer rather than a tonic interceptor because an unknown `kid` may need
+//! to wait for a key refresh, which is async.
+//!
+//! For each call it reads `authorization: Bearer` (the shared rules of
+//! [`access_token::bearer_token`]), verifies the token locally (EdDSA only,
+//! `typ`, `iss`, `aud`, `exp`, `nbf`) and puts the proven
+//! [`Identity`] into the request's extensions, where handlers take the owner
+//! from and from nowhere else. Every refusal is the same `UNAUTHENTICATED`
+//! message; the reason is logged at debug level, never the token.
+//!
+//! Verified tokens are remembered in a bounded cache keyed by the SHA-256 of
+//! the whole token, so a client's repeated calls skip the signature check.
+//! An entry is used only until the token's `exp` (plus leeway) and only
+//! while the key set it was verified with is still current.
+
+use std::{
+    collections::HashMap,
+    convert::Infallible,
+    sync::{Arc, Mutex},
+    task::{Context, Poll},
+};
+
+use access_token::{Identity, VerifyError, bearer_token};
+use futures::future::BoxFuture;
+use serving::clock::Clock;
+use sha2::{Digest, Sha256};
+use tonic::{Status, body::Body, metadata::MetadataMap, server::NamedService};
+use tower::Service;
+
+use crate::jwks::KeySet;
+
+/// The one message of every refused token.
+const UNAUTHENTICATED: &str = "missing or invalid access token";
+/// Most verified tokens remembered at once.
+const CACHE_CAPACITY: usize = 10_000;
+
+/// Verifies bearer tokens and remembers the verified ones.
+pub struct Authenticator {
+    keys: Arc<KeySet>,
+    cache: TokenCache,
+    clock: Clock,
+    leeway_secs: i64,
+}
+
+impl Authenticator {
+    pub fn new(keys: Arc<KeySet>, clock: Clock, leeway_secs: u64) -> Self {
+        Self {
+            keys,
+            cache: TokenCache::new(CACHE_CAPACITY),
+            clock,
+            leeway_secs: leeway_secs.min(60) as i64,
+        }
+    }
+
+    /// Who sent `metadata`, or the status refusing the call.
+    pub async fn authenticate(&self, metadata: &MetadataMap) -> Result<Identity, Status> {
+        if !self.keys.ready() {
+            return Err(Status::unavailable("the service is starting (no token-signing keys yet); retry later"));
+        }
+        let token = bearer_token(metadata).map_err(|reason| {
+            tracing::debug!(%reason, "refused authorization metadata");
+            Status::unauthenticated(UNAUTHENTICATED)
+        })?;
+        let now = self.clock.now().timestamp();
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let generation = self.keys.generation();
+        if let Some(identity) = self.cache.get(&digest, generation, now, self.leeway_secs) {
+            return Ok(identity);
+        }
+        let verified = match self.keys.verifier().verify(token, now) {
+            Err(VerifyError::UnknownKey) => {
+                self.keys.refresh_for_unknown_kid().await;
+                self.keys.verifier().verify(token, now)
+            }
+            other => other,
+        };
+        match verified {
+            Ok(identity) => {
+                // The generation read before verifying: if the keys changed
+                // meanwhile, the entry is simply never used.
+                self.cache.insert(digest, identity, generation, now, self.leeway_secs);
+                Ok(identity)
+            }
+            Err(reason) => {
+                tracing::debug!(%reason, "refused access token");
+                Err(Status::unauthenticated(UNAUTHENTICATED))
+            }
+        }
+    }
+}
+
+/// A bounded map from token digest to the identity it proved.
+struct TokenCache {
+    entries: Mutex<HashMap<[u8; 32], (Identity, u64)>>,
+    capacity: usize,
+}
+
+impl TokenCache {
+    fn new(capacity: usize) -> Self {
+        Self { entries: Mutex::new(HashMap::new()), capacity }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], (Identity, u64)>> {
+        self.entries.lock().unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    fn get(&self, digest: &[u8; 32], generation: u64, now: i64, leeway: i64) -> Option<Identity> {
+        let entries = self.lock();
+        let (identity, verified_with) = entries.get(digest)?;
+        (*verified_with == generation && now <= identity.expires_at.saturating_add(leeway)).then_some(*identity)
+    }
+
+    fn insert(&self, digest: [u8; 32], identity: Identity, generation: u64, now: i64, leeway: i64) {
+        let mut entries = self.lock();
+        if entries.len() >= self.capacity {
+            entries.retain(|_, (identity, verified_with)| {
+                *verified_with == generation && now <= identity.expires_at.saturating_add(leeway)
+            });
+            if entries.len() >= self.capacity {
+                // Every entry is live: forget them all. The cost is one
+                // signature check per active client, and memory stays bounded.
+                entries.clear();
+            }
+        }
+        entries.insert(digest, (identity, generation));
+    }
+}
+
+/// The task service behind authentication.
+#[derive(Clone)]
+pub struct RequireAuth<S> {
+    inner: S,
+    authenticator: Arc<Authenticator>,
+}
+
+impl<S> RequireAuth<S> {
+    pub fn new(inner: S, authenticator: Arc<Authenticator>) -> Self {
+        Self { inner, authenticator }
+    }
+}
+
+impl<S: NamedService> NamedService for RequireAuth<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S> Service<http::Request<Body>> for RequireAuth<S>
+where
+    S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
+        // The clone that was driven to readiness serves this call.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let authenticator = self.authenticator.clone();
+        Box::pin(async move {
+            let metadata = MetadataMap::from_headers(request.headers().clone());
+            match authenticator.authenticate(&metadata).await {
+                Ok(identity) => {
+                    request.extensions_mut().insert(identity);
+                    inner.call(request).await
+                }
+                Err(status) => Ok(status.into_http()),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use uuid::Uuid;
+
+    use super::*;
+
+    fn identity(expires_at: i64) -> Identity {
+        Identity { user_id: Uuid::now_v7(), session_id: Uuid::now_v7(), expires_at }
+    }
+
+    #[test]
+    fn cached_tokens_expire_and_follow_the_key_generation() {
+        let cache = TokenCache::new(4);
+        let id = identity(100);
+        cache.insert([1; 32], id, 7, 50, 0);
+        assert_eq!(cache.get(&[1; 32], 7, 100, 0), Some(id));
+        assert_eq!(cache.get(&[1; 32], 7, 101, 0), None);
+        assert_eq!(cache.get(&[1; 32], 7, 101, 1), Some(id));
+        assert_eq!(cache.get(&[1; 32], 8, 50, 0), None);
+        assert_eq!(cache.get(&[2; 32], 7, 50, 0), None);
+    }
+
+    #[test]
+    fn the_cache_stays_bounded() {
+        let cache = TokenCache::new(4);
+        for i in 0..100u8 {
+            cache.insert([i; 32], identity(1_000), 1, 0, 0);
+            assert!(cache.lock().len() <= 4);
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! Every setting of the task-service, as command-line flags with
+//! environment-variable fallbacks (`TASK_*`). The defaults run on a laptop
+//! next to an auth-service started with its own defaults.
+//!
+//! The defaults are constants used both by clap and by [`Config::default`],
+//! so tests and the all-in-one stack get exactly what `--help` documents
+//! without the process environment leaking into them.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use serving::{clock::Clock, transport::TransportArgs};
+
+const DEFAULT_LISTEN: &str = "127.0.0.1:50052";
+const DEFAULT_DATABASE_URL: &str = "sqlite://data/tasks.db";
+const DEFAULT_DATABASE_MAX_CONNECTIONS: u32 = 10;
+const DEFAULT_AUTH_URL: &str = "http://127.0.0.1:50051";
+const DEFAULT_ISSUER: &str = "todo-auth";
+const DEFAULT_AUDIENCE: &str = "todo-api";
+const DEFAULT_JWKS_REFRESH: Duration = Duration::from_secs(5 * 60);
+const DEFAULT_TOKEN_LEEWAY_SECS: u64 = 30;
+const DEFAULT_WATCH_BUFFER: usize = 256;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Config {
+    /// Address to serve gRPC on.
+    #[arg(long, env = "TASK_LISTEN", default_value = DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+
+    /// `sqlite://PATH` (created if missing) or `postgres://USER@HOST/DB`.
+    #[arg(long, env = "TASK_DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
+    pub database_url: String,
+
+    /// Largest number of pooled database connections.
+    #[arg(long, env = "TASK_DATABASE_MAX_CONNECTIONS", default_value_t = DEFAULT_DATABASE_MAX_CONNECTIONS)]
+    pub database_max_connections: u32,
+
+    /// The auth-service whose `GetJwks` publishes the token-signing keys.
+    /// Ignored when `--jwks-file` is given.
+    #[arg(long, env = "TASK_AUTH_URL", default_value = DEFAULT_AUTH_URL)]
+    pub auth_url: String,
+
+    /// Read the signing keys from this JWK Set file instead of calling the
+    /// auth-service (re-read on the same schedule).
+    #[arg(long, env = "TASK_JWKS_FILE")]
+    pub jwks_file: Option<PathBuf>,
+
+    /// How often the key set is refreshed in the background.
+    #[arg(long, env = "TASK_JWKS_REFRESH", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub jwks_refresh: Duration,
+
+    /// Expected `iss` of access tokens.
+    #[arg(long, env = "TASK_ISSUER", default_value = DEFAULT_ISSUER)]
+    pub issuer: String,
+
+    /// Expected `aud` of access tokens.
+    #[arg(long, env = "TASK_AUDIENCE", default_value = DEFAULT_AUDIENCE)]
+    pub audience: String,
+
+    /// Clock skew tolerated on `exp`/`nbf`, in seconds (capped at 60).
+    #[arg(long, env = "TASK_TOKEN_LEEWAY_SECS", default_value_t = DEFAULT_TOKEN_LEEWAY_SECS)]
+    pub token_leeway_secs: u64,
+
+    /// Events a WatchTasks stream may have queued before it is ended with
+    /// RESOURCE_EXHAUSTED (the client is too far behind).
+    #[arg(long, env = "TASK_WATCH_BUFFER", default_value_t = DEFAULT_WATCH_BUFFER)]
+    pub watch_buffer: usize,
+
+    /// Do not serve grpc.reflection (for production setups that do not
+    /// publish their schema).
+    #[arg(long, env = "TASK_DISABLE_REFLECTION")]
+    pub disable_reflection: bool,
+
+    #[command(flatten)]
+    pub transport: TransportArgs,
+
+    /// Time source; tests inject a manual clock.
+    #[arg(skip)]
+    pub clock: Clock,
+}
+
+impl Default for Config {
+    /// The documented default of every flag (the environment is not read).
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_LISTEN.parse().expect("the default listen address is valid"),
+            database_url: DEFAULT_DATABASE_URL.into(),
+            database_max_connections: DEFAULT_DATABASE_MAX_CONNECTIONS,
+            auth_url: DEFAULT_AUTH_URL.into(),
+            jwks_file: None,
+            jwks_refresh: DEFAULT_JWKS_REFRESH,
+            issuer: DEFAULT_ISSUER.into(),
+            audience: DEFAULT_AUDIENCE.into(),
+            token_leeway_secs: DEFAULT_TOKEN_LEEWAY_SECS,
+            watch_buffer: DEFAULT_WATCH_BUFFER,
+            disable_reflection: false,
+            transport: TransportArgs::default(),
+            clock: Clock::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: Config,
+    }
+
+    #[test]
+    fn default_matches_an_empty_command_line() {
+        let parsed = Cli::parse_from(["task-service"]).config;
+        let default = Config::default();
+        assert_eq!(parsed.listen, default.listen);
+        assert_eq!(parsed.database_url, default.database_url);
+        assert_eq!(parsed.auth_url, default.auth_url);
+        assert_eq!(parsed.jwks_refresh, default.jwks_refresh);
+        assert_eq!(parsed.issuer, default.issuer);
+        assert_eq!(parsed.audience, default.audience);
+        assert_eq!(parsed.watch_buffer, default.watch_buffer);
+    }
+}

@@ -1,0 +1,271 @@
+//! Live task changes for `WatchTasks`: a hub that fans committed changes out
+//! to the watchers of the task's owner.
+//!
+//! Where events come from depends on the database, and is the one thing the
+//! hub does not know:
+//!
+//! - **SQLite** is one process: the store publishes to the hub right after
+//!   its commit, still holding the single writer connection, so events leave
+//!   in commit order.
+//! - **PostgreSQL** may have many replicas: the store runs `pg_notify` inside
+//!   the writing transaction (delivered only if it commits, in commit order)
+//!   and every replica's listener (see [`crate::store::postgres::listen`])
+//!   publishes what it hears to its own hub, its own writes included, so
+//!   local and remote watchers see one ordering.
+//!
+//! Each watcher has its own bounded queue. A watcher whose queue is full is
+//! too far behind: it is ended with `RESOURCE_EXHAUSTED` instead of letting
+//! memory grow or slowing everyone else down. When the change feed itself
+//! breaks (the PostgreSQL listener lost its connection), every watcher is
+//! ended with `UNAVAILABLE` so clients reconnect and re-read, rather than
+//! sitting on a stream that silently missed changes.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, OnceLock},
+};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use todo_proto::tasks::v1 as proto;
+use uuid::Uuid;
+
+use crate::domain::{self, Task};
+
+/// The kind of a change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventKind {
+    Created,
+    Updated,
+    Deleted,
+}
+
+impl From<EventKind> for proto::TaskEventType {
+    fn from(kind: EventKind) -> Self {
+        match kind {
+            EventKind::Created => Self::Created,
+            EventKind::Updated => Self::Updated,
+            EventKind::Deleted => Self::Deleted,
+        }
+    }
+}
+
+/// One committed change, as a watcher receives it.
+pub type Event = Arc<proto::WatchTasksResponse>;
+
+/// The event for `task` after a change of `kind` at `time`.
+pub fn event(kind: EventKind, task: &proto::Task, time: DateTime<Utc>) -> Event {
+    Arc::new(proto::WatchTasksResponse {
+        event_type: proto::TaskEventType::from(kind) as i32,
+        task: Some(task.clone()),
+        event_time: Some(domain::timestamp(time)),
+    })
+}
+
+/// The event for a stored task.
+pub fn task_event(kind: EventKind, task: &Task, time: DateTime<Utc>) -> Event {
+    event(kind, &proto::Task::from(task), time)
+}
+
+/// Why a watcher's stream ended (other than the client leaving).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// Its queue overflowed.
+    TooFarBehind,
+    /// The change feed is down.
+    FeedLost,
+}
+
+struct Slot {
+    id: u64,
+    queue: mpsc::Sender<Event>,
+    end: Arc<OnceLock<End>>,
+}
+
+#[derive(Default)]
+struct State {
+    available: bool,
+    next_id: u64,
+    watchers: HashMap<Uuid, Vec<Slot>>,
+}
+
+/// The fan-out point of one process.
+pub struct Hub {
+    state: Mutex<State>,
+    queue_len: usize,
+}
+
+impl Hub {
+    /// A hub whose watchers may queue `queue_len` events. `available` says
+    /// whether the feed is up at start (SQLite: always; PostgreSQL: once its
+    /// listener is listening).
+    pub fn new(queue_len: usize, available: bool) -> Arc<Self> {
+        Arc::new(Self {
+            state: Mutex::new(State { available, ..State::default() }),
+            queue_len: queue_len.max(1),
+        })
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        // No code panics while holding the lock; if one did, the map is
+        // still consistent, so recover rather than poison every watcher.
+        self.state.lock().unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// Starts watching `owner`'s tasks, or `None` while the feed is down.
+    pub fn subscribe(self: &Arc<Self>, owner: Uuid) -> Option<Subscription> {
+        let mut state = self.state();
+        if !state.available {
+            return None;
+        }
+        let (queue, receiver) = mpsc::channel(self.queue_len);
+        let end = Arc::new(OnceLock::new());
+        state.next_id += 1;
+        let id = state.next_id;
+        state.watchers.entry(owner).or_default().push(Slot { id, queue, end: end.clone() });
+        Some(Subscription { receiver, end, hub: self.clone(), owner, id })
+    }
+
+    /// Delivers `event` to every watcher of `owner`, ending those too far
+    /// behind. Never waits.
+    pub fn publish(&self, owner: Uuid, event: Event) {
+        let mut state = self.state();
+        let Some(slots) = state.watchers.get_mut(&owner) else { return };
+        slots.retain(|slot| match slot.queue.try_send(event.clone()) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                let _ = slot.end.set(End::TooFarBehind);
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        });
+        if slots.is_empty() {
+            state.watchers.remove(&owner);
+        }
+    }
+
+    /// Marks the feed up or down; going down ends every watcher.
+    pub fn set_available(&self, available: bool) {
+        let mut state = self.state();
+        state.available = available;
+        if !available {
+            for slot in state.watchers.drain().flat_map(|(_, slots)| slots) {
+                let _ = slot.end.set(End::FeedLost);
+            }
+        }
+    }
+
+    /// How many watchers are connected (for tests and logs).
+    pub fn watcher_count(&self) -> usize {
+        self.state().watchers.values().map(Vec::len).sum()
+    }
+
+    fn unsubscribe(&self, owner: Uuid, id: u64) {
+        let mut state = self.state();
+        if let Some(slots) = state.watchers.get_mut(&owner) {
+            slots.retain(|slot| slot.id != id);
+            if slots.is_empty() {
+                state.watchers.remove(&owner);
+            }
+        }
+    }
+}
+
+/// One watcher's end of the hub; dropping it unsubscribes.
+pub struct Subscription {
+    receiver: mpsc::Receiver<Event>,
+    end: Arc<OnceLock<End>>,
+    hub: Arc<Hub>,
+    owner: Uuid,
+    id: u64,
+}
+
+impl Subscription {
+    /// The next event, or why there will be none. An ended watcher stops at
+    /// once, even with events still queued: it must re-read anyway.
+    pub async fn next(&mut self) -> Result<Event, End> {
+        if let Some(end) = self.end.get() {
+            return Err(*end);
+        }
+        match self.receiver.recv().await {
+            Some(event) => match self.end.get() {
+                Some(end) => Err(*end),
+                None => Ok(event),
+            },
+            None => Err(self.end.get().copied().unwrap_or(End::FeedLost)),
+        }
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.hub.unsubscribe(self.owner, self.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn some_event(title: &str) -> Event {
+        event(
+            EventKind::Created,
+            &proto::Task { title: title.into(), ..proto::Task::default() },
+            Utc::now(),
+        )
+    }
+
+    #[tokio::test]
+    async fn events_reach_only_the_owners_watchers_in_order() {
+        let hub = Hub::new(8, true);
+        let (alice, bob) = (Uuid::now_v7(), Uuid::now_v7());
+        let mut alice_1 = hub.subscribe(alice).unwrap();
+        let mut alice_2 = hub.subscribe(alice).unwrap();
+        let mut bob_1 = hub.subscribe(bob).unwrap();
+        hub.publish(alice, some_event("a"));
+        hub.publish(alice, some_event("b"));
+        for watcher in [&mut alice_1, &mut alice_2] {
+            assert_eq!(watcher.next().await.unwrap().task.as_ref().unwrap().title, "a");
+            assert_eq!(watcher.next().await.unwrap().task.as_ref().unwrap().title, "b");
+        }
+        assert!(bob_1.receiver.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn a_watcher_too_far_behind_is_ended_and_others_go_on() {
+        let hub = Hub::new(2, true);
+        let owner = Uuid::now_v7();
+        let mut slow = hub.subscribe(owner).unwrap();
+        let mut fast = hub.subscribe(owner).unwrap();
+        for i in 0..3 {
+            hub.publish(owner, some_event(&i.to_string()));
+            if i < 2 {
+                assert!(fast.next().await.is_ok());
+            }
+        }
+        assert_eq!(slow.next().await.unwrap_err(), End::TooFarBehind);
+        assert_eq!(fast.next().await.unwrap().task.as_ref().unwrap().title, "2");
+        assert_eq!(hub.watcher_count(), 1);
+    }
+
+    #[tokio::test]
+    async fn losing_the_feed_ends_every_watcher_and_refuses_new_ones() {
+        let hub = Hub::new(2, true);
+        let mut watcher = hub.subscribe(Uuid::now_v7()).unwrap();
+        hub.set_available(false);
+        assert_eq!(watcher.next().await.unwrap_err(), End::FeedLost);
+        assert!(hub.subscribe(Uuid::now_v7()).is_none());
+        hub.set_available(true);
+        assert!(hub.subscribe(Uuid::now_v7()).is_some());
+    }
+
+    #[tokio::test]
+    async fn dropping_a_subscription_unsubscribes() {
+        let hub = Hub::new(2, true);
+        let watcher = hub.subscribe(Uuid::now_v7()).unwrap();
+        assert_eq!(hub.watcher_count(), 1);
+        drop(watcher);
+        assert_eq!(hub.watcher_count(), 0);
+    }
+}

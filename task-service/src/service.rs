@@ -1,0 +1,301 @@
+//! `tasks.v1.TaskService`: request messages in, domain values through the
+//! store, task messages out.
+//!
+//! Each handler does three things: takes the caller from the request's
+//! extensions (put there by [`crate::authn`]; never from the message),
+//! parses every field into a domain value (collecting all violations into
+//! one `INVALID_ARGUMENT`), and calls one store operation. Ownership,
+//! etags and idempotency are the store's, in SQL.
+//!
+//! `WatchTasks` is a stream over the caller's [`Subscription`] that also
+//! ends by itself: with `UNAUTHENTICATED` when the token that opened it
+//! expires (by the injected clock), `RESOURCE_EXHAUSTED` when the watcher
+//! fell too far behind, `UNAVAILABLE` when the change feed or the server
+//! goes away. Idle streams are kept alive by the transport's HTTP/2 pings.
+
+use std::{pin::Pin, sync::Arc, time::Duration};
+
+use access_token::Identity;
+use futures::Stream;
+use serving::{
+    CancellationToken,
+    clock::Clock,
+    status::{Violation, invalid_argument},
+};
+use todo_proto::tasks::v1::{self as proto, task_service_server::TaskService};
+use tonic::{Request, Response, Status};
+use crate::{
+    domain::{
+        Description, ListQuery, NewTask, OrderBy, SearchText, TaskPatch, TaskTitle, UpdatableField, parse_etag,
+        parse_id, parse_page_size, parse_priority, parse_request_id, parse_time, parse_update_mask,
+    },
+    error::Error,
+    events::{End, Hub, Subscription},
+    page_token::PageTokenKey,
+    store::{Completion, TaskStore, Written},
+};
+
+pub struct TaskApi {
+    store: Arc<dyn TaskStore>,
+    hub: Arc<Hub>,
+    page_tokens: PageTokenKey,
+    clock: Clock,
+    shutdown: CancellationToken,
+}
+
+impl TaskApi {
+    pub fn new(
+        store: Arc<dyn TaskStore>,
+        hub: Arc<Hub>,
+        page_tokens: PageTokenKey,
+        clock: Clock,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self { store, hub, page_tokens, clock, shutdown }
+    }
+}
+
+/// The caller proven by the authentication layer. Its absence is a wiring
+/// bug, answered as unauthenticated rather than trusted.
+fn caller<T>(request: &Request<T>) -> Result<Identity, Status> {
+    request.extensions().get::<Identity>().copied().ok_or_else(|| {
+        tracing::error!("a task RPC ran without an authenticated identity");
+        Status::unauthenticated("missing or invalid access token")
+    })
+}
+
+/// Collects the violations of several fields into one answer.
+#[derive(Default)]
+struct Violations(Vec<Violation>);
+
+impl Violations {
+    fn check<T>(&mut self, result: Result<T, Violation>) -> Option<T> {
+        result.map_err(|violation| self.0.push(violation)).ok()
+    }
+
+    fn finish(self) -> Result<(), Status> {
+        if self.0.is_empty() { Ok(()) } else { Err(invalid_argument(&self.0)) }
+    }
+}
+
+fn parse_one<T>(result: Result<T, Violation>) -> Result<T, Status> {
+    result.map_err(|violation| invalid_argument(&[violation]))
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<proto::WatchTasksResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl TaskService for TaskApi {
+    async fn create_task(
+        &self,
+        request: Request<proto::CreateTaskRequest>,
+    ) -> Result<Response<proto::CreateTaskResponse>, Status> {
+        let owner = caller(&request)?.user_id;
+        let message = request.into_inner();
+        let mut violations = Violations::default();
+        let title = violations.check(TaskTitle::parse("title", &message.title));
+        let description = violations.check(Description::parse("description", &message.description));
+        let priority = violations.check(parse_priority("priority", message.priority));
+        let due_time = violations.check(message.due_time.as_ref().map(|due| parse_time("due_time", due)).transpose());
+        let request_id = violations.check(parse_request_id("request_id", &message.request_id));
+        violations.finish()?;
+        let (Some(title), Some(description), Some(priority), Some(due_time), Some(request_id)) =
+            (title, description, priority, due_time, request_id)
+        else {
+            return Err(Error::Internal("validated fields missing".into()).into());
+        };
+        let task = NewTask {
+            title: title.into_inner(),
+            description: description.into_inner(),
+            priority,
+            due_time,
+            request_id,
+        };
+        let created = self.store.create(owner, task, self.clock.now()).await?;
+        Ok(Response::new(proto::CreateTaskResponse { task: Some((&created.task).into()) }))
+    }
+
+    async fn get_task(
+        &self,
+        request: Request<proto::GetTaskRequest>,
+    ) -> Result<Response<proto::GetTaskResponse>, Status> {
+        let owner = caller(&request)?.user_id;
+        let id = parse_one(parse_id("id", &request.get_ref().id))?;
+        let task = self.store.get(owner, id).await?.ok_or(Error::NotFound)?;
+        Ok(Response::new(proto::GetTaskResponse { task: Some((&task).into()) }))
+    }
+
+    async fn list_tasks(
+        &self,
+        request: Request<proto::ListTasksRequest>,
+    ) -> Result<Response<proto::ListTasksResponse>, Status> {
+        let owner = caller(&request)?.user_id;
+        let message = request.into_inner();
+        let mut violations = Violations::default();
+        let page_size = violations.check(parse_page_size("page_size", message.page_size));
+        let order = violations.check(OrderBy::parse("order_by", &message.order_by));
+        let search = violations.check(SearchText::parse("query", &message.query));
+        violations.finish()?;
+        let (Some(page_size), Some(order), Some(search)) = (page_size, order, search) else {
+            return Err(Error::Internal("validated fields missing".into()).into());
+        };
+        let query = ListQuery { completed: message.completed, search, order };
+        let after = if message.page_token.is_empty() {
+            None
+        } else {
+            Some(parse_one(self.page_tokens.open(&message.page_token, owner, &query))?)
+        };
+        let page = self.store.list(owner, &query, after.as_ref(), page_size).await?;
+        let next_page_token = match page.tasks.last() {
+            Some(last) if page.more => self.page_tokens.issue(owner, &query, &query.order.cursor_of(last)),
+            _ => String::new(),
+        };
+        Ok(Response::new(proto::ListTasksResponse {
+            tasks: page.tasks.iter().map(Into::into).collect(),
+            next_page_token,
+            total_size: i32::try_from(page.total).unwrap_or(i32::MAX),
+        }))
+    }
+
+    async fn update_task(
+        &self,
+        request: Request<proto::UpdateTaskRequest>,
+    ) -> Result<Response<proto::UpdateTaskResponse>, Status> {
+        let owner = caller(&request)?.user_id;
+        let message = request.into_inner();
+        let Some(task) = message.task else {
+            return Err(invalid_argument(&[Violation::new("task", "is required")]));
+        };
+        let paths = message.update_mask.map(|mask| mask.paths).unwrap_or_default();
+        let mut violations = Violations::default();
+        let id = violations.check(parse_id("task.id", &task.id));
+        let fields = violations.check(parse_update_mask("update_mask", &paths)).unwrap_or_default();
+        let mut patch = TaskPatch::default();
+        for field in fields {
+            match field {
+                UpdatableField::Title => {
+                    patch.title = violations.check(TaskTitle::parse("task.title", &task.title)).map(TaskTitle::into_inner);
+                }
+                UpdatableField::Description => {
+                    patch.description = violations
+                        .check(Description::parse("task.description", &task.description))
+                        .map(Description::into_inner);
+                }
+                UpdatableField::Priority => {
+                    patch.priority = violations.check(parse_priority("task.priority", task.priority));
+                }
+                UpdatableField::DueTime => {
+                    patch.due_time = violations
+                        .check(task.due_time.as_ref().map(|due| parse_time("task.due_time", due)).transpose());
+                }
+                UpdatableField::Completed => patch.completed = Some(task.completed),
+            }
+        }
+        violations.finish()?;
+        let id = id.ok_or_else(|| Error::Internal("validated id missing".into()))?;
+        let etag = parse_etag(&task.etag);
+        match self.store.update(owner, id, &patch, etag, self.clock.now()).await? {
+            Written::Done(task) => Ok(Response::new(proto::UpdateTaskResponse { task: Some((&task).into()) })),
+            Written::NotFound => Err(Error::NotFound.into()),
+            Written::EtagMismatch => Err(Error::EtagMismatch.into()),
+        }
+    }
+
+    async fn delete_task(
+        &self,
+        request: Request<proto::DeleteTaskRequest>,
+    ) -> Result<Response<proto::DeleteTaskResponse>, Status> {
+        let owner = caller(&request)?.user_id;
+        let message = request.into_inner();
+        let id = parse_one(parse_id("id", &message.id))?;
+        match self.store.delete(owner, id, parse_etag(&message.etag), self.clock.now()).await? {
+            Written::Done(()) => Ok(Response::new(proto::DeleteTaskResponse {})),
+            Written::NotFound => Err(Error::NotFound.into()),
+            Written::EtagMismatch => Err(Error::EtagMismatch.into()),
+        }
+    }
+
+    async fn set_task_completed(
+        &self,
+        request: Request<proto::SetTaskCompletedRequest>,
+    ) -> Result<Response<proto::SetTaskCompletedResponse>, Status> {
+        let owner = caller(&request)?.user_id;
+        let message = request.into_inner();
+        let id = parse_one(parse_id("id", &message.id))?;
+        match self.store.set_completed(owner, id, message.completed, self.clock.now()).await? {
+            Completion::Changed(task) | Completion::Unchanged(task) => {
+                Ok(Response::new(proto::SetTaskCompletedResponse { task: Some((&task).into()) }))
+            }
+            Completion::NotFound => Err(Error::NotFound.into()),
+        }
+    }
+
+    type WatchTasksStream = WatchStream;
+
+    async fn watch_tasks(
+        &self,
+        request: Request<proto::WatchTasksRequest>,
+    ) -> Result<Response<Self::WatchTasksStream>, Status> {
+        let identity = caller(&request)?;
+        let Some(subscription) = self.hub.subscribe(identity.user_id) else {
+            return Err(Status::unavailable("live updates are temporarily unavailable; retry later"));
+        };
+        let watch = Watch {
+            subscription,
+            expires_at_micros: identity.expires_at.saturating_mul(1_000_000),
+            clock: self.clock.clone(),
+            shutdown: self.shutdown.clone(),
+            ended: false,
+        };
+        tracing::debug!(user = %identity.user_id, "watcher connected");
+        Ok(Response::new(Box::pin(futures::stream::unfold(watch, Watch::step))))
+    }
+}
+
+/// The state of one `WatchTasks` stream.
+struct Watch {
+    subscription: Subscription,
+    expires_at_micros: i64,
+    clock: Clock,
+    shutdown: CancellationToken,
+    ended: bool,
+}
+
+impl Watch {
+    async fn step(mut self) -> Option<(Result<proto::WatchTasksResponse, Status>, Self)> {
+        if self.ended {
+            return None;
+        }
+        let item = tokio::select! {
+            biased;
+            () = self.shutdown.cancelled() => Err(Status::unavailable("the server is shutting down; reconnect")),
+            () = until(&self.clock, self.expires_at_micros) => {
+                Err(Status::unauthenticated("the access token expired; reconnect with a fresh one"))
+            }
+            next = self.subscription.next() => match next {
+                Ok(event) => Ok((*event).clone()),
+                Err(End::TooFarBehind) => Err(serving::status::resource_exhausted(
+                    "this watcher fell too far behind; reconnect and re-read the list",
+                    Duration::from_secs(1),
+                )),
+                Err(End::FeedLost) => Err(Status::unavailable("live updates were interrupted; reconnect and re-read the list")),
+            },
+        };
+        self.ended = item.is_err();
+        Some((item, self))
+    }
+}
+
+/// Resolves once `clock` reads `deadline_micros` or later. It sleeps in
+/// steps of at most a second, so a manual clock moved by a test is noticed
+/// within one step and the system clock within microseconds.
+async fn until(clock: &Clock, deadline_micros: i64) {
+    loop {
+        let remaining = deadline_micros.saturating_sub(clock.now().timestamp_micros());
+        if remaining <= 0 {
+            return;
+        }
+        let step = Duration::from_micros(remaining.unsigned_abs()).min(Duration::from_secs(1));
+        tokio::time::sleep(step).await;
+    }
+}

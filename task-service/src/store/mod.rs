@@ -1,0 +1,149 @@
+//! Where tasks live: one [`TaskStore`] trait with the operations the service
+//! needs, and one implementation per database ([`sqlite`], [`postgres`]).
+//!
+//! Two rules hold in both implementations:
+//!
+//! - **Every operation takes the owner.** There is no way to read or write a
+//!   task by id alone; a foreign id behaves exactly like an unknown one.
+//! - **Conditions live in the writing statement.** Ownership, the etag and
+//!   "already completed" are all in the `WHERE` of the one `UPDATE`/`DELETE`
+//!   that writes, inside a transaction, so concurrent writers cannot lose
+//!   each other's changes; only when it matched no row does a second read in
+//!   the same transaction tell `NOT_FOUND` from `ABORTED`.
+//!
+//! Each committed change is published as a [`TaskEvent`] for `WatchTasks`
+//! (see [`crate::events`]): SQLite hands it to the in-process hub after the
+//! commit, PostgreSQL sends it with `pg_notify` inside the transaction, so a
+//! rolled-back write notifies nobody.
+//!
+//! Times are stored to the microsecond (SQLite: INTEGER microseconds since
+//! the epoch; PostgreSQL: `timestamptz`). Lists use keyset pagination over
+//! indexes that start with the owner, so every page costs the same.
+
+pub mod postgres;
+pub mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::{
+    domain::{Cursor, Etag, ListQuery, NewTask, Task, TaskPatch},
+    error::Result,
+    events::Hub,
+};
+
+/// What a `CreateTask` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Created {
+    pub task: Task,
+    /// False when an earlier call with the same `request_id` made it.
+    pub new: bool,
+}
+
+/// The outcome of a conditional write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Written<T> {
+    Done(T),
+    NotFound,
+    EtagMismatch,
+}
+
+/// What a `SetTaskCompleted` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Completion {
+    Changed(Task),
+    /// It already had the asked-for state: nothing was written.
+    Unchanged(Task),
+    NotFound,
+}
+
+/// One page of a list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    pub tasks: Vec<Task>,
+    /// Whether more tasks follow the last one.
+    pub more: bool,
+    /// All tasks matching the filters.
+    pub total: i64,
+}
+
+#[async_trait]
+pub trait TaskStore: Send + Sync + 'static {
+    /// Creates a task, or returns the one an earlier call with the same
+    /// `(owner, request_id)` created.
+    async fn create(&self, owner: Uuid, task: NewTask, now: DateTime<Utc>) -> Result<Created>;
+
+    async fn get(&self, owner: Uuid, id: Uuid) -> Result<Option<Task>>;
+
+    /// Up to `limit` tasks after `after` in the query's order.
+    async fn list(&self, owner: Uuid, query: &ListQuery, after: Option<&Cursor>, limit: usize) -> Result<Page>;
+
+    async fn update(
+        &self,
+        owner: Uuid,
+        id: Uuid,
+        patch: &TaskPatch,
+        etag: Option<Etag>,
+        now: DateTime<Utc>,
+    ) -> Result<Written<Task>>;
+
+    async fn delete(&self, owner: Uuid, id: Uuid, etag: Option<Etag>, now: DateTime<Utc>) -> Result<Written<()>>;
+
+    async fn set_completed(&self, owner: Uuid, id: Uuid, completed: bool, now: DateTime<Utc>) -> Result<Completion>;
+
+    /// The page-token MAC key shared by every replica, created on first use.
+    async fn page_token_secret(&self) -> Result<Vec<u8>>;
+
+    /// Whether the database answers right now (for health).
+    async fn ping(&self) -> bool;
+}
+
+/// Opens the store of `database` (running its migrations) and, for
+/// PostgreSQL, returns the pool the change listener must use.
+pub async fn open(database: serving::database::Database, hub: Arc<Hub>) -> Result<Arc<dyn TaskStore>> {
+    Ok(match database {
+        serving::database::Database::Sqlite { reader, writer } => {
+            Arc::new(sqlite::SqliteStore::open(reader, writer, hub).await?)
+        }
+        serving::database::Database::Postgres(pool) => Arc::new(postgres::PgStore::open(pool).await?),
+    })
+}
+
+/// The fields a task has after `patch` is applied at `now`: the same rules
+/// for both databases, computed in Rust so the SQL stays a plain
+/// conditional `UPDATE`.
+pub(crate) fn apply_patch(current: &Task, patch: &TaskPatch, now: DateTime<Utc>) -> Task {
+    let mut next = current.clone();
+    if let Some(title) = &patch.title {
+        next.title = title.clone();
+    }
+    if let Some(description) = &patch.description {
+        next.description = description.clone();
+    }
+    if let Some(priority) = patch.priority {
+        next.priority = priority;
+    }
+    if let Some(due_time) = patch.due_time {
+        next.due_time = due_time;
+    }
+    if let Some(completed) = patch.completed {
+        set_completion(&mut next, completed, now);
+    }
+    next.update_time = now;
+    next.version = current.version + 1;
+    next
+}
+
+/// Sets the completion state; `complete_time` is kept while it stays
+/// completed and cleared when it is reopened.
+pub(crate) fn set_completion(task: &mut Task, completed: bool, now: DateTime<Utc>) {
+    if completed && !task.completed {
+        task.complete_time = Some(now);
+    } else if !completed {
+        task.complete_time = None;
+    }
+    task.completed = completed;
+}

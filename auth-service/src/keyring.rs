@@ -81,7 +81,9 @@ impl Keyring {
             retention,
             keys: RwLock::new(Arc::new(keys)),
             verifier,
-            last_reload: Mutex::new(Instant::now()),
+            // As if the last on-demand reload were long ago: the first
+            // unknown kid after start may reload at once.
+            last_reload: Mutex::new(Instant::now().checked_sub(MIN_RELOAD_INTERVAL).unwrap_or_else(Instant::now)),
         })
     }
 

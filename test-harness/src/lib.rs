@@ -7,7 +7,11 @@
 //! they print that they skipped and pass; CI always sets it, so CI never
 //! skips. [`Backend::all`] is what a behavioural test iterates over.
 
+mod proxy;
+
 use std::fmt;
+
+pub use proxy::{TcpProxy, target as database_address, via as url_via};
 
 use sqlx::{Connection, Executor, PgConnection};
 

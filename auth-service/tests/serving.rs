@@ -1,0 +1,108 @@
+//! What every process serves besides its API: health that follows the
+//! database, reflection, and clean failure while the database is away.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::*;
+use test_harness::{TcpProxy, TestDatabase};
+use tonic::Code;
+use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+use tonic_reflection::pb::v1::{
+    ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+    server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+};
+
+async fn health(server: &AuthServer, service: &str) -> ServingStatus {
+    let mut client = HealthClient::new(server.channel().await);
+    let response = client.check(HealthCheckRequest { service: service.into() }).await.unwrap();
+    response.into_inner().status()
+}
+
+#[tokio::test]
+async fn health_and_reflection_are_served() {
+    on_each_backend(|db| async move {
+        let server = AuthServer::start(&db).await;
+        assert_eq!(health(&server, "").await, ServingStatus::Serving);
+        assert_eq!(health(&server, "auth.v1.AuthService").await, ServingStatus::Serving);
+
+        let mut reflection = ServerReflectionClient::new(server.channel().await);
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut responses = reflection.server_reflection_info(tokio_stream::iter([request])).await.unwrap().into_inner();
+        let Some(MessageResponse::ListServicesResponse(list)) = responses.message().await.unwrap().unwrap().message_response
+        else {
+            panic!("not a service list");
+        };
+        let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
+        assert!(names.contains(&"auth.v1.AuthService"), "{names:?}");
+        assert!(names.contains(&"grpc.health.v1.Health"), "{names:?}");
+        server.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn reflection_can_be_switched_off() {
+    let db = TestDatabase::sqlite();
+    let mut config = test_config(&db);
+    config.disable_reflection = true;
+    let server = AuthServer::start_with(config).await;
+    let mut reflection = ServerReflectionClient::new(server.channel().await);
+    let request = ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) };
+    let status = reflection.server_reflection_info(tokio_stream::iter([request])).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unimplemented);
+    server.stop().await;
+}
+
+/// Polls until `check` holds, failing after `within`.
+async fn eventually<F, Fut>(within: Duration, what: &str, check: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_database_outage_is_unavailable_and_not_serving_then_recovers_by_itself() {
+    let Some(db) = TestDatabase::postgres().await else {
+        eprintln!("SKIPPED: set TEST_POSTGRES_URL to run the PostgreSQL outage test");
+        return;
+    };
+    let proxy = TcpProxy::start(test_harness::database_address(&db.url)).await;
+    let mut config = test_config(&db);
+    config.database_url = test_harness::url_via(&db.url, proxy.addr());
+    let server = AuthServer::start_with(config).await;
+    let mut client = server.client().await;
+    let email = unique_email();
+    register(&mut client, &email).await;
+
+    proxy.cut();
+    let started = Instant::now();
+    let status = login(&mut client, &email, PASSWORD).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(started.elapsed() < Duration::from_secs(10), "answered within a deadline");
+    for leak in ["SELECT", "sqlx", "postgres", "127.0.0.1", "users"] {
+        assert!(!status.message().contains(leak), "message leaks {leak}: {}", status.message());
+    }
+    eventually(Duration::from_secs(15), "health is NOT_SERVING", || async {
+        health(&server, "").await == ServingStatus::NotServing
+    })
+    .await;
+
+    proxy.restore();
+    eventually(Duration::from_secs(15), "health is SERVING again", || async {
+        health(&server, "auth.v1.AuthService").await == ServingStatus::Serving
+    })
+    .await;
+    login(&mut client, &email, PASSWORD).await.expect("recovered without a restart");
+    server.stop().await;
+}

@@ -156,6 +156,11 @@ impl Hub {
         }
     }
 
+    /// Whether the feed is up (new watchers are accepted).
+    pub fn available(&self) -> bool {
+        self.state().available
+    }
+
     /// How many watchers are connected (for tests and logs).
     pub fn watcher_count(&self) -> usize {
         self.state().watchers.values().map(Vec::len).sum()

@@ -48,6 +48,8 @@ pub struct KeySet {
     /// with older keys are not trusted any more.
     generation: AtomicU64,
     last_on_demand: tokio::sync::Mutex<Option<Instant>>,
+    /// Flips to true once, when the first keys are installed.
+    first_keys: tokio::sync::watch::Sender<bool>,
 }
 
 impl KeySet {
@@ -71,6 +73,7 @@ impl KeySet {
             current: Mutex::new(None),
             generation: AtomicU64::new(0),
             last_on_demand: tokio::sync::Mutex::new(None),
+            first_keys: tokio::sync::watch::Sender::new(false),
         })
     }
 
@@ -81,6 +84,13 @@ impl KeySet {
     /// Whether any key has arrived yet.
     pub fn ready(&self) -> bool {
         self.verifier.key_count() > 0
+    }
+
+    /// Resolves once the first keys are installed.
+    pub async fn wait_ready(&self) {
+        let mut ready = self.first_keys.subscribe();
+        // The sender lives as long as `self`, so this cannot fail while we wait.
+        let _ = ready.wait_for(|ready| *ready).await;
     }
 
     pub fn generation(&self) -> u64 {
@@ -121,6 +131,7 @@ impl KeySet {
         }
         *current = Some(jwks);
         self.generation.fetch_add(1, Ordering::AcqRel);
+        self.first_keys.send_replace(true);
         tracing::info!(keys = trusted, previous, "token-signing keys updated");
         Ok(())
     }

@@ -78,15 +78,23 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Cancellation
     }
 
     // Health: NOT_SERVING until keys have arrived, and while the database
-    // does not answer.
+    // (or, on PostgreSQL, the change feed's connection to it) does not
+    // answer. Probing starts the moment the first keys arrive.
     let (reporter, health_service) = tonic_health::server::health_reporter();
     serving::health::set_all(&reporter, &[SERVICE_NAME], ServingStatus::NotServing).await;
     {
-        let (keys, store) = (keys.clone(), store.clone());
-        tokio::spawn(serving::health::track(reporter, vec![SERVICE_NAME], background.clone(), move || {
-            let (keys, store) = (keys.clone(), store.clone());
-            async move { keys.ready() && store.ping().await }
-        }));
+        let (keys, store, hub, background) = (keys.clone(), store.clone(), hub.clone(), background.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                () = keys.wait_ready() => {}
+                () = background.cancelled() => return,
+            }
+            serving::health::track(reporter, vec![SERVICE_NAME], background, move || {
+                let (keys, store, hub) = (keys.clone(), store.clone(), hub.clone());
+                async move { keys.ready() && hub.available() && store.ping().await }
+            })
+            .await;
+        });
     }
 
     let authenticator = Arc::new(authn::Authenticator::new(keys, config.clock.clone(), config.token_leeway_secs));

@@ -59,8 +59,18 @@ mod tests {
             bearer_token(&metadata(&["Bearer a", "Bearer b"])),
             Err(BearerError::Duplicated)
         );
-        for bad in ["Basic dXNlcjpwYXNz", "Bearer ", "Bearer", "abc", "Token abc"] {
-            assert_eq!(bearer_token(&metadata(&[bad])), Err(BearerError::Malformed), "{bad}");
+        for bad in [
+            "Basic dXNlcjpwYXNz",
+            "Bearer ",
+            "Bearer",
+            "abc",
+            "Token abc",
+        ] {
+            assert_eq!(
+                bearer_token(&metadata(&[bad])),
+                Err(BearerError::Malformed),
+                "{bad}"
+            );
         }
     }
 }

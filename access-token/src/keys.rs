@@ -38,7 +38,9 @@ pub struct SigningKey {
 
 impl std::fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SigningKey").field("kid", &self.kid).finish_non_exhaustive()
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
     }
 }
 
@@ -145,7 +147,10 @@ impl Jwks {
     /// The set publishing the given keys' public halves.
     pub fn of<'a>(keys: impl IntoIterator<Item = &'a SigningKey>) -> Self {
         Self {
-            keys: keys.into_iter().map(|key| Jwk::ed25519(key.kid(), key.public_key())).collect(),
+            keys: keys
+                .into_iter()
+                .map(|key| Jwk::ed25519(key.kid(), key.public_key()))
+                .collect(),
         }
     }
 

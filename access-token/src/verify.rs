@@ -76,7 +76,10 @@ impl Verifier {
             })
             .collect();
         let count = keys.len();
-        *self.keys.write().unwrap_or_else(|poison| poison.into_inner()) = Arc::new(keys);
+        *self
+            .keys
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner()) = Arc::new(keys);
         count
     }
 
@@ -86,7 +89,10 @@ impl Verifier {
     }
 
     fn current_keys(&self) -> Arc<HashMap<String, DecodingKey>> {
-        self.keys.read().unwrap_or_else(|poison| poison.into_inner()).clone()
+        self.keys
+            .read()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .clone()
     }
 
     /// Verifies `token` at `now` (Unix seconds) and returns who it proves.
@@ -118,7 +124,10 @@ impl Verifier {
         if now > claims.exp.saturating_add(self.leeway_secs) {
             return Err(VerifyError::Expired);
         }
-        if claims.nbf.is_some_and(|nbf| nbf > now.saturating_add(self.leeway_secs)) {
+        if claims
+            .nbf
+            .is_some_and(|nbf| nbf > now.saturating_add(self.leeway_secs))
+        {
             return Err(VerifyError::NotYetValid);
         }
         Ok(claims)
@@ -127,7 +136,11 @@ impl Verifier {
 
 impl AccessClaims {
     pub fn identity(&self) -> Identity {
-        Identity { user_id: self.sub, session_id: self.sid, expires_at: self.exp }
+        Identity {
+            user_id: self.sub,
+            session_id: self.sid,
+            expires_at: self.exp,
+        }
     }
 }
 
@@ -169,23 +182,38 @@ mod tests {
         let token = key.sign(&claims).unwrap();
         assert_eq!(verifier.verify_claims(&token, NOW).unwrap(), claims);
         assert!(verifier.verify(&token, NOW + 930).is_ok());
-        assert_eq!(verifier.verify(&token, NOW + 931), Err(VerifyError::Expired));
+        assert_eq!(
+            verifier.verify(&token, NOW + 931),
+            Err(VerifyError::Expired)
+        );
     }
 
     #[test]
     fn foreign_key_wrong_iss_aud_and_future_nbf_are_refused() {
         let (key, verifier) = setup();
         let other = SigningKey::generate().unwrap();
-        assert_eq!(verifier.verify(&other.sign(&claims()).unwrap(), NOW), Err(VerifyError::UnknownKey));
+        assert_eq!(
+            verifier.verify(&other.sign(&claims()).unwrap(), NOW),
+            Err(VerifyError::UnknownKey)
+        );
         let mut c = claims();
         c.iss = "evil".into();
-        assert_eq!(verifier.verify(&key.sign(&c).unwrap(), NOW), Err(VerifyError::Invalid));
+        assert_eq!(
+            verifier.verify(&key.sign(&c).unwrap(), NOW),
+            Err(VerifyError::Invalid)
+        );
         let mut c = claims();
         c.aud = "evil".into();
-        assert_eq!(verifier.verify(&key.sign(&c).unwrap(), NOW), Err(VerifyError::Invalid));
+        assert_eq!(
+            verifier.verify(&key.sign(&c).unwrap(), NOW),
+            Err(VerifyError::Invalid)
+        );
         let mut c = claims();
         c.nbf = Some(NOW + 120);
-        assert_eq!(verifier.verify(&key.sign(&c).unwrap(), NOW), Err(VerifyError::NotYetValid));
+        assert_eq!(
+            verifier.verify(&key.sign(&c).unwrap(), NOW),
+            Err(VerifyError::NotYetValid)
+        );
     }
 
     #[test]
@@ -195,16 +223,26 @@ mod tests {
         let mut header = Header::new(Algorithm::HS256);
         header.typ = Some(TOKEN_TYPE.into());
         header.kid = Some(key.kid().into());
-        let hs = jsonwebtoken::encode(&header, &claims(), &EncodingKey::from_secret(key.public_key()))
-            .unwrap();
+        let hs = jsonwebtoken::encode(
+            &header,
+            &claims(),
+            &EncodingKey::from_secret(key.public_key()),
+        )
+        .unwrap();
         assert_eq!(verifier.verify(&hs, NOW), Err(VerifyError::Algorithm));
         // alg none, in several spellings, unsigned.
         let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims()).unwrap());
         for alg in ["none", "None", "NONE"] {
-            let head = URL_SAFE_NO_PAD
-                .encode(format!(r#"{{"alg":"{alg}","typ":"at+jwt","kid":"{}"}}"#, key.kid()));
+            let head = URL_SAFE_NO_PAD.encode(format!(
+                r#"{{"alg":"{alg}","typ":"at+jwt","kid":"{}"}}"#,
+                key.kid()
+            ));
             let token = format!("{head}.{payload}.");
-            assert_eq!(verifier.verify(&token, NOW), Err(VerifyError::Malformed), "{alg}");
+            assert_eq!(
+                verifier.verify(&token, NOW),
+                Err(VerifyError::Malformed),
+                "{alg}"
+            );
         }
     }
 
@@ -214,7 +252,11 @@ mod tests {
         let token = key.sign(&claims()).unwrap();
         let (head_payload, signature) = token.rsplit_once('.').unwrap();
         assert!(verifier.verify(&format!("{head_payload}."), NOW).is_err());
-        assert!(verifier.verify(&format!("{head_payload}.{}", &signature[..10]), NOW).is_err());
+        assert!(
+            verifier
+                .verify(&format!("{head_payload}.{}", &signature[..10]), NOW)
+                .is_err()
+        );
         let (head, _) = head_payload.split_once('.').unwrap();
         let mut c = claims();
         c.sub = Uuid::now_v7();
@@ -226,8 +268,12 @@ mod tests {
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(key.kid().into());
         header.typ = Some("JWT".into());
-        let jwt = jsonwebtoken::encode(&header, &claims(), &EncodingKey::from_ed_der(key.pkcs8_der()))
-            .unwrap();
+        let jwt = jsonwebtoken::encode(
+            &header,
+            &claims(),
+            &EncodingKey::from_ed_der(key.pkcs8_der()),
+        )
+        .unwrap();
         assert_eq!(verifier.verify(&jwt, NOW), Err(VerifyError::Type));
         assert_eq!(verifier.verify("", NOW), Err(VerifyError::Malformed));
         assert_eq!(verifier.verify("a.b.c", NOW), Err(VerifyError::Malformed));

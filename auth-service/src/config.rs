@@ -13,7 +13,11 @@ pub struct Config {
     pub listen: SocketAddr,
 
     /// `sqlite://PATH` (created if missing) or `postgres://USER@HOST/DB`.
-    #[arg(long, env = "AUTH_DATABASE_URL", default_value = "sqlite://data/auth.db")]
+    #[arg(
+        long,
+        env = "AUTH_DATABASE_URL",
+        default_value = "sqlite://data/auth.db"
+    )]
     pub database_url: String,
 
     /// Largest number of pooled database connections.
@@ -65,7 +69,11 @@ pub struct Config {
 
     /// Peers (IP or CIDR, repeatable) whose `x-forwarded-for` is believed,
     /// typically the gateway. Other peers are throttled by their own address.
-    #[arg(long = "trusted-proxy", env = "AUTH_TRUSTED_PROXIES", value_delimiter = ',')]
+    #[arg(
+        long = "trusted-proxy",
+        env = "AUTH_TRUSTED_PROXIES",
+        value_delimiter = ','
+    )]
     pub trusted_proxies: Vec<IpNet>,
 
     /// argon2id memory cost in KiB (OWASP minimum 19456).

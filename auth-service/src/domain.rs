@@ -28,7 +28,10 @@ impl Email {
             return Err(Violation::new(field, "must not be empty"));
         }
         if email.chars().count() > EMAIL_MAX_CHARS {
-            return Err(Violation::new(field, format!("must be at most {EMAIL_MAX_CHARS} characters")));
+            return Err(Violation::new(
+                field,
+                format!("must be at most {EMAIL_MAX_CHARS} characters"),
+            ));
         }
         let well_formed = match email.split_once('@') {
             Some((local, domain)) => {
@@ -60,7 +63,10 @@ impl Password {
     pub fn new_password(field: &'static str, raw: &str) -> Result<Self, Violation> {
         let password = Self::normalised(field, raw)?;
         if password.0.expose_secret().chars().count() < PASSWORD_MIN_CHARS {
-            return Err(Violation::new(field, format!("must be at least {PASSWORD_MIN_CHARS} characters")));
+            return Err(Violation::new(
+                field,
+                format!("must be at least {PASSWORD_MIN_CHARS} characters"),
+            ));
         }
         Ok(password)
     }
@@ -76,7 +82,12 @@ impl Password {
     }
 
     fn normalised(field: &'static str, raw: &str) -> Result<Self, Violation> {
-        let too_long = || Violation::new(field, format!("must be at most {PASSWORD_MAX_CHARS} characters"));
+        let too_long = || {
+            Violation::new(
+                field,
+                format!("must be at most {PASSWORD_MAX_CHARS} characters"),
+            )
+        };
         // Cheap bound first: 128 scalar values take at most 512 bytes, so a
         // megabyte of input is refused before it is even normalised.
         if raw.len() > PASSWORD_MAX_CHARS * 4 || raw.chars().count() > PASSWORD_MAX_CHARS {
@@ -103,7 +114,10 @@ impl DisplayName {
     pub fn parse(field: &'static str, raw: &str) -> Result<Self, Violation> {
         let name = raw.trim();
         if name.chars().count() > DISPLAY_NAME_MAX_CHARS {
-            return Err(Violation::new(field, format!("must be at most {DISPLAY_NAME_MAX_CHARS} characters")));
+            return Err(Violation::new(
+                field,
+                format!("must be at most {DISPLAY_NAME_MAX_CHARS} characters"),
+            ));
         }
         if name.chars().any(char::is_control) {
             return Err(Violation::new(field, "must not contain control characters"));
@@ -127,7 +141,11 @@ impl Violations {
 
     /// `Ok(())` if every check passed, otherwise all the violations.
     pub fn finish(self) -> Result<(), Vec<Violation>> {
-        if self.0.is_empty() { Ok(()) } else { Err(self.0) }
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(self.0)
+        }
     }
 }
 
@@ -137,8 +155,22 @@ mod tests {
 
     #[test]
     fn emails_are_trimmed_and_lower_cased() {
-        assert_eq!(Email::parse("email", "  Alice@Example.COM ").unwrap().as_str(), "alice@example.com");
-        for bad in ["", "  ", "alice", "@example.com", "alice@", "a b@example.com", "a@b@c", "a@.com"] {
+        assert_eq!(
+            Email::parse("email", "  Alice@Example.COM ")
+                .unwrap()
+                .as_str(),
+            "alice@example.com"
+        );
+        for bad in [
+            "",
+            "  ",
+            "alice",
+            "@example.com",
+            "alice@",
+            "a b@example.com",
+            "a@b@c",
+            "a@.com",
+        ] {
             assert!(Email::parse("email", bad).is_err(), "{bad:?}");
         }
         let long = format!("{}@example.com", "a".repeat(250));

@@ -28,7 +28,10 @@ pub enum AuthError {
     #[error("not found")]
     NotFound,
     #[error("throttled")]
-    Throttled { message: &'static str, retry_after: Duration },
+    Throttled {
+        message: &'static str,
+        retry_after: Duration,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -49,13 +52,20 @@ impl From<AuthError> for Status {
     fn from(error: AuthError) -> Self {
         match error {
             AuthError::Invalid(violations) => status::invalid_argument(&violations),
-            AuthError::EmailTaken => Status::already_exists("an account with this email already exists"),
+            AuthError::EmailTaken => {
+                Status::already_exists("an account with this email already exists")
+            }
             AuthError::BadCredentials => Status::unauthenticated(BAD_CREDENTIALS),
             AuthError::Unauthenticated(message) => Status::unauthenticated(message),
             AuthError::NotFound => Status::not_found("session not found"),
-            AuthError::Throttled { message, retry_after } => status::resource_exhausted(message, retry_after),
+            AuthError::Throttled {
+                message,
+                retry_after,
+            } => status::resource_exhausted(message, retry_after),
             AuthError::Store(StoreError::Unavailable(cause)) => status::unavailable(&cause),
-            AuthError::Store(StoreError::Conflict) => Status::aborted("conflicting concurrent change; retry"),
+            AuthError::Store(StoreError::Conflict) => {
+                Status::aborted("conflicting concurrent change; retry")
+            }
             other => status::internal(&other),
         }
     }

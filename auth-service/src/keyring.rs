@@ -31,7 +31,10 @@ pub enum KeyringError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("stored signing key {kid} is unusable: {source}")]
-    BadKey { kid: String, source: access_token::KeyError },
+    BadKey {
+        kid: String,
+        source: access_token::KeyError,
+    },
     #[error("no signing key is active")]
     NoKey,
 }
@@ -63,17 +66,30 @@ impl Keyring {
     ) -> Result<Self, KeyringError> {
         let now = clock.now();
         match key_file {
-            Some(key) => store.activate_signing_key(key.kid(), key.pkcs8_der(), now).await?,
+            Some(key) => {
+                store
+                    .activate_signing_key(key.kid(), key.pkcs8_der(), now)
+                    .await?
+            }
             None => {
-                if !store.signing_keys().await?.iter().any(|key| key.retire_time.is_none()) {
+                if !store
+                    .signing_keys()
+                    .await?
+                    .iter()
+                    .any(|key| key.retire_time.is_none())
+                {
                     let key = SigningKey::generate().map_err(|_| KeyringError::NoKey)?;
-                    if store.insert_first_signing_key(key.kid(), key.pkcs8_der(), now).await? {
+                    if store
+                        .insert_first_signing_key(key.kid(), key.pkcs8_der(), now)
+                        .await?
+                    {
                         tracing::info!(kid = key.kid(), "generated the first signing key");
                     }
                 }
             }
         }
-        let retention = TimeDelta::from_std(access_token_ttl).unwrap_or(TimeDelta::MAX) + TimeDelta::seconds(60);
+        let retention = TimeDelta::from_std(access_token_ttl).unwrap_or(TimeDelta::MAX)
+            + TimeDelta::seconds(60);
         let keys = read_keys(store.as_ref(), &verifier, now, retention).await?;
         Ok(Self {
             store,
@@ -83,12 +99,19 @@ impl Keyring {
             verifier,
             // As if the last on-demand reload were long ago: the first
             // unknown kid after start may reload at once.
-            last_reload: Mutex::new(Instant::now().checked_sub(MIN_RELOAD_INTERVAL).unwrap_or_else(Instant::now)),
+            last_reload: Mutex::new(
+                Instant::now()
+                    .checked_sub(MIN_RELOAD_INTERVAL)
+                    .unwrap_or_else(Instant::now),
+            ),
         })
     }
 
     fn current(&self) -> Arc<Keys> {
-        self.keys.read().unwrap_or_else(|poison| poison.into_inner()).clone()
+        self.keys
+            .read()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .clone()
     }
 
     /// Signs `claims` with the active key.
@@ -112,8 +135,17 @@ impl Keyring {
         if only_if_stale && last.elapsed() < MIN_RELOAD_INTERVAL {
             return Ok(());
         }
-        let keys = read_keys(self.store.as_ref(), &self.verifier, self.clock.now(), self.retention).await?;
-        *self.keys.write().unwrap_or_else(|poison| poison.into_inner()) = Arc::new(keys);
+        let keys = read_keys(
+            self.store.as_ref(),
+            &self.verifier,
+            self.clock.now(),
+            self.retention,
+        )
+        .await?;
+        *self
+            .keys
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner()) = Arc::new(keys);
         *last = Instant::now();
         Ok(())
     }
@@ -129,12 +161,18 @@ async fn read_keys(
     let mut signing = None;
     // Newest first: the first active key is the one to sign with.
     for stored in store.signing_keys().await? {
-        let still_needed = stored.retire_time.is_none_or(|retired| retired + retention > now);
+        let still_needed = stored
+            .retire_time
+            .is_none_or(|retired| retired + retention > now);
         if !still_needed {
             continue;
         }
-        let key = SigningKey::from_pkcs8_der(&stored.private_key)
-            .map_err(|source| KeyringError::BadKey { kid: stored.kid.clone(), source })?;
+        let key = SigningKey::from_pkcs8_der(&stored.private_key).map_err(|source| {
+            KeyringError::BadKey {
+                kid: stored.kid.clone(),
+                source,
+            }
+        })?;
         let key = Arc::new(key);
         if stored.retire_time.is_none() && signing.is_none() {
             signing = Some(key.clone());
@@ -144,7 +182,10 @@ async fn read_keys(
     let signing = signing.ok_or(KeyringError::NoKey)?;
     let jwks = Jwks::of(published.iter().map(|key| key.as_ref()));
     verifier.set_keys(&jwks);
-    Ok(Keys { signing, jwks_json: jwks.to_json().into() })
+    Ok(Keys {
+        signing,
+        jwks_json: jwks.to_json().into(),
+    })
 }
 
 /// Makes a new key the active one and retires the others: what
@@ -152,6 +193,8 @@ async fn read_keys(
 /// next reload; tokens signed by the old key stay valid until they expire.
 pub async fn rotate(store: &dyn AuthStore, now: Time) -> Result<String, KeyringError> {
     let key = SigningKey::generate().map_err(|_| KeyringError::NoKey)?;
-    store.activate_signing_key(key.kid(), key.pkcs8_der(), now).await?;
+    store
+        .activate_signing_key(key.kid(), key.pkcs8_der(), now)
+        .await?;
     Ok(key.kid().to_owned())
 }

@@ -33,7 +33,12 @@ use todo_proto::auth::v1::auth_service_server::AuthServiceServer;
 use tokio::net::TcpListener;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
-use crate::{keyring::Keyring, password::Hasher, service::{AuthApi, Policy}, throttle::AddressLimiter};
+use crate::{
+    keyring::Keyring,
+    password::Hasher,
+    service::{AuthApi, Policy},
+    throttle::AddressLimiter,
+};
 
 /// The service name health reports under.
 pub const SERVICE_NAME: &str = "auth.v1.AuthService";
@@ -46,29 +51,48 @@ const TOKEN_LEEWAY_SECS: u64 = 30;
 
 /// Serves the auth-service on `listener` until `shutdown` is cancelled and
 /// in-flight calls have drained (bounded by `--shutdown-grace`).
-pub async fn serve(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let database = Database::connect(&config.database_url, config.database_max_connections).await?;
     let store = store::open(&database).await?;
     let key_file = match &config.signing_key_file {
         Some(path) => {
-            let pem = std::fs::read_to_string(path)
-                .map_err(|error| anyhow::anyhow!("cannot read --signing-key-file {}: {error}", path.display()))?;
+            let pem = std::fs::read_to_string(path).map_err(|error| {
+                anyhow::anyhow!("cannot read --signing-key-file {}: {error}", path.display())
+            })?;
             Some(SigningKey::from_pkcs8_pem(&pem)?)
         }
         None => None,
     };
     let verifier = Verifier::new(&config.issuer, &config.audience, TOKEN_LEEWAY_SECS);
-    let keyring =
-        Arc::new(Keyring::load(store.clone(), config.clock.clone(), verifier, config.access_token_ttl, key_file).await?);
-    let concurrency = config
-        .hash_concurrency
-        .unwrap_or_else(|| std::thread::available_parallelism().map(usize::from).unwrap_or(2));
+    let keyring = Arc::new(
+        Keyring::load(
+            store.clone(),
+            config.clock.clone(),
+            verifier,
+            config.access_token_ttl,
+            key_file,
+        )
+        .await?,
+    );
+    let concurrency = config.hash_concurrency.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(usize::from)
+            .unwrap_or(2)
+    });
     let hasher = tokio::task::spawn_blocking({
         let (memory, iterations) = (config.hash_memory_kib, config.hash_iterations);
         move || Hasher::new(memory, iterations, concurrency)
     })
     .await??;
-    let limiter = AddressLimiter::new(config.address_rate_per_minute, config.address_burst, config.trusted_proxies.clone());
+    let limiter = AddressLimiter::new(
+        config.address_rate_per_minute,
+        config.address_burst,
+        config.trusted_proxies.clone(),
+    );
 
     spawn_maintenance(keyring.clone(), limiter.clone(), shutdown.clone());
 
@@ -83,19 +107,27 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Cancellation
 
     let (reporter, health_service) = tonic_health::server::health_reporter();
     health::set_all(&reporter, &[SERVICE_NAME], health::ServingStatus::Serving).await;
-    tokio::spawn(health::track(reporter, vec![SERVICE_NAME], shutdown.clone(), {
-        let database = database.clone();
-        move || {
+    tokio::spawn(health::track(
+        reporter,
+        vec![SERVICE_NAME],
+        shutdown.clone(),
+        {
             let database = database.clone();
-            async move { database.ping().await }
-        }
-    }));
+            move || {
+                let database = database.clone();
+                async move { database.ping().await }
+            }
+        },
+    ));
     let (reflection_v1, reflection_v1alpha) = serving::reflection::services();
     let reflection = !config.disable_reflection;
 
     let layers = tower::ServiceBuilder::new()
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-        .layer(tower_http::trace::TraceLayer::new_for_grpc().make_span_with(serving::telemetry::rpc_span))
+        .layer(
+            tower_http::trace::TraceLayer::new_for_grpc()
+                .make_span_with(serving::telemetry::rpc_span),
+        )
         .layer(PropagateRequestIdLayer::x_request_id());
 
     let local = listener.local_addr()?;
@@ -106,8 +138,14 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Cancellation
         .add_service(health_service)
         .add_optional_service(reflection.then_some(reflection_v1))
         .add_optional_service(reflection.then_some(reflection_v1alpha))
-        .add_service(AuthServiceServer::new(api).max_decoding_message_size(config.transport.max_message_bytes));
-    let serve = router.serve_with_incoming_shutdown(transport::incoming(listener), shutdown.clone().cancelled_owned());
+        .add_service(
+            AuthServiceServer::new(api)
+                .max_decoding_message_size(config.transport.max_message_bytes),
+        );
+    let serve = router.serve_with_incoming_shutdown(
+        transport::incoming(listener),
+        shutdown.clone().cancelled_owned(),
+    );
     transport::run_with_drain(serve, shutdown, config.transport.shutdown_grace).await?;
     database.close().await;
     tracing::info!("auth-service stopped");

@@ -48,19 +48,25 @@ impl Hasher {
     pub fn new(memory_kib: u32, iterations: u32, concurrency: usize) -> Result<Self, HashError> {
         let params = Params::new(memory_kib, iterations, 1, None).map_err(HashError::Params)?;
         let dummy_hash = hash_blocking(&params, "a password nobody has, for unknown emails")?;
-        Ok(Self { params, permits: Arc::new(Semaphore::new(concurrency.max(1))), dummy_hash: dummy_hash.into() })
+        Ok(Self {
+            params,
+            permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            dummy_hash: dummy_hash.into(),
+        })
     }
 
     /// A PHC string (`$argon2id$v=19$m=...`) with a fresh random salt.
     pub async fn hash(&self, password: &Password) -> Result<String, HashError> {
         let (params, password) = (self.params.clone(), password.clone());
-        self.run(move || hash_blocking(&params, password.expose())).await?
+        self.run(move || hash_blocking(&params, password.expose()))
+            .await?
     }
 
     /// Whether `password` matches `stored`. A malformed stored hash is "no".
     pub async fn verify(&self, password: &Password, stored: &str) -> Result<bool, HashError> {
         let (password, stored) = (password.clone(), stored.to_owned());
-        self.run(move || verify_blocking(password.expose(), &stored)).await
+        self.run(move || verify_blocking(password.expose(), &stored))
+            .await
     }
 
     /// Spends the same work as [`Hasher::verify`] on a dummy hash and says
@@ -77,18 +83,30 @@ impl Hasher {
 
     /// Whether `stored` was made with weaker parameters than configured.
     pub fn needs_rehash(&self, stored: &str) -> bool {
-        let Ok(hash) = PasswordHash::new(stored) else { return true };
+        let Ok(hash) = PasswordHash::new(stored) else {
+            return true;
+        };
         if hash.algorithm != Algorithm::Argon2id.ident() {
             return true;
         }
-        let Ok(params) = Params::try_from(&hash) else { return true };
+        let Ok(params) = Params::try_from(&hash) else {
+            return true;
+        };
         params.m_cost() < self.params.m_cost()
             || params.t_cost() < self.params.t_cost()
             || params.p_cost() < self.params.p_cost()
     }
 
-    async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Result<T, HashError> {
-        let permit = self.permits.clone().acquire_owned().await.map_err(|_| HashError::Closed)?;
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, HashError> {
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| HashError::Closed)?;
         Ok(tokio::task::spawn_blocking(move || {
             let _permit = permit;
             work()
@@ -103,12 +121,19 @@ fn argon2(params: &Params) -> Argon2<'static> {
 
 fn hash_blocking(params: &Params, password: &str) -> Result<String, HashError> {
     let salt = SaltString::generate(&mut OsRng);
-    argon2(params).hash_password(password.as_bytes(), &salt).map(|hash| hash.to_string()).map_err(HashError::Hash)
+    argon2(params)
+        .hash_password(password.as_bytes(), &salt)
+        .map(|hash| hash.to_string())
+        .map_err(HashError::Hash)
 }
 
 fn verify_blocking(password: &str, stored: &str) -> bool {
     // `verify_password` uses the parameters inside `stored`, not ours.
-    PasswordHash::new(stored).is_ok_and(|hash| Argon2::default().verify_password(password.as_bytes(), &hash).is_ok())
+    PasswordHash::new(stored).is_ok_and(|hash| {
+        Argon2::default()
+            .verify_password(password.as_bytes(), &hash)
+            .is_ok()
+    })
 }
 
 #[cfg(test)]
@@ -128,7 +153,12 @@ mod tests {
         assert!(a.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
         assert!(hasher.verify(&password("correct horse"), &a).await.unwrap());
         assert!(!hasher.verify(&password("correct horsf"), &a).await.unwrap());
-        assert!(!hasher.verify_dummy(&password("correct horse")).await.unwrap());
+        assert!(
+            !hasher
+                .verify_dummy(&password("correct horse"))
+                .await
+                .unwrap()
+        );
     }
 
     #[tokio::test]
@@ -137,7 +167,12 @@ mod tests {
         let strong = Hasher::new(19_456, 2, 1).unwrap();
         let old = weak.hash(&password("correct horse")).await.unwrap();
         assert!(strong.needs_rehash(&old));
-        assert!(strong.verify(&password("correct horse"), &old).await.unwrap());
+        assert!(
+            strong
+                .verify(&password("correct horse"), &old)
+                .await
+                .unwrap()
+        );
         let new = strong.hash(&password("correct horse")).await.unwrap();
         assert!(!strong.needs_rehash(&new));
         assert!(strong.needs_rehash("not a hash"));

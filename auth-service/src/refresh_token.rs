@@ -27,7 +27,10 @@ impl RefreshToken {
         rand::rngs::OsRng.fill_bytes(&mut bytes);
         let token = URL_SAFE_NO_PAD.encode(bytes);
         let hash = hash(&token);
-        Self { token: token.into(), hash }
+        Self {
+            token: token.into(),
+            hash,
+        }
     }
 
     pub fn expose(&self) -> &str {
@@ -44,7 +47,10 @@ pub fn hash(token: &str) -> TokenHash {
 /// Whether a presented string can be one of our tokens at all (43 base64url
 /// characters); anything else is refused without touching the database.
 pub fn is_well_formed(token: &str) -> bool {
-    token.len() == 43 && token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    token.len() == 43
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 #[cfg(test)]

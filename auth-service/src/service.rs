@@ -11,9 +11,7 @@ use std::{sync::Arc, time::Duration};
 use access_token::{AccessClaims, Identity, VerifyError, bearer_token};
 use chrono::TimeDelta;
 use serving::{clock::Clock, status::Violation};
-use todo_proto::auth::v1::{
-    self as pb, auth_service_server::AuthService,
-};
+use todo_proto::auth::v1::{self as pb, auth_service_server::AuthService};
 use tonic::{Request, Response, Status, metadata::MetadataMap};
 use uuid::Uuid;
 
@@ -54,7 +52,10 @@ const SESSION_ENDED: &str = "the session of this access token has ended";
 const MAX_USER_AGENT_CHARS: usize = 256;
 
 fn timestamp(time: Time) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: time.timestamp(), nanos: time.timestamp_subsec_nanos() as i32 }
+    prost_types::Timestamp {
+        seconds: time.timestamp(),
+        nanos: time.timestamp_subsec_nanos() as i32,
+    }
 }
 
 fn user_message(user: &User) -> pb::User {
@@ -85,14 +86,19 @@ fn user_agent(metadata: &MetadataMap) -> String {
         .or_else(|| metadata.get("user-agent"))
         .and_then(|value| value.to_str().ok())
         .unwrap_or_default();
-    raw.chars().filter(|c| !c.is_control()).take(MAX_USER_AGENT_CHARS).collect()
+    raw.chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_USER_AGENT_CHARS)
+        .collect()
 }
 
 /// Both parsed values, or every violation of the two.
 fn both<A, B>(a: Result<A, Violation>, b: Result<B, Violation>) -> Result<(A, B), AuthError> {
     match (a, b) {
         (Ok(a), Ok(b)) => Ok((a, b)),
-        (a, b) => Err(AuthError::Invalid(a.err().into_iter().chain(b.err()).collect())),
+        (a, b) => Err(AuthError::Invalid(
+            a.err().into_iter().chain(b.err()).collect(),
+        )),
     }
 }
 
@@ -123,7 +129,12 @@ impl AuthApi {
     }
 
     /// A new session for `user_id` starting `now`, with its first token.
-    fn new_session(&self, user_id: Uuid, user_agent: String, now: Time) -> (NewSession, RefreshToken) {
+    fn new_session(
+        &self,
+        user_id: Uuid,
+        user_agent: String,
+        now: Time,
+    ) -> (NewSession, RefreshToken) {
         let refresh = RefreshToken::generate();
         let absolute = now + self.policy.session_max_lifetime;
         let session = Session {
@@ -135,11 +146,22 @@ impl AuthApi {
             absolute_expire_time: absolute,
             user_agent,
         };
-        (NewSession { session, refresh_token: refresh.hash }, refresh)
+        (
+            NewSession {
+                session,
+                refresh_token: refresh.hash,
+            },
+            refresh,
+        )
     }
 
     /// An access token for `session` and the pair to hand out.
-    fn token_pair(&self, session: &Session, refresh: &RefreshToken, now: Time) -> Result<pb::TokenPair, AuthError> {
+    fn token_pair(
+        &self,
+        session: &Session,
+        refresh: &RefreshToken,
+        now: Time,
+    ) -> Result<pb::TokenPair, AuthError> {
         let expire = now + self.policy.access_token_ttl;
         let claims = AccessClaims {
             iss: self.policy.issuer.clone(),
@@ -154,7 +176,10 @@ impl AuthApi {
         Ok(pb::TokenPair {
             access_token: self.keyring.sign(&claims)?,
             // Whole seconds, exactly the token's `exp`.
-            access_token_expire_time: Some(prost_types::Timestamp { seconds: claims.exp, nanos: 0 }),
+            access_token_expire_time: Some(prost_types::Timestamp {
+                seconds: claims.exp,
+                nanos: 0,
+            }),
             refresh_token: refresh.expose().to_owned(),
             refresh_token_expire_time: Some(timestamp(session.refresh_expire_time())),
             token_type: "Bearer".to_owned(),
@@ -163,7 +188,10 @@ impl AuthApi {
 
     /// The caller proven by the request's access token, whose session must
     /// still be live.
-    pub async fn authenticate(&self, metadata: &MetadataMap) -> Result<(Identity, Session), AuthError> {
+    pub async fn authenticate(
+        &self,
+        metadata: &MetadataMap,
+    ) -> Result<(Identity, Session), AuthError> {
         let token = bearer_token(metadata).map_err(|error| {
             tracing::info!(%error, "request without a usable bearer token");
             AuthError::Unauthenticated("missing or malformed authorization metadata")
@@ -193,10 +221,19 @@ impl AuthApi {
     /// Counts a sign-in attempt for `email` and refuses it while the
     /// account's failed-attempt window is full.
     async fn count_attempt(&self, email: &str, now: Time) -> Result<(), AuthError> {
-        let window = self.store.record_login_attempt(email, now, self.policy.login_failure_window).await?;
+        let window = self
+            .store
+            .record_login_attempt(email, now, self.policy.login_failure_window)
+            .await?;
         if window.attempts > i64::from(self.policy.login_max_failures) {
-            let retry_after = (window.window_start + self.policy.login_failure_window - now).to_std().unwrap_or_default();
-            tracing::warn!(email, attempts = window.attempts, "sign-in throttled for this account");
+            let retry_after = (window.window_start + self.policy.login_failure_window - now)
+                .to_std()
+                .unwrap_or_default();
+            tracing::warn!(
+                email,
+                attempts = window.attempts,
+                "sign-in throttled for this account"
+            );
             return Err(AuthError::Throttled {
                 message: "too many failed sign-in attempts for this account; retry later",
                 retry_after,
@@ -205,7 +242,10 @@ impl AuthApi {
         Ok(())
     }
 
-    async fn register(&self, request: Request<pb::RegisterRequest>) -> Result<pb::RegisterResponse, AuthError> {
+    async fn register(
+        &self,
+        request: Request<pb::RegisterRequest>,
+    ) -> Result<pb::RegisterResponse, AuthError> {
         self.check_address(&request)?;
         let user_agent = user_agent(request.metadata());
         let request = request.into_inner();
@@ -230,21 +270,39 @@ impl AuthApi {
             create_time: now,
         };
         let (new_session, refresh) = self.new_session(user.id, user_agent, now);
-        match self.store.create_user(&Credentials { user: user.clone(), password_hash }, &new_session).await {
+        match self
+            .store
+            .create_user(
+                &Credentials {
+                    user: user.clone(),
+                    password_hash,
+                },
+                &new_session,
+            )
+            .await
+        {
             Err(crate::store::StoreError::Conflict) => return Err(AuthError::EmailTaken),
             other => other?,
         }
         tracing::info!(user_id = %user.id, "account registered");
         let tokens = self.token_pair(&new_session.session, &refresh, now)?;
-        Ok(pb::RegisterResponse { user: Some(user_message(&user)), tokens: Some(tokens) })
+        Ok(pb::RegisterResponse {
+            user: Some(user_message(&user)),
+            tokens: Some(tokens),
+        })
     }
 
-    async fn login(&self, request: Request<pb::LoginRequest>) -> Result<pb::LoginResponse, AuthError> {
+    async fn login(
+        &self,
+        request: Request<pb::LoginRequest>,
+    ) -> Result<pb::LoginResponse, AuthError> {
         self.check_address(&request)?;
         let user_agent = user_agent(request.metadata());
         let request = request.into_inner();
-        let (email, password) =
-            both(Email::parse("email", &request.email), Password::offered("password", &request.password))?;
+        let (email, password) = both(
+            Email::parse("email", &request.email),
+            Password::offered("password", &request.password),
+        )?;
         let now = self.clock.now();
         self.count_attempt(email.as_str(), now).await?;
         // Unknown emails pay for a verification too: same work, same answer.
@@ -260,17 +318,25 @@ impl AuthApi {
         self.store.clear_login_attempts(email.as_str()).await?;
         if self.hasher.needs_rehash(&credentials.password_hash) {
             let stronger = self.hasher.hash(&password).await?;
-            self.store.set_password_hash(credentials.user.id, &stronger, now).await?;
+            self.store
+                .set_password_hash(credentials.user.id, &stronger, now)
+                .await?;
             tracing::info!(user_id = %credentials.user.id, "password rehashed at current parameters");
         }
         let (new_session, refresh) = self.new_session(credentials.user.id, user_agent, now);
         self.store.create_session(&new_session).await?;
         tracing::info!(user_id = %credentials.user.id, session_id = %new_session.session.id, "signed in");
         let tokens = self.token_pair(&new_session.session, &refresh, now)?;
-        Ok(pb::LoginResponse { user: Some(user_message(&credentials.user)), tokens: Some(tokens) })
+        Ok(pb::LoginResponse {
+            user: Some(user_message(&credentials.user)),
+            tokens: Some(tokens),
+        })
     }
 
-    async fn refresh(&self, request: Request<pb::RefreshRequest>) -> Result<pb::RefreshResponse, AuthError> {
+    async fn refresh(
+        &self,
+        request: Request<pb::RefreshRequest>,
+    ) -> Result<pb::RefreshResponse, AuthError> {
         self.check_address(&request)?;
         let presented = request.into_inner().refresh_token;
         if presented.is_empty() {
@@ -283,13 +349,21 @@ impl AuthApi {
         let next = RefreshToken::generate();
         let rotation = self
             .store
-            .rotate_refresh_token(&refresh_token::hash(&presented), &next.hash, now, self.policy.refresh_token_ttl)
+            .rotate_refresh_token(
+                &refresh_token::hash(&presented),
+                &next.hash,
+                now,
+                self.policy.refresh_token_ttl,
+            )
             .await?;
         match rotation {
-            Rotation::Rotated(session) => {
-                Ok(pb::RefreshResponse { tokens: Some(self.token_pair(&session, &next, now)?) })
-            }
-            Rotation::Reused { session_id, user_id } => {
+            Rotation::Rotated(session) => Ok(pb::RefreshResponse {
+                tokens: Some(self.token_pair(&session, &next, now)?),
+            }),
+            Rotation::Reused {
+                session_id,
+                user_id,
+            } => {
                 tracing::warn!(%user_id, %session_id, "spent refresh token presented again: session revoked");
                 Err(AuthError::Unauthenticated(INVALID_REFRESH_TOKEN))
             }
@@ -297,7 +371,10 @@ impl AuthApi {
         }
     }
 
-    async fn logout(&self, request: Request<pb::LogoutRequest>) -> Result<pb::LogoutResponse, AuthError> {
+    async fn logout(
+        &self,
+        request: Request<pb::LogoutRequest>,
+    ) -> Result<pb::LogoutResponse, AuthError> {
         let presented = request.into_inner().refresh_token;
         if presented.is_empty() {
             return Err(Violation::new("refresh_token", "must not be empty").into());
@@ -305,32 +382,58 @@ impl AuthApi {
         // Like RFC 7009: an unknown token is already "logged out", so the
         // answer is the same and reveals nothing about the token.
         if refresh_token::is_well_formed(&presented) {
-            self.store.revoke_session_by_token(&refresh_token::hash(&presented), self.clock.now()).await?;
+            self.store
+                .revoke_session_by_token(&refresh_token::hash(&presented), self.clock.now())
+                .await?;
         }
         Ok(pb::LogoutResponse {})
     }
 
-    async fn current_user(&self, request: Request<pb::GetCurrentUserRequest>) -> Result<pb::GetCurrentUserResponse, AuthError> {
+    async fn current_user(
+        &self,
+        request: Request<pb::GetCurrentUserRequest>,
+    ) -> Result<pb::GetCurrentUserResponse, AuthError> {
         let (identity, _) = self.authenticate(request.metadata()).await?;
-        let credentials =
-            self.store.user_by_id(identity.user_id).await?.ok_or(AuthError::Unauthenticated(SESSION_ENDED))?;
-        Ok(pb::GetCurrentUserResponse { user: Some(user_message(&credentials.user)) })
-    }
-
-    async fn list_sessions(&self, request: Request<pb::ListSessionsRequest>) -> Result<pb::ListSessionsResponse, AuthError> {
-        let (identity, _) = self.authenticate(request.metadata()).await?;
-        let sessions = self.store.list_sessions(identity.user_id, self.clock.now()).await?;
-        Ok(pb::ListSessionsResponse {
-            sessions: sessions.iter().map(|session| session_message(session, identity.session_id)).collect(),
+        let credentials = self
+            .store
+            .user_by_id(identity.user_id)
+            .await?
+            .ok_or(AuthError::Unauthenticated(SESSION_ENDED))?;
+        Ok(pb::GetCurrentUserResponse {
+            user: Some(user_message(&credentials.user)),
         })
     }
 
-    async fn revoke_session(&self, request: Request<pb::RevokeSessionRequest>) -> Result<pb::RevokeSessionResponse, AuthError> {
+    async fn list_sessions(
+        &self,
+        request: Request<pb::ListSessionsRequest>,
+    ) -> Result<pb::ListSessionsResponse, AuthError> {
+        let (identity, _) = self.authenticate(request.metadata()).await?;
+        let sessions = self
+            .store
+            .list_sessions(identity.user_id, self.clock.now())
+            .await?;
+        Ok(pb::ListSessionsResponse {
+            sessions: sessions
+                .iter()
+                .map(|session| session_message(session, identity.session_id))
+                .collect(),
+        })
+    }
+
+    async fn revoke_session(
+        &self,
+        request: Request<pb::RevokeSessionRequest>,
+    ) -> Result<pb::RevokeSessionResponse, AuthError> {
         let (identity, _) = self.authenticate(request.metadata()).await?;
         let raw = request.into_inner().session_id;
-        let session_id =
-            Uuid::parse_str(raw.trim()).map_err(|_| Violation::new("session_id", "must be a session id (UUID)"))?;
-        if !self.store.revoke_session(identity.user_id, session_id, self.clock.now()).await? {
+        let session_id = Uuid::parse_str(raw.trim())
+            .map_err(|_| Violation::new("session_id", "must be a session id (UUID)"))?;
+        if !self
+            .store
+            .revoke_session(identity.user_id, session_id, self.clock.now())
+            .await?
+        {
             tracing::warn!(user_id = %identity.user_id, %session_id, "revocation of a session that is not the caller's");
             return Err(AuthError::NotFound);
         }
@@ -338,7 +441,10 @@ impl AuthApi {
         Ok(pb::RevokeSessionResponse {})
     }
 
-    async fn change_password(&self, request: Request<pb::ChangePasswordRequest>) -> Result<pb::ChangePasswordResponse, AuthError> {
+    async fn change_password(
+        &self,
+        request: Request<pb::ChangePasswordRequest>,
+    ) -> Result<pb::ChangePasswordResponse, AuthError> {
         let (identity, _) = self.authenticate(request.metadata()).await?;
         let request = request.into_inner();
         let (current, new) = both(
@@ -346,42 +452,72 @@ impl AuthApi {
             Password::new_password("new_password", &request.new_password),
         )?;
         let now = self.clock.now();
-        let credentials =
-            self.store.user_by_id(identity.user_id).await?.ok_or(AuthError::Unauthenticated(SESSION_ENDED))?;
+        let credentials = self
+            .store
+            .user_by_id(identity.user_id)
+            .await?
+            .ok_or(AuthError::Unauthenticated(SESSION_ENDED))?;
         // A stolen access token must not become a password oracle.
         self.count_attempt(&credentials.user.email, now).await?;
-        if !self.hasher.verify(&current, &credentials.password_hash).await? {
+        if !self
+            .hasher
+            .verify(&current, &credentials.password_hash)
+            .await?
+        {
             tracing::warn!(user_id = %identity.user_id, "password change with a wrong current password");
             return Err(AuthError::Unauthenticated("current_password is incorrect"));
         }
-        self.store.clear_login_attempts(&credentials.user.email).await?;
+        self.store
+            .clear_login_attempts(&credentials.user.email)
+            .await?;
         let password_hash = self.hasher.hash(&new).await?;
         let next = RefreshToken::generate();
         let session = self
             .store
-            .change_password(identity.user_id, identity.session_id, &password_hash, &next.hash, now, self.policy.refresh_token_ttl)
+            .change_password(
+                identity.user_id,
+                identity.session_id,
+                &password_hash,
+                &next.hash,
+                now,
+                self.policy.refresh_token_ttl,
+            )
             .await?
             .ok_or(AuthError::Unauthenticated(SESSION_ENDED))?;
         tracing::info!(user_id = %identity.user_id, "password changed; other sessions revoked");
-        Ok(pb::ChangePasswordResponse { tokens: Some(self.token_pair(&session, &next, now)?) })
+        Ok(pb::ChangePasswordResponse {
+            tokens: Some(self.token_pair(&session, &next, now)?),
+        })
     }
 }
 
 #[tonic::async_trait]
 impl AuthService for AuthApi {
-    async fn register(&self, request: Request<pb::RegisterRequest>) -> Result<Response<pb::RegisterResponse>, Status> {
+    async fn register(
+        &self,
+        request: Request<pb::RegisterRequest>,
+    ) -> Result<Response<pb::RegisterResponse>, Status> {
         Ok(Response::new(AuthApi::register(self, request).await?))
     }
 
-    async fn login(&self, request: Request<pb::LoginRequest>) -> Result<Response<pb::LoginResponse>, Status> {
+    async fn login(
+        &self,
+        request: Request<pb::LoginRequest>,
+    ) -> Result<Response<pb::LoginResponse>, Status> {
         Ok(Response::new(AuthApi::login(self, request).await?))
     }
 
-    async fn refresh(&self, request: Request<pb::RefreshRequest>) -> Result<Response<pb::RefreshResponse>, Status> {
+    async fn refresh(
+        &self,
+        request: Request<pb::RefreshRequest>,
+    ) -> Result<Response<pb::RefreshResponse>, Status> {
         Ok(Response::new(AuthApi::refresh(self, request).await?))
     }
 
-    async fn logout(&self, request: Request<pb::LogoutRequest>) -> Result<Response<pb::LogoutResponse>, Status> {
+    async fn logout(
+        &self,
+        request: Request<pb::LogoutRequest>,
+    ) -> Result<Response<pb::LogoutResponse>, Status> {
         Ok(Response::new(AuthApi::logout(self, request).await?))
     }
 
@@ -410,10 +546,17 @@ impl AuthService for AuthApi {
         &self,
         request: Request<pb::ChangePasswordRequest>,
     ) -> Result<Response<pb::ChangePasswordResponse>, Status> {
-        Ok(Response::new(AuthApi::change_password(self, request).await?))
+        Ok(Response::new(
+            AuthApi::change_password(self, request).await?,
+        ))
     }
 
-    async fn get_jwks(&self, _request: Request<pb::GetJwksRequest>) -> Result<Response<pb::GetJwksResponse>, Status> {
-        Ok(Response::new(pb::GetJwksResponse { jwks_json: self.keyring.jwks_json().to_string() }))
+    async fn get_jwks(
+        &self,
+        _request: Request<pb::GetJwksRequest>,
+    ) -> Result<Response<pb::GetJwksResponse>, Status> {
+        Ok(Response::new(pb::GetJwksResponse {
+            jwks_json: self.keyring.jwks_json().to_string(),
+        }))
     }
 }

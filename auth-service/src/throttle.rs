@@ -7,14 +7,12 @@
 //! proxy (the gateway): then it is the last `x-forwarded-for` entry, which
 //! the gateway writes itself and a client cannot forge through it.
 
-use std::{
-    net::IpAddr,
-    num::NonZeroU32,
-    sync::Arc,
-    time::Duration,
-};
+use std::{net::IpAddr, num::NonZeroU32, sync::Arc, time::Duration};
 
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter, clock::{Clock as _, DefaultClock}};
+use governor::{
+    DefaultKeyedRateLimiter, Quota, RateLimiter,
+    clock::{Clock as _, DefaultClock},
+};
 use ipnet::IpNet;
 use tonic::Request;
 
@@ -32,7 +30,10 @@ impl AddressLimiter {
         let per_minute = NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN);
         let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
         let quota = Quota::per_minute(per_minute).allow_burst(burst);
-        Self { limiter: Arc::new(RateLimiter::keyed(quota)), trusted_proxies: trusted_proxies.into() }
+        Self {
+            limiter: Arc::new(RateLimiter::keyed(quota)),
+            trusted_proxies: trusted_proxies.into(),
+        }
     }
 
     /// The address a request comes from, as far as we can trust it.
@@ -41,7 +42,10 @@ impl AddressLimiter {
         if !self.trusted_proxies.iter().any(|net| net.contains(&peer)) {
             return Some(peer);
         }
-        let forwarded = request.metadata().get("x-forwarded-for").and_then(|value| value.to_str().ok());
+        let forwarded = request
+            .metadata()
+            .get("x-forwarded-for")
+            .and_then(|value| value.to_str().ok());
         forwarded
             .and_then(|list| list.rsplit(',').next())
             .and_then(|last| last.trim().parse().ok())
@@ -50,8 +54,12 @@ impl AddressLimiter {
 
     /// `Err(wait)` if this request's address is over its rate.
     pub fn check<T>(&self, request: &Request<T>) -> Result<(), Duration> {
-        let Some(address) = self.client_address(request) else { return Ok(()) };
-        self.limiter.check_key(&address).map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+        let Some(address) = self.client_address(request) else {
+            return Ok(());
+        };
+        self.limiter
+            .check_key(&address)
+            .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
     }
 
     /// Forgets addresses whose bucket is full again, bounding memory.

@@ -31,11 +31,22 @@ async fn register_returns_the_user_and_a_working_token_pair() {
         let pair = tokens(&response.tokens);
         assert_eq!(pair.token_type, "Bearer");
         assert!(pair.refresh_token.len() >= 43);
-        let access_expiry = pair.access_token_expire_time.unwrap().seconds - server.clock.now().timestamp();
-        assert!((899..=900).contains(&access_expiry), "15 minutes, got {access_expiry}s");
-        let refresh_expiry = pair.refresh_token_expire_time.unwrap().seconds - server.clock.now().timestamp();
-        assert!((30 * 86_400 - 1..=30 * 86_400).contains(&refresh_expiry), "30 days, got {refresh_expiry}s");
-        assert_eq!(current_user(&mut client, &pair.access_token).await.unwrap(), user);
+        let access_expiry =
+            pair.access_token_expire_time.unwrap().seconds - server.clock.now().timestamp();
+        assert!(
+            (899..=900).contains(&access_expiry),
+            "15 minutes, got {access_expiry}s"
+        );
+        let refresh_expiry =
+            pair.refresh_token_expire_time.unwrap().seconds - server.clock.now().timestamp();
+        assert!(
+            (30 * 86_400 - 1..=30 * 86_400).contains(&refresh_expiry),
+            "30 days, got {refresh_expiry}s"
+        );
+        assert_eq!(
+            current_user(&mut client, &pair.access_token).await.unwrap(),
+            user
+        );
         server.stop().await;
     })
     .await;
@@ -55,8 +66,13 @@ async fn invalid_fields_are_named_in_bad_request_details_and_create_nothing() {
             .await
             .unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument);
-        assert_eq!(violated_fields(&status), ["email", "password", "display_name"]);
-        let status = login(&mut client, "not-an-email", PASSWORD).await.unwrap_err();
+        assert_eq!(
+            violated_fields(&status),
+            ["email", "password", "display_name"]
+        );
+        let status = login(&mut client, "not-an-email", PASSWORD)
+            .await
+            .unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument);
         assert_eq!(violated_fields(&status), ["email"]);
         // Nothing was created: the address can still be registered... as a valid one.
@@ -91,7 +107,9 @@ async fn email_variants_of_case_and_space_are_one_account() {
                 .await
                 .unwrap_err();
             assert_eq!(status.code(), Code::AlreadyExists, "{variant}");
-            login(&mut client, variant, PASSWORD).await.expect("any variant signs in");
+            login(&mut client, variant, PASSWORD)
+                .await
+                .expect("any variant signs in");
         }
         server.stop().await;
     })
@@ -108,7 +126,11 @@ async fn twenty_concurrent_registrations_of_one_email_yield_one_account() {
             async move {
                 client
                     .register(pb::RegisterRequest {
-                        email: if i % 2 == 0 { "race@example.com".into() } else { " RACE@example.com".into() },
+                        email: if i % 2 == 0 {
+                            "race@example.com".into()
+                        } else {
+                            " RACE@example.com".into()
+                        },
                         password: PASSWORD.into(),
                         display_name: format!("racer {i}"),
                     })
@@ -117,7 +139,10 @@ async fn twenty_concurrent_registrations_of_one_email_yield_one_account() {
         });
         let results = futures::future::join_all(attempts).await;
         let ok = results.iter().filter(|r| r.is_ok()).count();
-        let exists = results.iter().filter(|r| matches!(r, Err(s) if s.code() == Code::AlreadyExists)).count();
+        let exists = results
+            .iter()
+            .filter(|r| matches!(r, Err(s) if s.code() == Code::AlreadyExists))
+            .count();
         assert_eq!((ok, exists), (1, 19), "{results:?}");
         server.stop().await;
     })
@@ -130,8 +155,12 @@ async fn unknown_email_and_wrong_password_answer_identically() {
         let server = AuthServer::start(&db).await;
         let mut client = server.client().await;
         register(&mut client, "known@example.com").await;
-        let wrong = login(&mut client, "known@example.com", "wrong password").await.unwrap_err();
-        let unknown = login(&mut client, "nobody@example.com", "wrong password").await.unwrap_err();
+        let wrong = login(&mut client, "known@example.com", "wrong password")
+            .await
+            .unwrap_err();
+        let unknown = login(&mut client, "nobody@example.com", "wrong password")
+            .await
+            .unwrap_err();
         assert_eq!(wrong.code(), Code::Unauthenticated);
         assert_eq!(unknown.code(), Code::Unauthenticated);
         assert_eq!(wrong.message(), unknown.message());
@@ -148,24 +177,42 @@ async fn failed_logins_throttle_the_account_until_the_window_ends() {
         let mut client = server.client().await;
         register(&mut client, "victim@example.com").await;
         for _ in 0..5 {
-            let status = login(&mut client, "victim@example.com", "guess guess").await.unwrap_err();
+            let status = login(&mut client, "victim@example.com", "guess guess")
+                .await
+                .unwrap_err();
             assert_eq!(status.code(), Code::Unauthenticated);
         }
         // Even the right password is refused while the window is full...
-        let status = login(&mut client, "victim@example.com", PASSWORD).await.unwrap_err();
+        let status = login(&mut client, "victim@example.com", PASSWORD)
+            .await
+            .unwrap_err();
         assert_eq!(status.code(), Code::ResourceExhausted);
-        let retry = status.get_error_details().retry_info().unwrap().retry_delay.unwrap();
-        assert!(retry > Duration::ZERO && retry <= Duration::from_secs(15 * 60), "{retry:?}");
+        let retry = status
+            .get_error_details()
+            .retry_info()
+            .unwrap()
+            .retry_delay
+            .unwrap();
+        assert!(
+            retry > Duration::ZERO && retry <= Duration::from_secs(15 * 60),
+            "{retry:?}"
+        );
         // ...an unknown email is throttled the same way (no enumeration)...
         for _ in 0..5 {
-            login(&mut client, "ghost@example.com", "guess guess").await.unwrap_err();
+            login(&mut client, "ghost@example.com", "guess guess")
+                .await
+                .unwrap_err();
         }
-        let ghost = login(&mut client, "ghost@example.com", "guess guess").await.unwrap_err();
+        let ghost = login(&mut client, "ghost@example.com", "guess guess")
+            .await
+            .unwrap_err();
         assert_eq!(ghost.code(), Code::ResourceExhausted);
         assert_eq!(ghost.message(), status.message());
         // ...and the owner gets in once the window has passed.
         server.clock.advance(Duration::from_secs(15 * 60 + 1));
-        login(&mut client, "victim@example.com", PASSWORD).await.expect("window over");
+        login(&mut client, "victim@example.com", PASSWORD)
+            .await
+            .expect("window over");
         server.stop().await;
     })
     .await;
@@ -190,8 +237,12 @@ async fn password_length_is_counted_in_unicode_scalar_values() {
         };
         let seven = attempt("😀".repeat(7)).await.unwrap_err();
         assert_eq!(violated_fields(&seven), ["password"]);
-        attempt("😀".repeat(8)).await.expect("8 emoji are 8 characters");
-        attempt(format!("  spaces and ünïcödé {} ", "ж".repeat(40))).await.expect("any characters, 64+ long");
+        attempt("😀".repeat(8))
+            .await
+            .expect("8 emoji are 8 characters");
+        attempt(format!("  spaces and ünïcödé {} ", "ж".repeat(40)))
+            .await
+            .expect("any characters, 64+ long");
         let too_long = attempt("a".repeat(129)).await.unwrap_err();
         assert_eq!(violated_fields(&too_long), ["password"]);
         let huge = attempt("a".repeat(1_000_000)).await.unwrap_err();
@@ -207,7 +258,9 @@ async fn passwords_are_never_truncated() {
     on_each_backend(|db| async move {
         let server = AuthServer::start(&db).await;
         let mut client = server.client().await;
-        let password: String = (0..100).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+        let password: String = (0..100)
+            .map(|i| char::from(b'a' + (i % 26) as u8))
+            .collect();
         client
             .register(pb::RegisterRequest {
                 email: "long@example.com".into(),
@@ -217,10 +270,14 @@ async fn passwords_are_never_truncated() {
             .await
             .unwrap();
         for prefix in [72, 99] {
-            let status = login(&mut client, "long@example.com", &password[..prefix]).await.unwrap_err();
+            let status = login(&mut client, "long@example.com", &password[..prefix])
+                .await
+                .unwrap_err();
             assert_eq!(status.code(), Code::Unauthenticated, "prefix {prefix}");
         }
-        login(&mut client, "long@example.com", &password).await.expect("the whole password");
+        login(&mut client, "long@example.com", &password)
+            .await
+            .expect("the whole password");
         server.stop().await;
     })
     .await;
@@ -239,7 +296,9 @@ async fn composed_and_decomposed_accents_are_the_same_password() {
             })
             .await
             .unwrap();
-        login(&mut client, "cafe@example.com", "cafe\u{301} au lait").await.expect("decomposed é signs in");
+        login(&mut client, "cafe@example.com", "cafe\u{301} au lait")
+            .await
+            .expect("decomposed é signs in");
         server.stop().await;
     })
     .await;
@@ -258,10 +317,17 @@ async fn a_weaker_hash_is_upgraded_on_the_next_login() {
         let strong = AuthServer::start(&db).await;
         let before = password_hash(&db.url, "upgrade@example.com").await;
         assert!(before.contains("m=8192,t=1"), "{before}");
-        login(&mut strong.client().await, "upgrade@example.com", PASSWORD).await.unwrap();
+        login(&mut strong.client().await, "upgrade@example.com", PASSWORD)
+            .await
+            .unwrap();
         let after = password_hash(&db.url, "upgrade@example.com").await;
-        assert!(after.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{after}");
-        login(&mut strong.client().await, "upgrade@example.com", PASSWORD).await.expect("still the same password");
+        assert!(
+            after.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+            "{after}"
+        );
+        login(&mut strong.client().await, "upgrade@example.com", PASSWORD)
+            .await
+            .expect("still the same password");
         strong.stop().await;
     })
     .await;
@@ -272,10 +338,18 @@ async fn password_hash(url: &str, email: &str) -> String {
     let query = "SELECT password_hash FROM users WHERE email = $1";
     if url.starts_with("sqlite:") {
         let pool = sqlx::SqlitePool::connect(url).await.unwrap();
-        sqlx::query_scalar(query).bind(email).fetch_one(&pool).await.unwrap()
+        sqlx::query_scalar(query)
+            .bind(email)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
     } else {
         let pool = sqlx::PgPool::connect(url).await.unwrap();
-        sqlx::query_scalar(query).bind(email).fetch_one(&pool).await.unwrap()
+        sqlx::query_scalar(query)
+            .bind(email)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
     }
 }
 
@@ -288,9 +362,13 @@ async fn each_address_is_rate_limited_with_retry_info() {
         let server = AuthServer::start_with(config).await;
         let mut client = server.client().await;
         for _ in 0..2 {
-            login(&mut client, "nobody@example.com", "whatever pw").await.unwrap_err();
+            login(&mut client, "nobody@example.com", "whatever pw")
+                .await
+                .unwrap_err();
         }
-        let status = login(&mut client, "nobody@example.com", "whatever pw").await.unwrap_err();
+        let status = login(&mut client, "nobody@example.com", "whatever pw")
+            .await
+            .unwrap_err();
         assert_eq!(status.code(), Code::ResourceExhausted);
         assert!(status.get_error_details().retry_info().is_some());
         server.stop().await;

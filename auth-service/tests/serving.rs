@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use support::*;
 use test_harness::{TcpProxy, TestDatabase};
 use tonic::Code;
-use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
 use tonic_reflection::pb::v1::{
     ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
     server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
@@ -16,7 +18,12 @@ use tonic_reflection::pb::v1::{
 
 async fn health(server: &AuthServer, service: &str) -> ServingStatus {
     let mut client = HealthClient::new(server.channel().await);
-    let response = client.check(HealthCheckRequest { service: service.into() }).await.unwrap();
+    let response = client
+        .check(HealthCheckRequest {
+            service: service.into(),
+        })
+        .await
+        .unwrap();
     response.into_inner().status()
 }
 
@@ -25,15 +32,23 @@ async fn health_and_reflection_are_served() {
     on_each_backend(|db| async move {
         let server = AuthServer::start(&db).await;
         assert_eq!(health(&server, "").await, ServingStatus::Serving);
-        assert_eq!(health(&server, "auth.v1.AuthService").await, ServingStatus::Serving);
+        assert_eq!(
+            health(&server, "auth.v1.AuthService").await,
+            ServingStatus::Serving
+        );
 
         let mut reflection = ServerReflectionClient::new(server.channel().await);
         let request = ServerReflectionRequest {
             host: String::new(),
             message_request: Some(MessageRequest::ListServices(String::new())),
         };
-        let mut responses = reflection.server_reflection_info(tokio_stream::iter([request])).await.unwrap().into_inner();
-        let Some(MessageResponse::ListServicesResponse(list)) = responses.message().await.unwrap().unwrap().message_response
+        let mut responses = reflection
+            .server_reflection_info(tokio_stream::iter([request]))
+            .await
+            .unwrap()
+            .into_inner();
+        let Some(MessageResponse::ListServicesResponse(list)) =
+            responses.message().await.unwrap().unwrap().message_response
         else {
             panic!("not a service list");
         };
@@ -52,8 +67,14 @@ async fn reflection_can_be_switched_off() {
     config.disable_reflection = true;
     let server = AuthServer::start_with(config).await;
     let mut reflection = ServerReflectionClient::new(server.channel().await);
-    let request = ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) };
-    let status = reflection.server_reflection_info(tokio_stream::iter([request])).await.unwrap_err();
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let status = reflection
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::Unimplemented);
     server.stop().await;
 }
@@ -89,9 +110,16 @@ async fn a_database_outage_is_unavailable_and_not_serving_then_recovers_by_itsel
     let started = Instant::now();
     let status = login(&mut client, &email, PASSWORD).await.unwrap_err();
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
-    assert!(started.elapsed() < Duration::from_secs(10), "answered within a deadline");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "answered within a deadline"
+    );
     for leak in ["SELECT", "sqlx", "postgres", "127.0.0.1", "users"] {
-        assert!(!status.message().contains(leak), "message leaks {leak}: {}", status.message());
+        assert!(
+            !status.message().contains(leak),
+            "message leaks {leak}: {}",
+            status.message()
+        );
     }
     eventually(Duration::from_secs(15), "health is NOT_SERVING", || async {
         health(&server, "").await == ServingStatus::NotServing
@@ -99,10 +127,14 @@ async fn a_database_outage_is_unavailable_and_not_serving_then_recovers_by_itsel
     .await;
 
     proxy.restore();
-    eventually(Duration::from_secs(15), "health is SERVING again", || async {
-        health(&server, "auth.v1.AuthService").await == ServingStatus::Serving
-    })
+    eventually(
+        Duration::from_secs(15),
+        "health is SERVING again",
+        || async { health(&server, "auth.v1.AuthService").await == ServingStatus::Serving },
+    )
     .await;
-    login(&mut client, &email, PASSWORD).await.expect("recovered without a restart");
+    login(&mut client, &email, PASSWORD)
+        .await
+        .expect("recovered without a restart");
     server.stop().await;
 }

@@ -19,9 +19,15 @@ async fn refresh_rotates_and_the_spent_token_no_longer_works() {
         let second = refresh(&mut client, &first.refresh_token).await.unwrap();
         assert_ne!(second.refresh_token, first.refresh_token);
         assert_ne!(second.access_token, first.access_token);
-        current_user(&mut client, &second.access_token).await.expect("new access token works");
-        let third = refresh(&mut client, &second.refresh_token).await.expect("the new refresh token works");
-        current_user(&mut client, &third.access_token).await.unwrap();
+        current_user(&mut client, &second.access_token)
+            .await
+            .expect("new access token works");
+        let third = refresh(&mut client, &second.refresh_token)
+            .await
+            .expect("the new refresh token works");
+        current_user(&mut client, &third.access_token)
+            .await
+            .unwrap();
         server.stop().await;
     })
     .await;
@@ -40,9 +46,13 @@ async fn reused_refresh_token_revokes_the_whole_session() {
         assert_eq!(replay.code(), Code::Unauthenticated);
         // Revocation was committed although the call failed: the victim's
         // newer tokens are dead too, at the auth-service at once.
-        let status = refresh(&mut client, &victims.refresh_token).await.unwrap_err();
+        let status = refresh(&mut client, &victims.refresh_token)
+            .await
+            .unwrap_err();
         assert_eq!(status.code(), Code::Unauthenticated);
-        let status = current_user(&mut client, &victims.access_token).await.unwrap_err();
+        let status = current_user(&mut client, &victims.access_token)
+            .await
+            .unwrap_err();
         assert_eq!(status.code(), Code::Unauthenticated);
         server.stop().await;
     })
@@ -72,7 +82,10 @@ async fn ten_parallel_refreshes_never_fork_the_session() {
         // reuse, which revoked the session the winner's child belongs to.
         let mut live_children = 0;
         for winner in winners {
-            if refresh(&mut client.clone(), &winner.refresh_token).await.is_ok() {
+            if refresh(&mut client.clone(), &winner.refresh_token)
+                .await
+                .is_ok()
+            {
                 live_children += 1;
             }
         }
@@ -96,9 +109,13 @@ async fn an_access_token_is_not_a_refresh_token_and_garbage_changes_nothing() {
         let status = refresh(&mut client, "").await.unwrap_err();
         assert_eq!(violated_fields(&status), ["refresh_token"]);
         // The real refresh token is untouched by all of that.
-        refresh(&mut client, &pair.refresh_token).await.expect("still live");
+        refresh(&mut client, &pair.refresh_token)
+            .await
+            .expect("still live");
         // A refresh token is not an access token either.
-        let status = current_user(&mut client, &pair.refresh_token).await.unwrap_err();
+        let status = current_user(&mut client, &pair.refresh_token)
+            .await
+            .unwrap_err();
         assert_eq!(status.code(), Code::Unauthenticated);
         server.stop().await;
     })
@@ -112,13 +129,45 @@ async fn logout_ends_the_session_at_once() {
         let mut client = server.client().await;
         let registered = register(&mut client, &unique_email()).await;
         let pair = tokens(&registered.tokens);
-        client.logout(pb::LogoutRequest { refresh_token: pair.refresh_token.clone() }).await.unwrap();
-        assert_eq!(refresh(&mut client, &pair.refresh_token).await.unwrap_err().code(), Code::Unauthenticated);
-        assert_eq!(current_user(&mut client, &pair.access_token).await.unwrap_err().code(), Code::Unauthenticated);
+        client
+            .logout(pb::LogoutRequest {
+                refresh_token: pair.refresh_token.clone(),
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            refresh(&mut client, &pair.refresh_token)
+                .await
+                .unwrap_err()
+                .code(),
+            Code::Unauthenticated
+        );
+        assert_eq!(
+            current_user(&mut client, &pair.access_token)
+                .await
+                .unwrap_err()
+                .code(),
+            Code::Unauthenticated
+        );
         // Logging out twice, or with an unknown token, is not an error.
-        client.logout(pb::LogoutRequest { refresh_token: pair.refresh_token.clone() }).await.unwrap();
-        client.logout(pb::LogoutRequest { refresh_token: "B".repeat(43) }).await.unwrap();
-        let status = client.logout(pb::LogoutRequest { refresh_token: String::new() }).await.unwrap_err();
+        client
+            .logout(pb::LogoutRequest {
+                refresh_token: pair.refresh_token.clone(),
+            })
+            .await
+            .unwrap();
+        client
+            .logout(pb::LogoutRequest {
+                refresh_token: "B".repeat(43),
+            })
+            .await
+            .unwrap();
+        let status = client
+            .logout(pb::LogoutRequest {
+                refresh_token: String::new(),
+            })
+            .await
+            .unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument);
         server.stop().await;
     })
@@ -146,13 +195,19 @@ async fn sessions_are_listed_with_the_current_one_marked_and_can_be_revoked() {
         assert_eq!(sessions.iter().filter(|s| s.current).count(), 1);
         let current = sessions.iter().find(|s| s.current).unwrap();
         let other = sessions.iter().find(|s| !s.current).unwrap();
-        assert!(current.create_time.is_some() && current.expire_time.is_some() && current.last_refresh_time.is_some());
+        assert!(
+            current.create_time.is_some()
+                && current.expire_time.is_some()
+                && current.last_refresh_time.is_some()
+        );
 
         // Another user cannot revoke it, and learns nothing: NOT_FOUND.
         let mallory = register(&mut client, &unique_email()).await;
         let status = client
             .revoke_session(authorized(
-                pb::RevokeSessionRequest { session_id: other.id.clone() },
+                pb::RevokeSessionRequest {
+                    session_id: other.id.clone(),
+                },
                 &tokens(&mallory.tokens).access_token,
             ))
             .await
@@ -160,17 +215,26 @@ async fn sessions_are_listed_with_the_current_one_marked_and_can_be_revoked() {
         assert_eq!(status.code(), Code::NotFound);
         let made_up = client
             .revoke_session(authorized(
-                pb::RevokeSessionRequest { session_id: uuid::Uuid::now_v7().to_string() },
+                pb::RevokeSessionRequest {
+                    session_id: uuid::Uuid::now_v7().to_string(),
+                },
                 &tokens(&mallory.tokens).access_token,
             ))
             .await
             .unwrap_err();
         assert_eq!(made_up.message(), status.message());
-        refresh(&mut client, &phone.refresh_token).await.expect("phone session untouched");
+        refresh(&mut client, &phone.refresh_token)
+            .await
+            .expect("phone session untouched");
 
         // The owner can, from the laptop.
         client
-            .revoke_session(authorized(pb::RevokeSessionRequest { session_id: other.id.clone() }, &laptop.access_token))
+            .revoke_session(authorized(
+                pb::RevokeSessionRequest {
+                    session_id: other.id.clone(),
+                },
+                &laptop.access_token,
+            ))
             .await
             .unwrap();
         let sessions = client
@@ -181,7 +245,12 @@ async fn sessions_are_listed_with_the_current_one_marked_and_can_be_revoked() {
             .sessions;
         assert!(sessions.iter().all(|s| s.id != other.id));
         let status = client
-            .revoke_session(authorized(pb::RevokeSessionRequest { session_id: "not-a-uuid".into() }, &laptop.access_token))
+            .revoke_session(authorized(
+                pb::RevokeSessionRequest {
+                    session_id: "not-a-uuid".into(),
+                },
+                &laptop.access_token,
+            ))
             .await
             .unwrap_err();
         assert_eq!(violated_fields(&status), ["session_id"]);
@@ -201,7 +270,10 @@ async fn change_password_ends_every_other_session_and_returns_a_fresh_pair() {
 
         let wrong = client
             .change_password(authorized(
-                pb::ChangePasswordRequest { current_password: "wrong one".into(), new_password: "brand new password".into() },
+                pb::ChangePasswordRequest {
+                    current_password: "wrong one".into(),
+                    new_password: "brand new password".into(),
+                },
                 &this.access_token,
             ))
             .await
@@ -209,7 +281,10 @@ async fn change_password_ends_every_other_session_and_returns_a_fresh_pair() {
         assert_eq!(wrong.code(), Code::Unauthenticated);
         let short = client
             .change_password(authorized(
-                pb::ChangePasswordRequest { current_password: PASSWORD.into(), new_password: "short".into() },
+                pb::ChangePasswordRequest {
+                    current_password: PASSWORD.into(),
+                    new_password: "short".into(),
+                },
                 &this.access_token,
             ))
             .await
@@ -218,7 +293,10 @@ async fn change_password_ends_every_other_session_and_returns_a_fresh_pair() {
 
         let fresh = client
             .change_password(authorized(
-                pb::ChangePasswordRequest { current_password: PASSWORD.into(), new_password: "brand new password".into() },
+                pb::ChangePasswordRequest {
+                    current_password: PASSWORD.into(),
+                    new_password: "brand new password".into(),
+                },
                 &this.access_token,
             ))
             .await
@@ -227,16 +305,52 @@ async fn change_password_ends_every_other_session_and_returns_a_fresh_pair() {
             .tokens
             .unwrap();
         // The other session is over; this one continues with the fresh pair.
-        assert_eq!(refresh(&mut client, &other.refresh_token).await.unwrap_err().code(), Code::Unauthenticated);
-        assert_eq!(current_user(&mut client, &other.access_token).await.unwrap_err().code(), Code::Unauthenticated);
-        current_user(&mut client, &fresh.access_token).await.expect("fresh access token");
-        let after = refresh(&mut client, &fresh.refresh_token).await.expect("fresh refresh token");
-        assert_eq!(login(&mut client, &email, PASSWORD).await.unwrap_err().code(), Code::Unauthenticated);
-        login(&mut client, &email, "brand new password").await.expect("new password");
+        assert_eq!(
+            refresh(&mut client, &other.refresh_token)
+                .await
+                .unwrap_err()
+                .code(),
+            Code::Unauthenticated
+        );
+        assert_eq!(
+            current_user(&mut client, &other.access_token)
+                .await
+                .unwrap_err()
+                .code(),
+            Code::Unauthenticated
+        );
+        current_user(&mut client, &fresh.access_token)
+            .await
+            .expect("fresh access token");
+        let after = refresh(&mut client, &fresh.refresh_token)
+            .await
+            .expect("fresh refresh token");
+        assert_eq!(
+            login(&mut client, &email, PASSWORD)
+                .await
+                .unwrap_err()
+                .code(),
+            Code::Unauthenticated
+        );
+        login(&mut client, &email, "brand new password")
+            .await
+            .expect("new password");
         // This session's pre-change refresh token was spent by the change:
         // presenting it is reuse, and ends the session like any reuse.
-        assert_eq!(refresh(&mut client, &this.refresh_token).await.unwrap_err().code(), Code::Unauthenticated);
-        assert_eq!(refresh(&mut client, &after.refresh_token).await.unwrap_err().code(), Code::Unauthenticated);
+        assert_eq!(
+            refresh(&mut client, &this.refresh_token)
+                .await
+                .unwrap_err()
+                .code(),
+            Code::Unauthenticated
+        );
+        assert_eq!(
+            refresh(&mut client, &after.refresh_token)
+                .await
+                .unwrap_err()
+                .code(),
+            Code::Unauthenticated
+        );
         server.stop().await;
     })
     .await;
@@ -251,11 +365,21 @@ async fn an_idle_session_expires_with_its_refresh_token() {
         let mut client = server.client().await;
         let pair = tokens(&register(&mut client, &unique_email()).await.tokens).clone();
         server.clock.advance(Duration::from_secs(3000));
-        let pair = refresh(&mut client, &pair.refresh_token).await.expect("used within the idle window");
+        let pair = refresh(&mut client, &pair.refresh_token)
+            .await
+            .expect("used within the idle window");
         server.clock.advance(Duration::from_secs(3599));
-        let pair = refresh(&mut client, &pair.refresh_token).await.expect("the idle window moved with the refresh");
+        let pair = refresh(&mut client, &pair.refresh_token)
+            .await
+            .expect("the idle window moved with the refresh");
         server.clock.advance(Duration::from_secs(3601));
-        assert_eq!(refresh(&mut client, &pair.refresh_token).await.unwrap_err().code(), Code::Unauthenticated);
+        assert_eq!(
+            refresh(&mut client, &pair.refresh_token)
+                .await
+                .unwrap_err()
+                .code(),
+            Code::Unauthenticated
+        );
         server.stop().await;
     })
     .await;
@@ -278,7 +402,13 @@ async fn a_session_ends_at_its_absolute_lifetime_however_often_refreshed() {
         let left = pair.refresh_token_expire_time.unwrap().seconds - server.clock.now().timestamp();
         assert!(left <= 1800, "{left}");
         server.clock.advance(Duration::from_secs(1801));
-        assert_eq!(refresh(&mut client, &pair.refresh_token).await.unwrap_err().code(), Code::Unauthenticated);
+        assert_eq!(
+            refresh(&mut client, &pair.refresh_token)
+                .await
+                .unwrap_err()
+                .code(),
+            Code::Unauthenticated
+        );
         server.stop().await;
     })
     .await;

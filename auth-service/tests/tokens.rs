@@ -11,8 +11,17 @@ use support::*;
 use todo_proto::auth::v1 as pb;
 use tonic::{Code, Request};
 
-async fn jwks(client: &mut todo_proto::auth::v1::auth_service_client::AuthServiceClient<tonic::transport::Channel>) -> JwkSet {
-    let json = client.get_jwks(pb::GetJwksRequest {}).await.unwrap().into_inner().jwks_json;
+async fn jwks(
+    client: &mut todo_proto::auth::v1::auth_service_client::AuthServiceClient<
+        tonic::transport::Channel,
+    >,
+) -> JwkSet {
+    let json = client
+        .get_jwks(pb::GetJwksRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .jwks_json;
     serde_json::from_str(&json).expect("an RFC 7517 JWK Set")
 }
 
@@ -27,18 +36,25 @@ async fn a_standard_jwt_library_verifies_access_tokens_with_the_jwks() {
         let header = jsonwebtoken::decode_header(token).unwrap();
         assert_eq!(header.alg, Algorithm::EdDSA);
         assert_eq!(header.typ.as_deref(), Some("at+jwt"));
-        let jwk = set.find(header.kid.as_deref().expect("kid set")).expect("kid published");
+        let jwk = set
+            .find(header.kid.as_deref().expect("kid set"))
+            .expect("kid published");
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.set_issuer(&["todo-auth"]);
         validation.set_audience(&["todo-api"]);
         // The server runs on a manual clock that matches real time here.
         let claims: serde_json::Value =
-            jsonwebtoken::decode(token, &DecodingKey::from_jwk(jwk).unwrap(), &validation).unwrap().claims;
+            jsonwebtoken::decode(token, &DecodingKey::from_jwk(jwk).unwrap(), &validation)
+                .unwrap()
+                .claims;
         assert_eq!(claims["sub"], registered.user.as_ref().unwrap().id);
         for claim in ["iss", "aud", "sub", "sid", "iat", "exp", "jti"] {
             assert!(claims.get(claim).is_some(), "{claim} missing");
         }
-        assert_eq!(claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(), 900);
+        assert_eq!(
+            claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
+            900
+        );
         server.stop().await;
     })
     .await;
@@ -66,14 +82,22 @@ async fn forged_access_tokens_are_unauthenticated() {
         let genuine = tokens(&registered.tokens).access_token.clone();
         let header = jsonwebtoken::decode_header(&genuine).unwrap();
         let kid = header.kid.clone().unwrap();
-        let genuine_claims: AccessClaims = jsonwebtoken::dangerous::insecure_decode(&genuine).unwrap().claims;
+        let genuine_claims: AccessClaims = jsonwebtoken::dangerous::insecure_decode(&genuine)
+            .unwrap()
+            .claims;
         let user = registered.user.unwrap();
         let now = server.clock.now().timestamp();
         let public_key = URL_SAFE_NO_PAD
-            .decode(jwks(&mut client).await.find(&kid).map(|jwk| match &jwk.algorithm {
-                jsonwebtoken::jwk::AlgorithmParameters::OctetKeyPair(okp) => okp.x.clone(),
-                _ => panic!("not an OKP key"),
-            }).unwrap())
+            .decode(
+                jwks(&mut client)
+                    .await
+                    .find(&kid)
+                    .map(|jwk| match &jwk.algorithm {
+                        jsonwebtoken::jwk::AlgorithmParameters::OctetKeyPair(okp) => okp.x.clone(),
+                        _ => panic!("not an OKP key"),
+                    })
+                    .unwrap(),
+            )
             .unwrap();
 
         let mut forged = Vec::new();
@@ -82,16 +106,29 @@ async fn forged_access_tokens_are_unauthenticated() {
         let mut h = Header::new(Algorithm::EdDSA);
         h.typ = Some("at+jwt".into());
         h.kid = Some(kid.clone());
-        forged.push(("foreign key with a valid kid", jsonwebtoken::encode(&h, &genuine_claims, &EncodingKey::from_ed_der(foreign.pkcs8_der())).unwrap()));
+        forged.push((
+            "foreign key with a valid kid",
+            jsonwebtoken::encode(
+                &h,
+                &genuine_claims,
+                &EncodingKey::from_ed_der(foreign.pkcs8_der()),
+            )
+            .unwrap(),
+        ));
         // HS256 keyed with the public key (algorithm confusion).
         let mut h = Header::new(Algorithm::HS256);
         h.typ = Some("at+jwt".into());
         h.kid = Some(kid.clone());
-        forged.push(("HS256 with the public key", jsonwebtoken::encode(&h, &genuine_claims, &EncodingKey::from_secret(&public_key)).unwrap()));
+        forged.push((
+            "HS256 with the public key",
+            jsonwebtoken::encode(&h, &genuine_claims, &EncodingKey::from_secret(&public_key))
+                .unwrap(),
+        ));
         // alg none.
         let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&genuine_claims).unwrap());
         for alg in ["none", "None", "NONE", "nOnE"] {
-            let head = URL_SAFE_NO_PAD.encode(format!(r#"{{"alg":"{alg}","typ":"at+jwt","kid":"{kid}"}}"#));
+            let head = URL_SAFE_NO_PAD
+                .encode(format!(r#"{{"alg":"{alg}","typ":"at+jwt","kid":"{kid}"}}"#));
             forged.push(("alg none", format!("{head}.{payload}.")));
         }
         // The genuine signature over a swapped payload (another user).
@@ -99,9 +136,21 @@ async fn forged_access_tokens_are_unauthenticated() {
         let (_, signature) = rest.split_once('.').unwrap();
         let mut other = genuine_claims.clone();
         other.sub = uuid::Uuid::now_v7();
-        forged.push(("payload swapped", format!("{head}.{}.{signature}", URL_SAFE_NO_PAD.encode(serde_json::to_vec(&other).unwrap()))));
-        forged.push(("signature truncated", genuine[..genuine.len() - 5].to_string()));
-        forged.push(("signature empty", format!("{head}.{}.", rest.split_once('.').unwrap().0)));
+        forged.push((
+            "payload swapped",
+            format!(
+                "{head}.{}.{signature}",
+                URL_SAFE_NO_PAD.encode(serde_json::to_vec(&other).unwrap())
+            ),
+        ));
+        forged.push((
+            "signature truncated",
+            genuine[..genuine.len() - 5].to_string(),
+        ));
+        forged.push((
+            "signature empty",
+            format!("{head}.{}.", rest.split_once('.').unwrap().0),
+        ));
         // Wrong claims, correctly signed by a key the server does not hold.
         // (The server's own private key is never exposed, so the claims
         // checks are exercised by rotating tokens minted with its key below.)
@@ -111,25 +160,37 @@ async fn forged_access_tokens_are_unauthenticated() {
         wrong_iss.iss = "evil".into();
         let mut expired = claims_for(&user, genuine_claims.sid, now - 3600);
         expired.exp = now - 61;
-        for (name, claims) in [("wrong aud", wrong_aud), ("wrong iss", wrong_iss), ("expired", expired)] {
+        for (name, claims) in [
+            ("wrong aud", wrong_aud),
+            ("wrong iss", wrong_iss),
+            ("expired", expired),
+        ] {
             forged.push((name, foreign.sign(&claims).unwrap()));
         }
         forged.push(("garbage", "not.a.jwt".into()));
         forged.push(("kid with a path", {
-            let head = URL_SAFE_NO_PAD.encode(r#"{"alg":"EdDSA","typ":"at+jwt","kid":"../../etc/passwd' OR 1=1 --"}"#);
+            let head = URL_SAFE_NO_PAD
+                .encode(r#"{"alg":"EdDSA","typ":"at+jwt","kid":"../../etc/passwd' OR 1=1 --"}"#);
             format!("{head}.{payload}.{signature}")
         }));
         forged.push(("jku header", {
-            let head = URL_SAFE_NO_PAD.encode(format!(r#"{{"alg":"EdDSA","typ":"at+jwt","kid":"x","jku":"http://127.0.0.1:1/jwks"}}"#));
+            let head = URL_SAFE_NO_PAD.encode(
+                r#"{"alg":"EdDSA","typ":"at+jwt","kid":"x","jku":"http://127.0.0.1:1/jwks"}"#,
+            );
             format!("{head}.{payload}.{signature}")
         }));
 
         for (name, token) in forged {
             let status = current_user(&mut client, &token).await.unwrap_err();
             assert_eq!(status.code(), Code::Unauthenticated, "{name}");
-            assert!(!status.message().contains(&token), "{name}: the token is echoed");
+            assert!(
+                !status.message().contains(&token),
+                "{name}: the token is echoed"
+            );
         }
-        current_user(&mut client, &genuine).await.expect("the genuine token still works");
+        current_user(&mut client, &genuine)
+            .await
+            .expect("the genuine token still works");
         server.stop().await;
     })
     .await;
@@ -149,8 +210,16 @@ async fn tokens_signed_with_the_servers_key_but_wrong_claims_are_refused() {
         let mut client = server.client().await;
         let registered = register(&mut client, &unique_email()).await;
         let genuine = tokens(&registered.tokens).access_token.clone();
-        assert_eq!(jsonwebtoken::decode_header(&genuine).unwrap().kid.as_deref(), Some(key.kid()));
-        let claims: AccessClaims = jsonwebtoken::dangerous::insecure_decode(&genuine).unwrap().claims;
+        assert_eq!(
+            jsonwebtoken::decode_header(&genuine)
+                .unwrap()
+                .kid
+                .as_deref(),
+            Some(key.kid())
+        );
+        let claims: AccessClaims = jsonwebtoken::dangerous::insecure_decode(&genuine)
+            .unwrap()
+            .claims;
         let now = server.clock.now().timestamp();
 
         let mut cases: Vec<(&str, String)> = Vec::new();
@@ -169,13 +238,20 @@ async fn tokens_signed_with_the_servers_key_but_wrong_claims_are_refused() {
         let mut h = Header::new(Algorithm::EdDSA);
         h.kid = Some(key.kid().into());
         h.typ = Some("JWT".into());
-        cases.push(("typ is not at+jwt", jsonwebtoken::encode(&h, &claims, &EncodingKey::from_ed_der(key.pkcs8_der())).unwrap()));
+        cases.push((
+            "typ is not at+jwt",
+            jsonwebtoken::encode(&h, &claims, &EncodingKey::from_ed_der(key.pkcs8_der())).unwrap(),
+        ));
         let mut without_exp = serde_json::to_value(&claims).unwrap();
         without_exp.as_object_mut().unwrap().remove("exp");
         let mut h = Header::new(Algorithm::EdDSA);
         h.kid = Some(key.kid().into());
         h.typ = Some("at+jwt".into());
-        cases.push(("missing exp", jsonwebtoken::encode(&h, &without_exp, &EncodingKey::from_ed_der(key.pkcs8_der())).unwrap()));
+        cases.push((
+            "missing exp",
+            jsonwebtoken::encode(&h, &without_exp, &EncodingKey::from_ed_der(key.pkcs8_der()))
+                .unwrap(),
+        ));
         for (name, token) in cases {
             let status = current_user(&mut client, &token).await.unwrap_err();
             assert_eq!(status.code(), Code::Unauthenticated, "{name}");
@@ -183,7 +259,9 @@ async fn tokens_signed_with_the_servers_key_but_wrong_claims_are_refused() {
         // Within the leeway an expired token still passes (clock skew).
         let mut c = claims.clone();
         c.exp = now - 10;
-        current_user(&mut client, &key.sign(&c).unwrap()).await.expect("inside the 30 s leeway");
+        current_user(&mut client, &key.sign(&c).unwrap())
+            .await
+            .expect("inside the 30 s leeway");
         server.stop().await;
     })
     .await;
@@ -206,7 +284,9 @@ async fn authorization_metadata_must_be_exactly_one_bearer_token() {
             async move {
                 let mut request = Request::new(pb::GetCurrentUserRequest {});
                 for value in values {
-                    request.metadata_mut().append("authorization", value.parse().unwrap());
+                    request
+                        .metadata_mut()
+                        .append("authorization", value.parse().unwrap());
                 }
                 client.get_current_user(request).await
             }
@@ -215,19 +295,35 @@ async fn authorization_metadata_must_be_exactly_one_bearer_token() {
             ("missing", vec![]),
             ("basic", vec!["Basic dXNlcjpwYXNzd29yZA==".to_string()]),
             ("empty bearer", vec!["Bearer ".to_string()]),
-            ("two entries", vec![format!("Bearer {token}"), format!("Bearer {token}")]),
+            (
+                "two entries",
+                vec![format!("Bearer {token}"), format!("Bearer {token}")],
+            ),
         ] {
             let status = call(values).await.unwrap_err();
             assert_eq!(status.code(), Code::Unauthenticated, "{name}");
         }
-        call(vec![format!("bearer {token}")]).await.expect("lower-case scheme");
+        call(vec![format!("bearer {token}")])
+            .await
+            .expect("lower-case scheme");
         // Every protected RPC refuses a call without a token.
-        let status = client.list_sessions(pb::ListSessionsRequest {}).await.unwrap_err();
-        assert_eq!(status.code(), Code::Unauthenticated);
-        let status = client.revoke_session(pb::RevokeSessionRequest { session_id: uuid::Uuid::now_v7().to_string() }).await.unwrap_err();
+        let status = client
+            .list_sessions(pb::ListSessionsRequest {})
+            .await
+            .unwrap_err();
         assert_eq!(status.code(), Code::Unauthenticated);
         let status = client
-            .change_password(pb::ChangePasswordRequest { current_password: PASSWORD.into(), new_password: "another password".into() })
+            .revoke_session(pb::RevokeSessionRequest {
+                session_id: uuid::Uuid::now_v7().to_string(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated);
+        let status = client
+            .change_password(pb::ChangePasswordRequest {
+                current_password: PASSWORD.into(),
+                new_password: "another password".into(),
+            })
             .await
             .unwrap_err();
         assert_eq!(status.code(), Code::Unauthenticated);
@@ -250,9 +346,15 @@ async fn a_restart_on_the_same_database_keeps_users_sessions_and_the_signing_key
         let server = AuthServer::start(&db).await;
         let mut client = server.client().await;
         assert_eq!(jwks(&mut client).await, before, "same signing key");
-        current_user(&mut client, &pair.access_token).await.expect("old access token verifies");
-        refresh(&mut client, &pair.refresh_token).await.expect("session survived");
-        login(&mut client, &email, PASSWORD).await.expect("user survived");
+        current_user(&mut client, &pair.access_token)
+            .await
+            .expect("old access token verifies");
+        refresh(&mut client, &pair.refresh_token)
+            .await
+            .expect("session survived");
+        login(&mut client, &email, PASSWORD)
+            .await
+            .expect("user survived");
         server.stop().await;
     })
     .await;
@@ -264,7 +366,10 @@ async fn rotating_the_key_keeps_unexpired_tokens_valid() {
         let server = AuthServer::start(&db).await;
         let mut client = server.client().await;
         let old = tokens(&register(&mut client, &unique_email()).await.tokens).clone();
-        let old_kid = jsonwebtoken::decode_header(&old.access_token).unwrap().kid.unwrap();
+        let old_kid = jsonwebtoken::decode_header(&old.access_token)
+            .unwrap()
+            .kid
+            .unwrap();
 
         let new_kid = auth_service::rotate_key(&test_config(&db)).await.unwrap();
         assert_ne!(new_kid, old_kid);
@@ -272,9 +377,19 @@ async fn rotating_the_key_keeps_unexpired_tokens_valid() {
         let server2 = AuthServer::start(&db).await;
         let mut client2 = server2.client().await;
         let fresh = tokens(&register(&mut client2, &unique_email()).await.tokens).clone();
-        assert_eq!(jsonwebtoken::decode_header(&fresh.access_token).unwrap().kid.unwrap(), new_kid);
-        current_user(&mut client, &fresh.access_token).await.expect("old replica learns the new key");
-        current_user(&mut client2, &old.access_token).await.expect("old key still trusted");
+        assert_eq!(
+            jsonwebtoken::decode_header(&fresh.access_token)
+                .unwrap()
+                .kid
+                .unwrap(),
+            new_kid
+        );
+        current_user(&mut client, &fresh.access_token)
+            .await
+            .expect("old replica learns the new key");
+        current_user(&mut client2, &old.access_token)
+            .await
+            .expect("old key still trusted");
         let published = jwks(&mut client2).await;
         assert!(published.find(&old_kid).is_some() && published.find(&new_kid).is_some());
         server.stop().await;

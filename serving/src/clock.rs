@@ -18,14 +18,20 @@ pub struct Clock {
 
 impl fmt::Debug for Clock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.manual.is_some() { "Clock(manual)" } else { "Clock(system)" })
+        f.write_str(if self.manual.is_some() {
+            "Clock(manual)"
+        } else {
+            "Clock(system)"
+        })
     }
 }
 
 impl Clock {
     /// A clock stopped at the current time, moved with [`Clock::advance`].
     pub fn manual() -> Self {
-        Self { manual: Some(Arc::new(Mutex::new(truncate(Utc::now())))) }
+        Self {
+            manual: Some(Arc::new(Mutex::new(truncate(Utc::now())))),
+        }
     }
 
     /// Now, truncated to microseconds: what both databases store exactly, so
@@ -47,5 +53,6 @@ impl Clock {
 }
 
 fn truncate(time: DateTime<Utc>) -> DateTime<Utc> {
-    time.duration_trunc(TimeDelta::microseconds(1)).unwrap_or(time)
+    time.duration_trunc(TimeDelta::microseconds(1))
+        .unwrap_or(time)
 }

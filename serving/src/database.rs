@@ -23,7 +23,10 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 /// A connected database.
 #[derive(Debug, Clone)]
 pub enum Database {
-    Sqlite { reader: SqlitePool, writer: SqlitePool },
+    Sqlite {
+        reader: SqlitePool,
+        writer: SqlitePool,
+    },
     Postgres(PgPool),
 }
 
@@ -32,7 +35,10 @@ pub enum ConnectError {
     #[error("unsupported database URL (use sqlite://PATH or postgres://...)")]
     Scheme,
     #[error("cannot create the database folder {path}: {source}")]
-    Folder { path: String, source: std::io::Error },
+    Folder {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("cannot open the database: {0}")]
     Sqlx(#[from] sqlx::Error),
 }
@@ -115,7 +121,10 @@ pub fn is_unavailable(error: &sqlx::Error) -> bool {
             // SQLite: BUSY / LOCKED. PostgreSQL: connection exceptions (08),
             // operator intervention such as admin shutdown (57), and
             // serialization failures (40001), which are safe to retry.
-            matches!(code, "5" | "6" | "517" | "262") || code.starts_with("08") || code.starts_with("57") || code == "40001"
+            matches!(code, "5" | "6" | "517" | "262")
+                || code.starts_with("08")
+                || code.starts_with("57")
+                || code == "40001"
         }
         _ => false,
     }

@@ -24,8 +24,12 @@ pub async fn set_all(reporter: &HealthReporter, services: &[&str], status: Servi
 
 /// Probes with `probe` every [`PROBE_INTERVAL`] until `shutdown`, reporting
 /// the result for `services`; changes are logged once, not every probe.
-pub async fn track<P, F>(reporter: HealthReporter, services: Vec<&'static str>, shutdown: CancellationToken, probe: P)
-where
+pub async fn track<P, F>(
+    reporter: HealthReporter,
+    services: Vec<&'static str>,
+    shutdown: CancellationToken,
+    probe: P,
+) where
     P: Fn() -> F,
     F: Future<Output = bool>,
 {
@@ -41,7 +45,11 @@ where
             } else {
                 tracing::warn!("dependencies unreachable: NOT_SERVING");
             }
-            let status = if up { ServingStatus::Serving } else { ServingStatus::NotServing };
+            let status = if up {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
             set_all(&reporter, &services, status).await;
             last = Some(up);
         }

@@ -15,7 +15,11 @@ pub fn services() -> (V1Server<impl V1>, V1AlphaServer<impl V1Alpha>) {
             .register_encoded_file_descriptor_set(todo_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
-    let v1 = builder().build_v1().expect("the compiled-in descriptor sets are valid");
-    let v1alpha = builder().build_v1alpha().expect("the compiled-in descriptor sets are valid");
+    let v1 = builder()
+        .build_v1()
+        .expect("the compiled-in descriptor sets are valid");
+    let v1alpha = builder()
+        .build_v1alpha()
+        .expect("the compiled-in descriptor sets are valid");
     (v1, v1alpha)
 }

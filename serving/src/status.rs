@@ -19,7 +19,10 @@ pub struct Violation {
 
 impl Violation {
     pub fn new(field: &'static str, description: impl Into<String>) -> Self {
-        Self { field, description: description.into() }
+        Self {
+            field,
+            description: description.into(),
+        }
     }
 }
 
@@ -42,7 +45,8 @@ pub fn invalid_argument(violations: &[Violation]) -> Status {
 /// `RESOURCE_EXHAUSTED` telling the client when to retry.
 pub fn resource_exhausted(message: &str, retry_after: Duration) -> Status {
     // Round up: retrying a little late is fine, early is another refusal.
-    let retry_after = Duration::from_secs(retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0));
+    let retry_after =
+        Duration::from_secs(retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0));
     Status::with_error_details(
         Code::ResourceExhausted,
         message,
@@ -68,17 +72,31 @@ mod tests {
 
     #[test]
     fn invalid_argument_names_each_field() {
-        let status = invalid_argument(&[Violation::new("email", "is empty"), Violation::new("password", "too short")]);
+        let status = invalid_argument(&[
+            Violation::new("email", "is empty"),
+            Violation::new("password", "too short"),
+        ]);
         assert_eq!(status.code(), Code::InvalidArgument);
         let details = status.get_error_details();
-        let fields: Vec<_> = details.bad_request().unwrap().field_violations.iter().map(|v| v.field.clone()).collect();
+        let fields: Vec<_> = details
+            .bad_request()
+            .unwrap()
+            .field_violations
+            .iter()
+            .map(|v| v.field.clone())
+            .collect();
         assert_eq!(fields, ["email", "password"]);
     }
 
     #[test]
     fn resource_exhausted_rounds_retry_up() {
         let status = resource_exhausted("slow down", Duration::from_millis(1500));
-        let retry = status.get_error_details().retry_info().unwrap().retry_delay.unwrap();
+        let retry = status
+            .get_error_details()
+            .retry_info()
+            .unwrap()
+            .retry_delay
+            .unwrap();
         assert_eq!(retry, Duration::from_secs(2));
     }
 }

@@ -78,7 +78,11 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// Runs `serve` (a tonic `serve_with_incoming_shutdown` future whose own
 /// shutdown signal is `shutdown.cancelled()`) and bounds the drain: once
 /// `shutdown` fires, calls still open after `grace` are abandoned.
-pub async fn run_with_drain<F, E>(serve: F, shutdown: CancellationToken, grace: Duration) -> Result<(), E>
+pub async fn run_with_drain<F, E>(
+    serve: F,
+    shutdown: CancellationToken,
+    grace: Duration,
+) -> Result<(), E>
 where
     F: Future<Output = Result<(), E>>,
 {

@@ -40,7 +40,9 @@ impl Backend {
         if std::env::var(POSTGRES_URL_VAR).is_ok() {
             vec![Self::Sqlite, Self::Postgres]
         } else {
-            eprintln!("SKIPPED PostgreSQL: set {POSTGRES_URL_VAR} to run these tests on PostgreSQL too");
+            eprintln!(
+                "SKIPPED PostgreSQL: set {POSTGRES_URL_VAR} to run these tests on PostgreSQL too"
+            );
             vec![Self::Sqlite]
         }
     }
@@ -80,7 +82,11 @@ impl TestDatabase {
     pub fn sqlite() -> Self {
         let folder = tempfile::tempdir().expect("a temporary folder");
         let url = format!("sqlite://{}", folder.path().join("test.db").display());
-        Self { backend: Backend::Sqlite, url, cleanup: Cleanup::Folder(folder) }
+        Self {
+            backend: Backend::Sqlite,
+            url,
+            cleanup: Cleanup::Folder(folder),
+        }
     }
 
     /// A new database on the server of `TEST_POSTGRES_URL`, or `None` when
@@ -88,14 +94,20 @@ impl TestDatabase {
     pub async fn postgres() -> Option<Self> {
         let admin_url = std::env::var(POSTGRES_URL_VAR).ok()?;
         let name = format!("test_{}", uuid::Uuid::new_v4().simple());
-        let mut admin = PgConnection::connect(&admin_url).await.expect("connect to TEST_POSTGRES_URL");
+        let mut admin = PgConnection::connect(&admin_url)
+            .await
+            .expect("connect to TEST_POSTGRES_URL");
         admin
             .execute(format!(r#"CREATE DATABASE "{name}""#).as_str())
             .await
             .expect("create a test database");
         admin.close().await.ok();
         let url = with_database(&admin_url, &name);
-        Some(Self { backend: Backend::Postgres, url, cleanup: Cleanup::Postgres { admin_url, name } })
+        Some(Self {
+            backend: Backend::Postgres,
+            url,
+            cleanup: Cleanup::Postgres { admin_url, name },
+        })
     }
 }
 
@@ -123,12 +135,17 @@ impl Drop for TestDatabase {
             // Drop runs inside a test's runtime; a thread with its own runtime
             // avoids blocking it. Best effort: a leftover database is harmless.
             let _ = std::thread::spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build();
                 if let Ok(runtime) = runtime {
                     runtime.block_on(async {
                         if let Ok(mut admin) = PgConnection::connect(&admin_url).await {
                             let _ = admin
-                                .execute(format!(r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#).as_str())
+                                .execute(
+                                    format!(r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#)
+                                        .as_str(),
+                                )
                                 .await;
                         }
                     });
@@ -145,8 +162,14 @@ mod tests {
 
     #[test]
     fn replaces_the_database_name() {
-        assert_eq!(with_database("postgres://u@h:5432/test", "x"), "postgres://u@h:5432/x");
-        assert_eq!(with_database("postgres://u@h/test?sslmode=disable", "x"), "postgres://u@h/x?sslmode=disable");
+        assert_eq!(
+            with_database("postgres://u@h:5432/test", "x"),
+            "postgres://u@h:5432/x"
+        );
+        assert_eq!(
+            with_database("postgres://u@h/test?sslmode=disable", "x"),
+            "postgres://u@h/x?sslmode=disable"
+        );
         assert_eq!(with_database("postgres://u@h", "x"), "postgres://u@h/x");
     }
 }

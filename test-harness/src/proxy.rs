@@ -25,11 +25,17 @@ pub struct TcpProxy {
 
 impl TcpProxy {
     pub async fn start(target: SocketAddr) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind a proxy port");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a proxy port");
         let addr = listener.local_addr().expect("proxy address");
         let up = Arc::new(AtomicBool::new(true));
         let (generation, _) = watch::channel(0u64);
-        let proxy = Self { addr, up: up.clone(), generation: generation.clone() };
+        let proxy = Self {
+            addr,
+            up: up.clone(),
+            generation: generation.clone(),
+        };
         tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
                 if !up.load(Ordering::SeqCst) {
@@ -38,7 +44,9 @@ impl TcpProxy {
                 }
                 let mut cut = generation.subscribe();
                 tokio::spawn(async move {
-                    let Ok(mut outbound) = TcpStream::connect(target).await else { return };
+                    let Ok(mut outbound) = TcpStream::connect(target).await else {
+                        return;
+                    };
                     tokio::select! {
                         _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
                         _ = cut.changed() => {}
@@ -69,8 +77,16 @@ pub fn via(url: &str, addr: SocketAddr) -> String {
     let scheme_end = url.find("://").map(|i| i + 3).unwrap_or(0);
     let rest = &url[scheme_end..];
     let host_start = rest.find('@').map(|i| i + 1).unwrap_or(0);
-    let host_end = rest[host_start..].find(['/', '?']).map(|i| host_start + i).unwrap_or(rest.len());
-    format!("{}{}{addr}{}", &url[..scheme_end], &rest[..host_start], &rest[host_end..])
+    let host_end = rest[host_start..]
+        .find(['/', '?'])
+        .map(|i| host_start + i)
+        .unwrap_or(rest.len());
+    format!(
+        "{}{}{addr}{}",
+        &url[..scheme_end],
+        &rest[..host_start],
+        &rest[host_end..]
+    )
 }
 
 /// The host:port a `postgres://` URL points at.
@@ -79,10 +95,20 @@ pub fn target(url: &str) -> SocketAddr {
     let scheme_end = url.find("://").map(|i| i + 3).unwrap_or(0);
     let rest = &url[scheme_end..];
     let host_start = rest.find('@').map(|i| i + 1).unwrap_or(0);
-    let host_end = rest[host_start..].find(['/', '?']).map(|i| host_start + i).unwrap_or(rest.len());
+    let host_end = rest[host_start..]
+        .find(['/', '?'])
+        .map(|i| host_start + i)
+        .unwrap_or(rest.len());
     let host = &rest[host_start..host_end];
-    let host = if host.contains(':') { host.to_string() } else { format!("{host}:5432") };
-    host.to_socket_addrs().expect("resolve the database host").next().expect("an address")
+    let host = if host.contains(':') {
+        host.to_string()
+    } else {
+        format!("{host}:5432")
+    };
+    host.to_socket_addrs()
+        .expect("resolve the database host")
+        .next()
+        .expect("an address")
 }
 
 #[cfg(test)]
@@ -92,8 +118,17 @@ mod tests {
     #[test]
     fn rewrites_the_host_only() {
         let addr: SocketAddr = "127.0.0.1:6000".parse().unwrap();
-        assert_eq!(via("postgres://postgres@127.0.0.1:5432/db?x=1", addr), "postgres://postgres@127.0.0.1:6000/db?x=1");
-        assert_eq!(via("postgres://localhost/db", addr), "postgres://127.0.0.1:6000/db");
-        assert_eq!(target("postgres://postgres@127.0.0.1:5432/db"), "127.0.0.1:5432".parse().unwrap());
+        assert_eq!(
+            via("postgres://postgres@127.0.0.1:5432/db?x=1", addr),
+            "postgres://postgres@127.0.0.1:6000/db?x=1"
+        );
+        assert_eq!(
+            via("postgres://localhost/db", addr),
+            "postgres://127.0.0.1:6000/db"
+        );
+        assert_eq!(
+            target("postgres://postgres@127.0.0.1:5432/db"),
+            "127.0.0.1:5432".parse().unwrap()
+        );
     }
 }

@@ -158,7 +158,12 @@ pub trait AuthStore: Send + Sync + 'static {
     async fn revoke_session_by_token(&self, token: &TokenHash, now: Time) -> Result<bool>;
 
     /// The session if it belongs to `user_id` and is live at `now`.
-    async fn live_session(&self, user_id: Uuid, session_id: Uuid, now: Time) -> Result<Option<Session>>;
+    async fn live_session(
+        &self,
+        user_id: Uuid,
+        session_id: Uuid,
+        now: Time,
+    ) -> Result<Option<Session>>;
 
     /// The user's live sessions, newest first.
     async fn list_sessions(&self, user_id: Uuid, now: Time) -> Result<Vec<Session>>;
@@ -182,7 +187,12 @@ pub trait AuthStore: Send + Sync + 'static {
     /// Counts one login attempt for `email` in a window of `window` length
     /// (a window older than that starts over). Atomic, so concurrent
     /// attempts are all counted.
-    async fn record_login_attempt(&self, email: &str, now: Time, window: chrono::TimeDelta) -> Result<LoginWindow>;
+    async fn record_login_attempt(
+        &self,
+        email: &str,
+        now: Time,
+        window: chrono::TimeDelta,
+    ) -> Result<LoginWindow>;
 
     /// Forgets the attempts of `email` after a successful login.
     async fn clear_login_attempts(&self, email: &str) -> Result<()>;
@@ -197,7 +207,12 @@ pub trait AuthStore: Send + Sync + 'static {
     /// Stores `key` only if no active key exists (first start). Returns
     /// whether it was stored; concurrent first starts may both succeed,
     /// which is harmless (both keys are published, the newest signs).
-    async fn insert_first_signing_key(&self, kid: &str, private_key: &[u8], now: Time) -> Result<bool>;
+    async fn insert_first_signing_key(
+        &self,
+        kid: &str,
+        private_key: &[u8],
+        now: Time,
+    ) -> Result<bool>;
 }
 
 /// The store for a connected database, with its migrations applied.

@@ -48,8 +48,7 @@ fn session(row: &PgRow) -> Result<Session> {
 }
 
 const USER_COLUMNS: &str = "id, email, display_name, password_hash, create_time";
-const SESSION_COLUMNS: &str =
-    "id, user_id, create_time, last_refresh_time, idle_expire_time, absolute_expire_time, user_agent";
+const SESSION_COLUMNS: &str = "id, user_id, create_time, last_refresh_time, idle_expire_time, absolute_expire_time, user_agent";
 /// A session is live while not revoked and before both of its expiries.
 const LIVE: &str = "revoke_time IS NULL AND idle_expire_time > $3 AND absolute_expire_time > $3";
 
@@ -67,7 +66,14 @@ async fn insert_session(conn: &mut sqlx::PgConnection, new: &NewSession) -> Resu
     .bind(&s.user_agent)
     .execute(&mut *conn)
     .await?;
-    insert_token(conn, &new.refresh_token, s.id, s.create_time, s.refresh_expire_time()).await
+    insert_token(
+        conn,
+        &new.refresh_token,
+        s.id,
+        s.create_time,
+        s.refresh_expire_time(),
+    )
+    .await
 }
 
 async fn insert_token(
@@ -87,7 +93,12 @@ async fn insert_token(
     Ok(())
 }
 
-async fn touch_session(conn: &mut sqlx::PgConnection, session_id: Uuid, now: Time, idle: TimeDelta) -> Result<Session> {
+async fn touch_session(
+    conn: &mut sqlx::PgConnection,
+    session_id: Uuid,
+    now: Time,
+    idle: TimeDelta,
+) -> Result<Session> {
     let row = sqlx::query(&format!(
         "UPDATE sessions SET last_refresh_time = $2, idle_expire_time = LEAST($3, absolute_expire_time)
          WHERE id = $1 RETURNING {SESSION_COLUMNS}"
@@ -122,13 +133,15 @@ impl AuthStore for PostgresStore {
     }
 
     async fn user_by_email(&self, email: &str) -> Result<Option<Credentials>> {
-        sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE email = $1"))
-            .bind(email)
-            .fetch_optional(&self.pool)
-            .await?
-            .as_ref()
-            .map(credentials)
-            .transpose()
+        sqlx::query(&format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE email = $1"
+        ))
+        .bind(email)
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(credentials)
+        .transpose()
     }
 
     async fn user_by_id(&self, id: Uuid) -> Result<Option<Credentials>> {
@@ -176,18 +189,27 @@ impl AuthStore for PostgresStore {
         .fetch_optional(&mut *tx)
         .await?;
         if let Some(session_id) = spent_now {
-            let live: Option<i32> = sqlx::query_scalar(&format!("SELECT 1 FROM sessions WHERE id = $1 AND $2 AND {LIVE}"))
-                .bind(session_id)
-                .bind(true)
-                .bind(now)
-                .fetch_optional(&mut *tx)
-                .await?;
+            let live: Option<i32> = sqlx::query_scalar(&format!(
+                "SELECT 1 FROM sessions WHERE id = $1 AND $2 AND {LIVE}"
+            ))
+            .bind(session_id)
+            .bind(true)
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?;
             if live.is_none() {
                 tx.commit().await?;
                 return Ok(Rotation::Invalid);
             }
             let session = touch_session(&mut tx, session_id, now, idle).await?;
-            insert_token(&mut tx, next, session_id, now, session.refresh_expire_time()).await?;
+            insert_token(
+                &mut tx,
+                next,
+                session_id,
+                now,
+                session.refresh_expire_time(),
+            )
+            .await?;
             tx.commit().await?;
             return Ok(Rotation::Rotated(session));
         }
@@ -214,7 +236,10 @@ impl AuthStore for PostgresStore {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(Rotation::Reused { session_id, user_id })
+        Ok(Rotation::Reused {
+            session_id,
+            user_id,
+        })
     }
 
     async fn revoke_session_by_token(&self, token: &TokenHash, now: Time) -> Result<bool> {
@@ -229,16 +254,23 @@ impl AuthStore for PostgresStore {
         Ok(result.rows_affected() > 0)
     }
 
-    async fn live_session(&self, user_id: Uuid, session_id: Uuid, now: Time) -> Result<Option<Session>> {
-        sqlx::query(&format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1 AND user_id = $2 AND {LIVE}"))
-            .bind(session_id)
-            .bind(user_id)
-            .bind(now)
-            .fetch_optional(&self.pool)
-            .await?
-            .as_ref()
-            .map(session)
-            .transpose()
+    async fn live_session(
+        &self,
+        user_id: Uuid,
+        session_id: Uuid,
+        now: Time,
+    ) -> Result<Option<Session>> {
+        sqlx::query(&format!(
+            "SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1 AND user_id = $2 AND {LIVE}"
+        ))
+        .bind(session_id)
+        .bind(user_id)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(session)
+        .transpose()
     }
 
     async fn list_sessions(&self, user_id: Uuid, now: Time) -> Result<Vec<Session>> {
@@ -307,12 +339,24 @@ impl AuthStore for PostgresStore {
             .execute(&mut *tx)
             .await?;
         let session = touch_session(&mut tx, session_id, now, idle).await?;
-        insert_token(&mut tx, next, session_id, now, session.refresh_expire_time()).await?;
+        insert_token(
+            &mut tx,
+            next,
+            session_id,
+            now,
+            session.refresh_expire_time(),
+        )
+        .await?;
         tx.commit().await?;
         Ok(Some(session))
     }
 
-    async fn record_login_attempt(&self, email: &str, now: Time, window: TimeDelta) -> Result<LoginWindow> {
+    async fn record_login_attempt(
+        &self,
+        email: &str,
+        now: Time,
+        window: TimeDelta,
+    ) -> Result<LoginWindow> {
         let row = sqlx::query(
             "INSERT INTO login_attempts AS a (email, attempts, window_start) VALUES ($1, 1, $2)
              ON CONFLICT (email) DO UPDATE SET
@@ -332,7 +376,10 @@ impl AuthStore for PostgresStore {
     }
 
     async fn clear_login_attempts(&self, email: &str) -> Result<()> {
-        sqlx::query("DELETE FROM login_attempts WHERE email = $1").bind(email).execute(&self.pool).await?;
+        sqlx::query("DELETE FROM login_attempts WHERE email = $1")
+            .bind(email)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -363,16 +410,23 @@ impl AuthStore for PostgresStore {
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        sqlx::query("UPDATE signing_keys SET retire_time = $2 WHERE kid <> $1 AND retire_time IS NULL")
-            .bind(kid)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE signing_keys SET retire_time = $2 WHERE kid <> $1 AND retire_time IS NULL",
+        )
+        .bind(kid)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(())
     }
 
-    async fn insert_first_signing_key(&self, kid: &str, private_key: &[u8], now: Time) -> Result<bool> {
+    async fn insert_first_signing_key(
+        &self,
+        kid: &str,
+        private_key: &[u8],
+        now: Time,
+    ) -> Result<bool> {
         let result = sqlx::query(
             "INSERT INTO signing_keys (kid, private_key, create_time)
              SELECT $1, $2, $3 WHERE NOT EXISTS (SELECT 1 FROM signing_keys WHERE retire_time IS NULL)",

@@ -33,7 +33,8 @@ fn micros(time: Time) -> i64 {
 }
 
 fn time(micros: i64) -> Result<Time> {
-    DateTime::<Utc>::from_timestamp_micros(micros).ok_or_else(|| StoreError::Corrupt("time out of range".into()))
+    DateTime::<Utc>::from_timestamp_micros(micros)
+        .ok_or_else(|| StoreError::Corrupt("time out of range".into()))
 }
 
 fn uuid(text: &str) -> Result<Uuid> {
@@ -65,8 +66,7 @@ fn session(row: &SqliteRow) -> Result<Session> {
 }
 
 const USER_COLUMNS: &str = "id, email, display_name, password_hash, create_time";
-const SESSION_COLUMNS: &str =
-    "id, user_id, create_time, last_refresh_time, idle_expire_time, absolute_expire_time, user_agent";
+const SESSION_COLUMNS: &str = "id, user_id, create_time, last_refresh_time, idle_expire_time, absolute_expire_time, user_agent";
 /// A session is live while not revoked and before both of its expiries.
 const LIVE: &str = "revoke_time IS NULL AND idle_expire_time > ?3 AND absolute_expire_time > ?3";
 
@@ -84,7 +84,14 @@ async fn insert_session(conn: &mut sqlx::SqliteConnection, new: &NewSession) -> 
     .bind(&s.user_agent)
     .execute(&mut *conn)
     .await?;
-    insert_token(conn, &new.refresh_token, s.id, s.create_time, s.refresh_expire_time()).await
+    insert_token(
+        conn,
+        &new.refresh_token,
+        s.id,
+        s.create_time,
+        s.refresh_expire_time(),
+    )
+    .await
 }
 
 async fn insert_token(
@@ -146,13 +153,15 @@ impl AuthStore for SqliteStore {
     }
 
     async fn user_by_email(&self, email: &str) -> Result<Option<Credentials>> {
-        sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE email = ?1"))
-            .bind(email)
-            .fetch_optional(&self.reader)
-            .await?
-            .as_ref()
-            .map(credentials)
-            .transpose()
+        sqlx::query(&format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE email = ?1"
+        ))
+        .bind(email)
+        .fetch_optional(&self.reader)
+        .await?
+        .as_ref()
+        .map(credentials)
+        .transpose()
     }
 
     async fn user_by_id(&self, id: Uuid) -> Result<Option<Credentials>> {
@@ -201,18 +210,26 @@ impl AuthStore for SqliteStore {
         .await?;
         if let Some(session_id) = spent_now {
             let session_id = uuid(&session_id)?;
-            let live: Option<i64> = sqlx::query_scalar(&format!("SELECT 1 FROM sessions WHERE id = ?1 AND {LIVE}"))
-                .bind(session_id.to_string())
-                .bind(0)
-                .bind(micros(now))
-                .fetch_optional(&mut *tx)
-                .await?;
+            let live: Option<i64> =
+                sqlx::query_scalar(&format!("SELECT 1 FROM sessions WHERE id = ?1 AND {LIVE}"))
+                    .bind(session_id.to_string())
+                    .bind(0)
+                    .bind(micros(now))
+                    .fetch_optional(&mut *tx)
+                    .await?;
             if live.is_none() {
                 tx.commit().await?;
                 return Ok(Rotation::Invalid);
             }
             let session = touch_session(&mut tx, session_id, now, idle).await?;
-            insert_token(&mut tx, next, session_id, now, session.refresh_expire_time()).await?;
+            insert_token(
+                &mut tx,
+                next,
+                session_id,
+                now,
+                session.refresh_expire_time(),
+            )
+            .await?;
             tx.commit().await?;
             return Ok(Rotation::Rotated(session));
         }
@@ -239,7 +256,10 @@ impl AuthStore for SqliteStore {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(Rotation::Reused { session_id, user_id })
+        Ok(Rotation::Reused {
+            session_id,
+            user_id,
+        })
     }
 
     async fn revoke_session_by_token(&self, token: &TokenHash, now: Time) -> Result<bool> {
@@ -254,16 +274,23 @@ impl AuthStore for SqliteStore {
         Ok(result.rows_affected() > 0)
     }
 
-    async fn live_session(&self, user_id: Uuid, session_id: Uuid, now: Time) -> Result<Option<Session>> {
-        sqlx::query(&format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?1 AND user_id = ?2 AND {LIVE}"))
-            .bind(session_id.to_string())
-            .bind(user_id.to_string())
-            .bind(micros(now))
-            .fetch_optional(&self.reader)
-            .await?
-            .as_ref()
-            .map(session)
-            .transpose()
+    async fn live_session(
+        &self,
+        user_id: Uuid,
+        session_id: Uuid,
+        now: Time,
+    ) -> Result<Option<Session>> {
+        sqlx::query(&format!(
+            "SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?1 AND user_id = ?2 AND {LIVE}"
+        ))
+        .bind(session_id.to_string())
+        .bind(user_id.to_string())
+        .bind(micros(now))
+        .fetch_optional(&self.reader)
+        .await?
+        .as_ref()
+        .map(session)
+        .transpose()
     }
 
     async fn list_sessions(&self, user_id: Uuid, now: Time) -> Result<Vec<Session>> {
@@ -301,13 +328,14 @@ impl AuthStore for SqliteStore {
         idle: TimeDelta,
     ) -> Result<Option<Session>> {
         let mut tx = self.begin().await?;
-        let live: Option<i64> =
-            sqlx::query_scalar(&format!("SELECT 1 FROM sessions WHERE id = ?1 AND user_id = ?2 AND {LIVE}"))
-                .bind(session_id.to_string())
-                .bind(user_id.to_string())
-                .bind(micros(now))
-                .fetch_optional(&mut *tx)
-                .await?;
+        let live: Option<i64> = sqlx::query_scalar(&format!(
+            "SELECT 1 FROM sessions WHERE id = ?1 AND user_id = ?2 AND {LIVE}"
+        ))
+        .bind(session_id.to_string())
+        .bind(user_id.to_string())
+        .bind(micros(now))
+        .fetch_optional(&mut *tx)
+        .await?;
         if live.is_none() {
             return Ok(None);
         }
@@ -331,12 +359,24 @@ impl AuthStore for SqliteStore {
             .execute(&mut *tx)
             .await?;
         let session = touch_session(&mut tx, session_id, now, idle).await?;
-        insert_token(&mut tx, next, session_id, now, session.refresh_expire_time()).await?;
+        insert_token(
+            &mut tx,
+            next,
+            session_id,
+            now,
+            session.refresh_expire_time(),
+        )
+        .await?;
         tx.commit().await?;
         Ok(Some(session))
     }
 
-    async fn record_login_attempt(&self, email: &str, now: Time, window: TimeDelta) -> Result<LoginWindow> {
+    async fn record_login_attempt(
+        &self,
+        email: &str,
+        now: Time,
+        window: TimeDelta,
+    ) -> Result<LoginWindow> {
         let row = sqlx::query(
             "INSERT INTO login_attempts (email, attempts, window_start) VALUES (?1, 1, ?2)
              ON CONFLICT (email) DO UPDATE SET
@@ -349,11 +389,17 @@ impl AuthStore for SqliteStore {
         .bind(micros(now - window))
         .fetch_one(&self.writer)
         .await?;
-        Ok(LoginWindow { attempts: row.try_get("attempts")?, window_start: time(row.try_get("window_start")?)? })
+        Ok(LoginWindow {
+            attempts: row.try_get("attempts")?,
+            window_start: time(row.try_get("window_start")?)?,
+        })
     }
 
     async fn clear_login_attempts(&self, email: &str) -> Result<()> {
-        sqlx::query("DELETE FROM login_attempts WHERE email = ?1").bind(email).execute(&self.writer).await?;
+        sqlx::query("DELETE FROM login_attempts WHERE email = ?1")
+            .bind(email)
+            .execute(&self.writer)
+            .await?;
         Ok(())
     }
 
@@ -384,16 +430,23 @@ impl AuthStore for SqliteStore {
         .bind(micros(now))
         .execute(&mut *tx)
         .await?;
-        sqlx::query("UPDATE signing_keys SET retire_time = ?2 WHERE kid <> ?1 AND retire_time IS NULL")
-            .bind(kid)
-            .bind(micros(now))
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE signing_keys SET retire_time = ?2 WHERE kid <> ?1 AND retire_time IS NULL",
+        )
+        .bind(kid)
+        .bind(micros(now))
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(())
     }
 
-    async fn insert_first_signing_key(&self, kid: &str, private_key: &[u8], now: Time) -> Result<bool> {
+    async fn insert_first_signing_key(
+        &self,
+        kid: &str,
+        private_key: &[u8],
+        now: Time,
+    ) -> Result<bool> {
         let result = sqlx::query(
             "INSERT INTO signing_keys (kid, private_key, create_time)
              SELECT ?1, ?2, ?3 WHERE NOT EXISTS (SELECT 1 FROM signing_keys WHERE retire_time IS NULL)",

@@ -12,7 +12,6 @@ use todo_proto::auth::v1::{self as pb, auth_service_client::AuthServiceClient};
 use tokio::task::JoinHandle;
 use tonic::{Request, transport::Channel};
 
-
 pub const PASSWORD: &str = "correct horse battery staple";
 
 pub struct AuthServer {
@@ -26,12 +25,13 @@ pub struct AuthServer {
 /// The configuration tests start from: the real defaults, a manual clock,
 /// and per-address limits high enough that ordinary tests never hit them.
 pub fn test_config(database: &TestDatabase) -> Config {
-    let mut config = Config::default();
-    config.database_url = database.url.clone();
-    config.clock = Clock::manual();
-    config.address_rate_per_minute = 1_000_000;
-    config.address_burst = 1_000_000;
-    config
+    Config {
+        database_url: database.url.clone(),
+        clock: Clock::manual(),
+        address_rate_per_minute: 1_000_000,
+        address_burst: 1_000_000,
+        ..Config::default()
+    }
 }
 
 impl AuthServer {
@@ -40,13 +40,21 @@ impl AuthServer {
     }
 
     pub async fn start_with(config: Config) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind port 0");
         let addr = listener.local_addr().expect("local address");
         let shutdown = CancellationToken::new();
         let clock = config.clock.clone();
         let database_url = config.database_url.clone();
         let handle = tokio::spawn(auth_service::serve(config, listener, shutdown.clone()));
-        Self { addr, clock, database_url, shutdown, handle }
+        Self {
+            addr,
+            clock,
+            database_url,
+            shutdown,
+            handle,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -54,17 +62,26 @@ impl AuthServer {
     }
 
     pub async fn client(&self) -> AuthServiceClient<Channel> {
-        AuthServiceClient::connect(self.url()).await.expect("connect to the auth-service")
+        AuthServiceClient::connect(self.url())
+            .await
+            .expect("connect to the auth-service")
     }
 
     pub async fn channel(&self) -> Channel {
-        Channel::from_shared(self.url()).unwrap().connect().await.expect("connect to the auth-service")
+        Channel::from_shared(self.url())
+            .unwrap()
+            .connect()
+            .await
+            .expect("connect to the auth-service")
     }
 
     /// Stops the server and waits for it to drain; panics if it failed.
     pub async fn stop(self) {
         self.shutdown.cancel();
-        self.handle.await.expect("server task").expect("server exited cleanly");
+        self.handle
+            .await
+            .expect("server task")
+            .expect("server exited cleanly");
     }
 }
 
@@ -84,7 +101,10 @@ pub fn unique_email() -> String {
     format!("user-{}@example.com", uuid::Uuid::new_v4().simple())
 }
 
-pub async fn register(client: &mut AuthServiceClient<Channel>, email: &str) -> pb::RegisterResponse {
+pub async fn register(
+    client: &mut AuthServiceClient<Channel>,
+    email: &str,
+) -> pb::RegisterResponse {
     client
         .register(pb::RegisterRequest {
             email: email.into(),
@@ -102,7 +122,10 @@ pub async fn login(
     password: &str,
 ) -> Result<pb::LoginResponse, tonic::Status> {
     client
-        .login(pb::LoginRequest { email: email.into(), password: password.into() })
+        .login(pb::LoginRequest {
+            email: email.into(),
+            password: password.into(),
+        })
         .await
         .map(tonic::Response::into_inner)
 }
@@ -114,7 +137,10 @@ pub fn tokens(pair: &Option<pb::TokenPair>) -> &pb::TokenPair {
 /// A request carrying `authorization: Bearer <access_token>`.
 pub fn authorized<T>(message: T, access_token: &str) -> Request<T> {
     let mut request = Request::new(message);
-    request.metadata_mut().insert("authorization", format!("Bearer {access_token}").parse().unwrap());
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {access_token}").parse().unwrap(),
+    );
     request
 }
 
@@ -123,7 +149,9 @@ pub async fn refresh(
     refresh_token: &str,
 ) -> Result<pb::TokenPair, tonic::Status> {
     client
-        .refresh(pb::RefreshRequest { refresh_token: refresh_token.into() })
+        .refresh(pb::RefreshRequest {
+            refresh_token: refresh_token.into(),
+        })
         .await
         .map(|response| response.into_inner().tokens.expect("tokens"))
 }
@@ -144,6 +172,11 @@ pub fn violated_fields(status: &tonic::Status) -> Vec<String> {
     status
         .get_error_details()
         .bad_request()
-        .map(|bad| bad.field_violations.iter().map(|v| v.field.clone()).collect())
+        .map(|bad| {
+            bad.field_violations
+                .iter()
+                .map(|v| v.field.clone())
+                .collect()
+        })
         .unwrap_or_default()
 }

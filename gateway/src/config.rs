@@ -14,18 +14,30 @@ pub struct Config {
     pub listen: SocketAddr,
 
     /// Where `auth.v1.AuthService` runs (plain-text HTTP/2).
-    #[arg(long, env = "GATEWAY_AUTH_URL", default_value = "http://127.0.0.1:50051")]
+    #[arg(
+        long,
+        env = "GATEWAY_AUTH_URL",
+        default_value = "http://127.0.0.1:50051"
+    )]
     pub auth_url: Uri,
 
     /// Where `tasks.v1.TaskService` runs (plain-text HTTP/2).
-    #[arg(long, env = "GATEWAY_TASKS_URL", default_value = "http://127.0.0.1:50052")]
+    #[arg(
+        long,
+        env = "GATEWAY_TASKS_URL",
+        default_value = "http://127.0.0.1:50052"
+    )]
     pub tasks_url: Uri,
 
     /// A browser origin allowed to call the gateway, such as
     /// `https://app.example.com` (repeatable, or comma-separated in the
     /// environment). Without any, only `http://localhost:*` and
     /// `http://127.0.0.1:*` (any port) are allowed, for development.
-    #[arg(long = "allowed-origin", env = "GATEWAY_ALLOWED_ORIGINS", value_delimiter = ',')]
+    #[arg(
+        long = "allowed-origin",
+        env = "GATEWAY_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
     pub allowed_origins: Vec<String>,
 
     /// Largest request body accepted, in bytes (gRPC framing included);
@@ -99,7 +111,9 @@ mod tests {
 
     #[test]
     fn default_matches_the_flag_defaults() {
-        let parsed = <Cli as clap::Parser>::try_parse_from(["gateway"]).expect("no flags parse").config;
+        let parsed = <Cli as clap::Parser>::try_parse_from(["gateway"])
+            .expect("no flags parse")
+            .config;
         let default = Config::default();
         assert_eq!(format!("{parsed:?}"), format!("{default:?}"));
     }
@@ -115,6 +129,9 @@ mod tests {
         ])
         .expect("flags parse")
         .config;
-        assert_eq!(parsed.allowed_origins, ["https://a.example", "https://b.example"]);
+        assert_eq!(
+            parsed.allowed_origins,
+            ["https://a.example", "https://b.example"]
+        );
     }
 }

@@ -36,7 +36,12 @@ const ALLOWED_HEADERS: [&str; 6] = [
 
 /// Response headers a page may read: the call's status travels in them
 /// when the upstream answers with a trailers-only response.
-const EXPOSED_HEADERS: [&str; 4] = ["grpc-status", "grpc-message", "grpc-status-details-bin", "x-request-id"];
+const EXPOSED_HEADERS: [&str; 4] = [
+    "grpc-status",
+    "grpc-message",
+    "grpc-status-details-bin",
+    "x-request-id",
+];
 
 /// How long a browser may cache a preflight answer.
 const PREFLIGHT_MAX_AGE: Duration = Duration::from_secs(10 * 60);
@@ -86,7 +91,9 @@ fn is_local_development_origin(origin: &str) -> bool {
         Some((host, port)) => (host, Some(port)),
         None => (host_and_port, None),
     };
-    let port_ok = port.is_none_or(|port| !port.is_empty() && port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit()));
+    let port_ok = port.is_none_or(|port| {
+        !port.is_empty() && port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit())
+    });
     matches!(host, "localhost" | "127.0.0.1") && port_ok
 }
 
@@ -96,7 +103,11 @@ mod tests {
 
     #[test]
     fn local_development_origins_are_localhost_on_any_port() {
-        for origin in ["http://localhost:3000", "http://127.0.0.1:5173", "http://localhost"] {
+        for origin in [
+            "http://localhost:3000",
+            "http://127.0.0.1:5173",
+            "http://localhost",
+        ] {
             assert!(is_local_development_origin(origin), "{origin}");
         }
         for origin in [
@@ -116,7 +127,14 @@ mod tests {
     fn configured_origins_must_be_exact_origins() {
         assert!(parse_origin("https://app.example.com").is_ok());
         assert!(parse_origin("http://127.0.0.1:4000").is_ok());
-        for origin in ["*", "null", "https://app.example.com/", "app.example.com", "ftp://x.example", "https://*.example.com"] {
+        for origin in [
+            "*",
+            "null",
+            "https://app.example.com/",
+            "app.example.com",
+            "ftp://x.example",
+            "https://*.example.com",
+        ] {
             assert!(parse_origin(origin).is_err(), "{origin}");
         }
     }

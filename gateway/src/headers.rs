@@ -42,7 +42,8 @@ pub fn assign_request_id(headers: &mut HeaderMap) -> HeaderValue {
         _ => None,
     };
     let id = client_id.unwrap_or_else(|| {
-        HeaderValue::try_from(uuid::Uuid::new_v4().to_string()).expect("a UUID is a valid header value")
+        HeaderValue::try_from(uuid::Uuid::new_v4().to_string())
+            .expect("a UUID is a valid header value")
     });
     headers.insert(X_REQUEST_ID, id.clone());
     id
@@ -51,7 +52,9 @@ pub fn assign_request_id(headers: &mut HeaderMap) -> HeaderValue {
 fn is_valid_request_id(id: &[u8]) -> bool {
     !id.is_empty()
         && id.len() <= MAX_REQUEST_ID_LEN
-        && id.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && id
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 /// Rewrites a client's request headers for the upstream hop: drops the
@@ -87,7 +90,10 @@ pub fn prepare_for_upstream(headers: &mut HeaderMap, peer: Option<IpAddr>) {
     headers.insert(header::TE, HeaderValue::from_static("trailers"));
     if let Some(peer) = peer {
         let peer = peer.to_canonical().to_string();
-        headers.insert(X_FORWARDED_FOR, HeaderValue::try_from(peer).expect("an IP address is a valid header value"));
+        headers.insert(
+            X_FORWARDED_FOR,
+            HeaderValue::try_from(peer).expect("an IP address is a valid header value"),
+        );
     }
 }
 
@@ -110,7 +116,10 @@ mod tests {
                 headers.insert(X_REQUEST_ID, value);
             }
             let id = assign_request_id(&mut headers);
-            assert!(uuid::Uuid::parse_str(id.to_str().unwrap()).is_ok(), "{bad:?} -> {id:?}");
+            assert!(
+                uuid::Uuid::parse_str(id.to_str().unwrap()).is_ok(),
+                "{bad:?} -> {id:?}"
+            );
         }
         let mut headers = HeaderMap::new();
         headers.append(X_REQUEST_ID, HeaderValue::from_static("a"));
@@ -139,12 +148,21 @@ mod tests {
     #[test]
     fn hop_headers_are_dropped_and_te_is_trailers() {
         let mut headers = HeaderMap::new();
-        headers.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-hop"));
-        headers.insert(HeaderName::from_static("x-hop"), HeaderValue::from_static("1"));
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-hop"),
+        );
+        headers.insert(
+            HeaderName::from_static("x-hop"),
+            HeaderValue::from_static("1"),
+        );
         headers.insert(header::HOST, HeaderValue::from_static("gateway:8080"));
         headers.insert(header::TE, HeaderValue::from_static("gzip"));
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("12"));
-        headers.insert(HeaderName::from_static("grpc-timeout"), HeaderValue::from_static("5S"));
+        headers.insert(
+            HeaderName::from_static("grpc-timeout"),
+            HeaderValue::from_static("5S"),
+        );
         prepare_for_upstream(&mut headers, None);
         assert!(headers.get("x-hop").is_none());
         assert!(headers.get(header::CONNECTION).is_none());

@@ -12,7 +12,9 @@
 use std::time::Duration;
 
 use serving::{CancellationToken, health::HealthReporter};
-use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
 
 use crate::upstream::Upstream;
 
@@ -23,7 +25,12 @@ pub const SERVICES: [&str; 2] = ["auth.v1.AuthService", "tasks.v1.TaskService"];
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Tracks both upstreams' health into `reporter` until `shutdown`.
-pub async fn track(reporter: HealthReporter, auth: Upstream, tasks: Upstream, shutdown: CancellationToken) {
+pub async fn track(
+    reporter: HealthReporter,
+    auth: Upstream,
+    tasks: Upstream,
+    shutdown: CancellationToken,
+) {
     serving::health::track(reporter, SERVICES.to_vec(), shutdown, || {
         let (auth, tasks) = (auth.clone(), tasks.clone());
         async move {
@@ -36,8 +43,11 @@ pub async fn track(reporter: HealthReporter, auth: Upstream, tasks: Upstream, sh
 
 /// Whether `upstream` answers its health check with `SERVING`.
 async fn is_serving(upstream: &Upstream) -> bool {
-    let mut client = HealthClient::with_origin(upstream.client().clone(), upstream.origin().clone());
-    let mut request = tonic::Request::new(HealthCheckRequest { service: String::new() });
+    let mut client =
+        HealthClient::with_origin(upstream.client().clone(), upstream.origin().clone());
+    let mut request = tonic::Request::new(HealthCheckRequest {
+        service: String::new(),
+    });
     request.set_timeout(PROBE_TIMEOUT);
     match tokio::time::timeout(PROBE_TIMEOUT, client.check(request)).await {
         Ok(Ok(response)) => response.into_inner().status == ServingStatus::Serving as i32,

@@ -39,17 +39,30 @@ struct Cached {
 
 impl Jwks {
     pub fn new(auth: Upstream, ttl: Duration) -> Self {
-        Self { auth, ttl, cached: Mutex::new(None) }
+        Self {
+            auth,
+            ttl,
+            cached: Mutex::new(None),
+        }
     }
 
     /// The HTTP response for `GET /.well-known/jwks.json`.
     pub async fn respond(&self) -> Response<Body> {
         let mut cached = self.cached.lock().await;
-        let fresh = cached.as_ref().is_some_and(|c| c.fetched.elapsed() < self.ttl);
+        let fresh = cached
+            .as_ref()
+            .is_some_and(|c| c.fetched.elapsed() < self.ttl);
         if !fresh {
             match self.fetch().await {
-                Ok(document) => *cached = Some(Cached { document, fetched: Instant::now() }),
-                Err(error) => tracing::warn!(%error, stale_copy = cached.is_some(), "cannot fetch the JWK Set"),
+                Ok(document) => {
+                    *cached = Some(Cached {
+                        document,
+                        fetched: Instant::now(),
+                    })
+                }
+                Err(error) => {
+                    tracing::warn!(%error, stale_copy = cached.is_some(), "cannot fetch the JWK Set")
+                }
             }
         }
         match cached.as_ref() {
@@ -59,7 +72,8 @@ impl Jwks {
     }
 
     async fn fetch(&self) -> Result<Bytes, tonic::Status> {
-        let mut client = AuthServiceClient::with_origin(self.auth.client().clone(), self.auth.origin().clone());
+        let mut client =
+            AuthServiceClient::with_origin(self.auth.client().clone(), self.auth.origin().clone());
         let mut request = tonic::Request::new(GetJwksRequest {});
         request.set_timeout(FETCH_TIMEOUT);
         let call = client.get_jwks(request);
@@ -72,8 +86,13 @@ impl Jwks {
     fn document_response(&self, document: Bytes) -> Response<Body> {
         let mut response = Response::new(Body::new(http_body_util::Full::new(document)));
         let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        if let Ok(cache_control) = HeaderValue::try_from(format!("public, max-age={}", self.ttl.as_secs())) {
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if let Ok(cache_control) =
+            HeaderValue::try_from(format!("public, max-age={}", self.ttl.as_secs()))
+        {
             headers.insert(header::CACHE_CONTROL, cache_control);
         }
         response
@@ -85,7 +104,12 @@ fn error_response() -> Response<Body> {
         br#"{"error":"the key set is temporarily unavailable; retry later"}"#,
     ))));
     *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
     response
 }

@@ -32,7 +32,9 @@ pub use server::serve;
 /// What can be wrong with a gateway's configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("invalid allowed origin {0:?}: expected scheme://host[:port], such as https://app.example.com")]
+    #[error(
+        "invalid allowed origin {0:?}: expected scheme://host[:port], such as https://app.example.com"
+    )]
     InvalidOrigin(String),
     #[error("invalid upstream URL {0:?}: expected http://host:port")]
     InvalidUpstream(String),

@@ -12,10 +12,21 @@
 //! - anything else is `UNIMPLEMENTED`, as a gRPC server would answer.
 //!
 //! Every call first takes a concurrency permit (see [`crate::limits`]).
+//!
+//! One more translation happens here for gRPC-Web callers: a gRPC server
+//! answers an error with a "trailers-only" response, the status in the
+//! HTTP headers and no body. For a gRPC-Web caller the gateway moves that
+//! status into a trailers frame at the end of the body, where every
+//! gRPC-Web client looks for it, so status and details (`BadRequest`,
+//! `RetryInfo` in `grpc-status-details-bin`) arrive the same way for
+//! successes and failures, and a browser need not be allowed to read them
+//! from the headers.
 
 use std::{net::SocketAddr, sync::Arc};
 
-use http::{Request, Response};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, Request, Response};
+use http_body::Frame;
 use tokio::sync::Semaphore;
 use tonic::{Status, body::Body, service::Routes};
 use tower::ServiceExt;
@@ -29,11 +40,25 @@ use crate::{
 #[derive(Debug, Clone, Copy)]
 pub struct PeerAddr(pub SocketAddr);
 
+/// Marks a request that arrived as gRPC-Web (set before the gRPC-Web layer
+/// rewrites its content type to plain gRPC).
+#[derive(Debug, Clone, Copy)]
+pub struct GrpcWebCaller;
+
+/// The headers that carry a call's status.
+const STATUS_HEADERS: [HeaderName; 3] = [
+    HeaderName::from_static("grpc-status"),
+    HeaderName::from_static("grpc-message"),
+    HeaderName::from_static("grpc-status-details-bin"),
+];
+
 const AUTH_PREFIX: &str = "/auth.v1.AuthService/";
 const TASKS_PREFIX: &str = "/tasks.v1.TaskService/";
 const HEALTH_PREFIX: &str = "/grpc.health.v1.Health/";
-const REFLECTION_PREFIXES: [&str; 2] =
-    ["/grpc.reflection.v1.ServerReflection/", "/grpc.reflection.v1alpha.ServerReflection/"];
+const REFLECTION_PREFIXES: [&str; 2] = [
+    "/grpc.reflection.v1.ServerReflection/",
+    "/grpc.reflection.v1alpha.ServerReflection/",
+];
 
 pub struct Router {
     pub auth: Upstream,
@@ -54,15 +79,19 @@ impl Router {
                 "the gateway is at its concurrency limit; retry later",
             ));
         };
+        let grpc_web = request.extensions().get::<GrpcWebCaller>().is_some();
         let path = request.uri().path();
-        let response = if path.starts_with(AUTH_PREFIX) {
+        let mut response = if path.starts_with(AUTH_PREFIX) {
             let peer = peer_ip(&request);
             self.auth.forward(request, peer, self.limits).await
         } else if path.starts_with(TASKS_PREFIX) {
             let peer = peer_ip(&request);
             self.tasks.forward(request, peer, self.limits).await
         } else if path.starts_with(HEALTH_PREFIX)
-            || (self.reflection && REFLECTION_PREFIXES.iter().any(|prefix| path.starts_with(prefix)))
+            || (self.reflection
+                && REFLECTION_PREFIXES
+                    .iter()
+                    .any(|prefix| path.starts_with(prefix)))
         {
             match self.local.clone().oneshot(request).await {
                 Ok(response) => response,
@@ -71,10 +100,53 @@ impl Router {
         } else {
             crate::status_response(Status::unimplemented("unknown service or method"))
         };
+        if grpc_web {
+            response = status_into_trailers(response);
+        }
         response.map(|body| Body::new(Guarded::new(body, permit)))
     }
 }
 
+/// Turns a trailers-only response (status in the headers) into one whose
+/// body is a single trailers frame holding that status.
+fn status_into_trailers(mut response: Response<Body>) -> Response<Body> {
+    if !response.headers().contains_key(&STATUS_HEADERS[0]) {
+        return response;
+    }
+    let mut trailers = HeaderMap::new();
+    for name in STATUS_HEADERS {
+        if let Some(value) = response.headers_mut().remove(&name) {
+            trailers.insert(name, value);
+        }
+    }
+    *response.body_mut() = Body::new(TrailersFrame(Some(trailers)));
+    response
+}
+
+/// A body of one trailers frame. Its size is left unknown on purpose: the
+/// gRPC-Web layer turns the trailers into body bytes, so an exact size of
+/// zero would make hyper send `content-length: 0` and drop them.
+struct TrailersFrame(Option<HeaderMap>);
+
+impl http_body::Body for TrailersFrame {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Status>>> {
+        std::task::Poll::Ready(self.0.take().map(|trailers| Ok(Frame::trailers(trailers))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_none()
+    }
+}
+
 fn peer_ip<B>(request: &Request<B>) -> Option<std::net::IpAddr> {
-    request.extensions().get::<PeerAddr>().map(|peer| peer.0.ip())
+    request
+        .extensions()
+        .get::<PeerAddr>()
+        .map(|peer| peer.0.ip())
 }

@@ -30,7 +30,7 @@ use hyper_util::{
     server::{conn::auto, graceful::GracefulShutdown},
     service::TowerToHyperService,
 };
-use serving::CancellationToken;
+use serving::{CancellationToken, health::ServingStatus};
 use tokio::net::TcpListener;
 use tonic::body::Body;
 use tower::ServiceBuilder;
@@ -51,8 +51,19 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Serves the gateway on `listener` until `shutdown`, then drains.
-pub async fn serve(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let gateway = Gateway::build(&config)?;
+    // Not serving until the first probe has seen both upstreams answer.
+    serving::health::set_all(
+        &gateway.health_reporter,
+        &health::SERVICES,
+        ServingStatus::NotServing,
+    )
+    .await;
     let health = tokio::spawn(health::track(
         gateway.health_reporter.clone(),
         gateway.auth.clone(),
@@ -86,7 +97,8 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Cancellation
                 request
             })
             .service(gateway.service.clone());
-        let connection = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+        let connection =
+            builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
         let connection = graceful.watch(connection.into_owned());
         tokio::spawn(async move {
             if let Err(error) = connection.await {
@@ -110,7 +122,10 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Cancellation
 /// HTTP/1.1 and HTTP/2 on one port, each with its limits.
 fn connection_builder(config: &Config) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -122,4 +137,3 @@ fn connection_builder(config: &Config) -> auto::Builder<TokioExecutor> {
         .keep_alive_timeout(KEEPALIVE_TIMEOUT);
     builder
 }
-

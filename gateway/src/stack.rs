@@ -38,7 +38,7 @@ use tracing::Instrument;
 use crate::{
     Config, Error, cors, headers,
     jwks::{self, Jwks},
-    router::Router,
+    router::{GrpcWebCaller, Router},
     upstream::{self, CallLimits, Upstream},
 };
 
@@ -64,7 +64,9 @@ impl Gateway {
 
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         let (reflection_v1, reflection_v1alpha) = serving::reflection::services();
-        let local = Routes::new(health_service).add_service(reflection_v1).add_service(reflection_v1alpha);
+        let local = Routes::new(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha);
 
         let router = Router {
             auth: auth.clone(),
@@ -72,14 +74,22 @@ impl Gateway {
             local,
             reflection: !config.disable_reflection,
             permits: Arc::new(Semaphore::new(config.max_concurrent_requests)),
-            limits: CallLimits { max_body_bytes: config.max_body_bytes, request_timeout: config.request_timeout },
+            limits: CallLimits {
+                max_body_bytes: config.max_body_bytes,
+                request_timeout: config.request_timeout,
+            },
         };
         let entry = Entry {
             grpc: GrpcWebLayer::new().layer(RouterService(Arc::new(router))),
             jwks: Arc::new(Jwks::new(auth.clone(), config.jwks_cache_ttl)),
         };
         let service = cors::layer(&config.allowed_origins)?.layer(entry);
-        Ok(Self { service, health_reporter, auth, tasks })
+        Ok(Self {
+            service,
+            health_reporter,
+            auth,
+            tasks,
+        })
     }
 }
 
@@ -121,31 +131,58 @@ impl Service<Request<Body>> for Entry {
 
     fn call(&mut self, mut request: Request<Body>) -> Self::Future {
         let request_id = headers::assign_request_id(request.headers_mut());
+        if is_grpc_web(&request) {
+            request.extensions_mut().insert(GrpcWebCaller);
+        }
         let span = serving::telemetry::rpc_span(&request);
         let grpc = self.grpc.clone();
         let jwks = self.jwks.clone();
         let future = async move {
             let started = Instant::now();
-            let mut response = if request.method() == Method::GET && request.uri().path() == jwks::PATH {
-                jwks.respond().await
-            } else {
-                match grpc.oneshot(request).await {
-                    Ok(response) => response,
-                    Err(infallible) => match infallible {},
-                }
-            };
+            let mut response =
+                if request.method() == Method::GET && request.uri().path() == jwks::PATH {
+                    jwks.respond().await
+                } else {
+                    match grpc.oneshot(request).await {
+                        Ok(response) => response,
+                        Err(infallible) => match infallible {},
+                    }
+                };
             // Set when the status came with the headers; a streamed answer
             // carries it in the trailers, which the upstream logs.
-            let grpc_status = response.headers().get("grpc-status").and_then(|v| v.to_str().ok()).unwrap_or("");
+            let grpc_status = response
+                .headers()
+                .get("grpc-status")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
             tracing::info!(
                 http_status = response.status().as_u16(),
                 grpc_status,
                 latency_ms = started.elapsed().as_millis() as u64,
                 "answered"
             );
-            response.headers_mut().insert(headers::X_REQUEST_ID, request_id);
+            response
+                .headers_mut()
+                .insert(headers::X_REQUEST_ID, request_id);
             Ok(response)
         };
         Box::pin(future.instrument(span))
     }
+}
+
+/// The content types of gRPC-Web, binary and text (as tonic-web knows them).
+fn is_grpc_web<B>(request: &Request<B>) -> bool {
+    request
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| {
+            matches!(
+                value,
+                "application/grpc-web"
+                    | "application/grpc-web+proto"
+                    | "application/grpc-web-text"
+                    | "application/grpc-web-text+proto"
+            )
+        })
 }

@@ -88,7 +88,11 @@ impl Upstream {
             .path_and_query("/")
             .build()
             .map_err(|_| invalid())?;
-        Ok(Self { name, origin, client })
+        Ok(Self {
+            name,
+            origin,
+            client,
+        })
     }
 
     /// `http://host:port` of this upstream.
@@ -103,10 +107,16 @@ impl Upstream {
 
     /// Sends `request` upstream and returns its response, or the status
     /// the gateway answers instead.
-    pub async fn forward(&self, request: Request<Body>, peer: Option<IpAddr>, limits: CallLimits) -> Response<Body> {
+    pub async fn forward(
+        &self,
+        request: Request<Body>,
+        peer: Option<IpAddr>,
+        limits: CallLimits,
+    ) -> Response<Body> {
         let (mut parts, body) = request.into_parts();
         // Only the path travels: a query string is never forwarded.
-        let path = PathAndQuery::try_from(parts.uri.path()).unwrap_or_else(|_| PathAndQuery::from_static("/"));
+        let path = PathAndQuery::try_from(parts.uri.path())
+            .unwrap_or_else(|_| PathAndQuery::from_static("/"));
         let mut uri = self.origin.clone().into_parts();
         uri.path_and_query = Some(path);
         parts.uri = match Uri::from_parts(uri) {
@@ -117,7 +127,11 @@ impl Upstream {
         headers::prepare_for_upstream(&mut parts.headers, peer);
 
         let exceeded = Exceeded::default();
-        let body = Body::new(LimitedBody::new(body, limits.max_body_bytes, exceeded.clone()));
+        let body = Body::new(LimitedBody::new(
+            body,
+            limits.max_body_bytes,
+            exceeded.clone(),
+        ));
         let call = self.client.request(Request::from_parts(parts, body));
         let outcome = tokio::time::timeout(limits.request_timeout, call).await;
         if exceeded.get() {
@@ -134,7 +148,10 @@ impl Upstream {
             }
             Err(_) => {
                 tracing::warn!(upstream = self.name, timeout = ?limits.request_timeout, "upstream did not answer in time");
-                crate::status_response(Status::deadline_exceeded(format!("{} did not answer in time", self.name)))
+                crate::status_response(Status::deadline_exceeded(format!(
+                    "{} did not answer in time",
+                    self.name
+                )))
             }
         }
     }
@@ -162,9 +179,24 @@ mod tests {
 
     #[tokio::test]
     async fn upstream_urls_must_be_plain_http_origins() {
-        let upstream = Upstream::new("auth", &Uri::from_static("http://127.0.0.1:50051"), client()).unwrap();
-        assert_eq!(upstream.origin(), &Uri::from_static("http://127.0.0.1:50051/"));
-        assert!(Upstream::new("auth", &Uri::from_static("https://auth.example:443"), client()).is_err());
+        let upstream = Upstream::new(
+            "auth",
+            &Uri::from_static("http://127.0.0.1:50051"),
+            client(),
+        )
+        .unwrap();
+        assert_eq!(
+            upstream.origin(),
+            &Uri::from_static("http://127.0.0.1:50051/")
+        );
+        assert!(
+            Upstream::new(
+                "auth",
+                &Uri::from_static("https://auth.example:443"),
+                client()
+            )
+            .is_err()
+        );
         assert!(Upstream::new("auth", &Uri::from_static("/relative"), client()).is_err());
     }
 }

@@ -1,0 +1,574 @@
+//! The gateway's edges, spoken to byte by byte: gRPC-Web text mode over
+//! HTTP/1.1 and HTTP/2, CORS preflights, the body limit, an upstream that is
+//! down or silent, unknown paths, the headers it sets, and the JWKS document.
+
+mod stack;
+
+use std::{
+    convert::Infallible,
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+use base64::{
+    Engine,
+    engine::general_purpose::{STANDARD, STANDARD_NO_PAD},
+};
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use prost::Message;
+use stack::{STEP, Stack, authorized, raw_client};
+use todo_proto::{
+    auth::v1::{GetJwksRequest, GetJwksResponse, RegisterRequest},
+    tasks::v1::ListTasksRequest,
+};
+use tokio::time::timeout;
+use tonic::Code;
+
+/// What a gRPC-Web text client sends to get a text answer back.
+const TEXT: &[(&str, &str)] = &[("accept", "application/grpc-web-text")];
+
+/// One gRPC message frame: flag 0, big-endian length, the message.
+fn frame(message: &impl Message) -> Vec<u8> {
+    let encoded = message.encode_to_vec();
+    let mut frame = vec![0u8];
+    frame.extend_from_slice(&u32::try_from(encoded.len()).expect("small").to_be_bytes());
+    frame.extend_from_slice(&encoded);
+    frame
+}
+
+/// Splits a gRPC-Web body into (flag, payload) frames.
+fn frames(mut body: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    let mut frames = Vec::new();
+    while body.len() >= 5 {
+        let length = u32::from_be_bytes([body[1], body[2], body[3], body[4]]) as usize;
+        frames.push((body[0], body[5..5 + length].to_vec()));
+        body = &body[5 + length..];
+    }
+    assert!(body.is_empty(), "a truncated frame");
+    frames
+}
+
+/// Decodes a gRPC-Web text body, whose chunks are each padded base64.
+fn decode_text(body: &[u8]) -> Vec<u8> {
+    body.chunks(4)
+        .flat_map(|quantum| STANDARD.decode(quantum).expect("valid base64"))
+        .collect()
+}
+
+/// The `grpc-status` of a gRPC-Web answer: from a trailers frame, or from
+/// the headers of a trailers-only answer.
+fn grpc_status(headers: &HeaderMap, frames: &[(u8, Vec<u8>)]) -> Option<String> {
+    if let Some(status) = headers.get("grpc-status") {
+        return Some(status.to_str().expect("ascii").to_owned());
+    }
+    let (_, trailers) = frames.iter().find(|(flag, _)| flag & 0x80 != 0)?;
+    String::from_utf8_lossy(trailers)
+        .split("\r\n")
+        .find_map(|line| {
+            line.strip_prefix("grpc-status:")
+                .map(|s| s.trim().to_owned())
+        })
+}
+
+async fn post(
+    stack: &Stack,
+    http2: bool,
+    path: &str,
+    content_type: &str,
+    body: Vec<u8>,
+    extra: &[(&str, &str)],
+) -> (StatusCode, HeaderMap, Vec<u8>) {
+    let mut request = Request::builder()
+        .method(Method::POST)
+        .uri(format!("{}{path}", stack.url()))
+        .header("content-type", content_type)
+        .header("x-grpc-web", "1");
+    for (name, value) in extra {
+        request = request.header(*name, *value);
+    }
+    let request = request
+        .body(Full::new(Bytes::from(body)))
+        .expect("a valid request");
+    let response = timeout(STEP, raw_client(http2).request(request))
+        .await
+        .expect("no hang")
+        .expect("HTTP works");
+    let (parts, body) = response.into_parts();
+    let body = timeout(STEP, body.collect())
+        .await
+        .expect("no hang")
+        .expect("a body")
+        .to_bytes();
+    (parts.status, parts.headers, body.to_vec())
+}
+
+#[tokio::test]
+async fn grpc_web_text_works_over_http1_and_http2() {
+    let stack = Stack::start().await;
+    for http2 in [false, true] {
+        let body = STANDARD.encode(frame(&GetJwksRequest {})).into_bytes();
+        let (status, headers, body) = post(
+            &stack,
+            http2,
+            "/auth.v1.AuthService/GetJwks",
+            "application/grpc-web-text",
+            body,
+            TEXT,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(headers["content-type"], "application/grpc-web-text+proto");
+        let frames = frames(&decode_text(&body));
+        assert_eq!(
+            grpc_status(&headers, &frames).as_deref(),
+            Some("0"),
+            "http2={http2}"
+        );
+        let (_, message) = frames
+            .iter()
+            .find(|(flag, _)| *flag == 0)
+            .expect("a message frame");
+        let jwks = GetJwksResponse::decode(&message[..]).expect("a GetJwksResponse");
+        assert!(jwks.jwks_json.contains("\"keys\""), "{}", jwks.jwks_json);
+    }
+}
+
+#[tokio::test]
+async fn grpc_web_text_errors_carry_their_status_in_the_trailers() {
+    let stack = Stack::start().await;
+    let register = RegisterRequest {
+        email: "text@example.com".into(),
+        password: "short".into(),
+        display_name: String::new(),
+    };
+    let body = STANDARD.encode(frame(&register)).into_bytes();
+    let (status, headers, body) = post(
+        &stack,
+        false,
+        "/auth.v1.AuthService/Register",
+        "application/grpc-web-text",
+        body,
+        TEXT,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let frames = frames(&decode_text(&body));
+    // The status travels in the trailers frame, not the HTTP headers.
+    assert!(headers.get("grpc-status").is_none(), "{headers:?}");
+    assert_eq!(grpc_status(&headers, &frames).as_deref(), Some("3"));
+    let (_, trailers) = frames
+        .iter()
+        .find(|(flag, _)| flag & 0x80 != 0)
+        .expect("a trailers frame");
+    let trailers = String::from_utf8_lossy(trailers);
+    let details = trailers
+        .split("\r\n")
+        .find_map(|line| line.strip_prefix("grpc-status-details-bin:"))
+        .expect("status details in the trailers frame");
+    let details = tonic_types::pb::Status::decode(
+        &STANDARD_NO_PAD
+            .decode(details.trim().trim_end_matches('='))
+            .expect("base64")[..],
+    )
+    .expect("a google.rpc.Status");
+    assert_eq!(details.code, 3);
+    assert!(
+        details
+            .details
+            .iter()
+            .any(|any| any.type_url.ends_with("google.rpc.BadRequest")),
+        "{details:?}"
+    );
+}
+
+#[tokio::test]
+async fn cors_preflight_answers_allowed_origins_only() {
+    let allowed = "http://app.example:3000";
+    let stack = Stack::start_with(|config| config.allowed_origins = vec![allowed.into()]).await;
+    let preflight = |origin: &'static str| {
+        Request::builder()
+            .method(Method::OPTIONS)
+            .uri(format!("{}/tasks.v1.TaskService/ListTasks", stack.url()))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "authorization,content-type,x-grpc-web,x-user-agent,grpc-timeout",
+            )
+            .body(Full::new(Bytes::new()))
+            .expect("a valid request")
+    };
+    let client = raw_client(false);
+
+    let response = client
+        .request(preflight(allowed))
+        .await
+        .expect("HTTP works");
+    assert!(response.status().is_success());
+    let headers = response.headers();
+    assert_eq!(headers["access-control-allow-origin"], allowed);
+    assert!(headers.get("access-control-allow-credentials").is_none());
+    let methods = headers["access-control-allow-methods"]
+        .to_str()
+        .expect("ascii");
+    assert!(
+        methods.contains("POST") && !methods.contains("GET"),
+        "{methods}"
+    );
+    let allowed_headers = headers["access-control-allow-headers"]
+        .to_str()
+        .expect("ascii");
+    for header in [
+        "authorization",
+        "content-type",
+        "x-grpc-web",
+        "x-user-agent",
+        "grpc-timeout",
+    ] {
+        assert!(
+            allowed_headers.contains(header),
+            "{header} missing from {allowed_headers}"
+        );
+    }
+
+    let response = client
+        .request(preflight("http://evil.example"))
+        .await
+        .expect("HTTP works");
+    assert!(
+        response
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none(),
+        "{:?}",
+        response.headers()
+    );
+
+    // The default list is local development only.
+    drop(stack);
+    let stack = Stack::start().await;
+    let response = client
+        .request(
+            Request::builder()
+                .method(Method::OPTIONS)
+                .uri(format!("{}/auth.v1.AuthService/Login", stack.url()))
+                .header("origin", "http://localhost:5173")
+                .header("access-control-request-method", "POST")
+                .body(Full::new(Bytes::new()))
+                .expect("a valid request"),
+        )
+        .await
+        .expect("HTTP works");
+    assert_eq!(
+        response.headers()["access-control-allow-origin"],
+        "http://localhost:5173"
+    );
+}
+
+#[tokio::test]
+async fn an_allowed_origin_may_read_the_status_headers() {
+    let origin = "http://app.example:3000";
+    let stack = Stack::start_with(|config| config.allowed_origins = vec![origin.into()]).await;
+    let body = frame(&ListTasksRequest::default());
+    let (_, headers, _) = post(
+        &stack,
+        false,
+        "/tasks.v1.TaskService/ListTasks",
+        "application/grpc-web+proto",
+        body,
+        &[("origin", origin)],
+    )
+    .await;
+    assert_eq!(headers["access-control-allow-origin"], origin);
+    let exposed = headers["access-control-expose-headers"]
+        .to_str()
+        .expect("ascii");
+    for header in ["grpc-status", "grpc-message", "grpc-status-details-bin"] {
+        assert!(exposed.contains(header), "{header} missing from {exposed}");
+    }
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_is_resource_exhausted() {
+    let stack = Stack::start_with(|config| config.max_body_bytes = 4096).await;
+    for http2 in [false, true] {
+        let status = timeout(
+            STEP,
+            stack.auth_web(http2).register(RegisterRequest {
+                email: "big@example.com".into(),
+                password: "correct horse battery staple".into(),
+                display_name: "x".repeat(64 * 1024),
+            }),
+        )
+        .await
+        .expect("no hang")
+        .expect_err("too large");
+        assert_eq!(
+            status.code(),
+            Code::ResourceExhausted,
+            "http2={http2}: {status:?}"
+        );
+    }
+    // Plain gRPC too.
+    let channel = tonic::transport::Endpoint::from(stack.uri())
+        .connect()
+        .await
+        .expect("connects");
+    let status = todo_proto::auth::v1::auth_service_client::AuthServiceClient::new(channel)
+        .register(RegisterRequest {
+            email: "big@example.com".into(),
+            password: "correct horse battery staple".into(),
+            display_name: "x".repeat(64 * 1024),
+        })
+        .await
+        .expect_err("too large");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+}
+
+#[tokio::test]
+async fn an_upstream_that_is_down_is_unavailable_at_once() {
+    let down = stack::closed_port().await;
+    let stack = Stack::start_without_tasks(|config| config.tasks_url = stack::origin(down)).await;
+    let started = Instant::now();
+    let status = timeout(
+        Duration::from_secs(5),
+        stack
+            .tasks_web(false)
+            .list_tasks(ListTasksRequest::default()),
+    )
+    .await
+    .expect("no hang")
+    .expect_err("nothing listens");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn an_upstream_that_never_answers_is_cut_at_the_request_timeout() {
+    // The task-service's port is reserved (connections are accepted by the
+    // kernel) but nothing ever answers on it.
+    let stack =
+        Stack::start_without_tasks(|config| config.request_timeout = Duration::from_millis(700))
+            .await;
+    let started = Instant::now();
+    let status = timeout(
+        Duration::from_secs(5),
+        stack
+            .tasks_web(false)
+            .list_tasks(ListTasksRequest::default()),
+    )
+    .await
+    .expect("no hang")
+    .expect_err("nobody answers");
+    assert!(
+        matches!(status.code(), Code::DeadlineExceeded | Code::Unavailable),
+        "{status:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_path_is_unimplemented() {
+    let stack = Stack::start().await;
+    for path in [
+        "/nope.v1.NopeService/Nothing",
+        "/auth.v1.AuthServiceX/Login",
+        "/",
+    ] {
+        let (status, headers, body) = post(
+            &stack,
+            false,
+            path,
+            "application/grpc-web+proto",
+            frame(&GetJwksRequest {}),
+            &[],
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+        assert_eq!(
+            grpc_status(&headers, &frames(&body)).as_deref(),
+            Some("12"),
+            "{path}"
+        );
+    }
+}
+
+/// A stand-in upstream that answers every call OK and echoes, in response
+/// headers, what the gateway sent it.
+async fn echoing_upstream() -> SocketAddr {
+    let listener = stack::bind().await;
+    let address = listener.local_addr().expect("bound");
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let service =
+                hyper::service::service_fn(|request: Request<hyper::body::Incoming>| async move {
+                    let joined = |name: &str| {
+                        request
+                            .headers()
+                            .get_all(name)
+                            .iter()
+                            .map(|v| v.to_str().unwrap_or("?"))
+                            .collect::<Vec<_>>()
+                            .join("|")
+                    };
+                    let response = http::Response::builder()
+                        .header("content-type", "application/grpc")
+                        .header("grpc-status", "0")
+                        .header("x-seen-forwarded-for", joined("x-forwarded-for"))
+                        .header("x-seen-request-id", joined("x-request-id"))
+                        .header("x-seen-authorization", joined("authorization"))
+                        .header(
+                            "x-seen-uri",
+                            request
+                                .uri()
+                                .path_and_query()
+                                .map(|p| p.as_str())
+                                .unwrap_or(""),
+                        )
+                        .body(Full::new(Bytes::new()))
+                        .expect("a valid response");
+                    Ok::<_, Infallible>(response)
+                });
+            tokio::spawn(
+                hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service),
+            );
+        }
+    });
+    address
+}
+
+#[tokio::test]
+async fn metadata_is_forwarded_and_x_forwarded_for_is_replaced() {
+    let upstream = echoing_upstream().await;
+    let stack =
+        Stack::start_without_tasks(|config| config.tasks_url = stack::origin(upstream)).await;
+    let (_, headers, _) = post(
+        &stack,
+        false,
+        "/tasks.v1.TaskService/ListTasks?authorization=Bearer%20from-url",
+        "application/grpc-web+proto",
+        frame(&ListTasksRequest::default()),
+        &[
+            ("x-forwarded-for", "6.6.6.6"),
+            ("forwarded", "for=6.6.6.6"),
+            ("authorization", "Bearer from-header"),
+            ("x-request-id", "client-chosen-42"),
+        ],
+    )
+    .await;
+    assert_eq!(headers["x-seen-forwarded-for"], "127.0.0.1");
+    assert_eq!(headers["x-seen-authorization"], "Bearer from-header");
+    assert_eq!(headers["x-seen-request-id"], "client-chosen-42");
+    assert_eq!(headers["x-request-id"], "client-chosen-42");
+    assert_eq!(
+        headers["x-seen-uri"], "/tasks.v1.TaskService/ListTasks",
+        "the query string is never forwarded"
+    );
+
+    // An unusable request id is replaced by a UUID.
+    let (_, headers, _) = post(
+        &stack,
+        true,
+        "/tasks.v1.TaskService/ListTasks",
+        "application/grpc-web+proto",
+        frame(&ListTasksRequest::default()),
+        &[("x-request-id", "has spaces and \"quotes\"")],
+    )
+    .await;
+    let seen = headers["x-seen-request-id"].to_str().expect("ascii");
+    assert!(uuid::Uuid::parse_str(seen).is_ok(), "{seen}");
+}
+
+#[tokio::test]
+async fn a_forged_x_forwarded_for_does_not_escape_per_address_throttling() {
+    // The auth-service believes the gateway's x-forwarded-for (loopback is
+    // trusted) and throttles Login per address: if the gateway passed a
+    // client's own header on, rotating it would dodge the throttle.
+    let stack = Stack::start().await;
+    let mut auth = stack.auth_web(false);
+    let mut throttled = false;
+    for attempt in 0..200 {
+        let mut request = tonic::Request::new(todo_proto::auth::v1::LoginRequest {
+            email: format!("nobody-{attempt}@example.com"),
+            password: "not the password".into(),
+        });
+        request.metadata_mut().insert(
+            "x-forwarded-for",
+            format!("10.9.{}.{}", attempt / 250, attempt % 250)
+                .parse()
+                .expect("ascii"),
+        );
+        let status = timeout(STEP, auth.login(request))
+            .await
+            .expect("no hang")
+            .expect_err("no such account");
+        if status.code() == Code::ResourceExhausted {
+            throttled = true;
+            break;
+        }
+        assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    }
+    assert!(
+        throttled,
+        "rotating x-forwarded-for escaped the per-address limit"
+    );
+}
+
+#[tokio::test]
+async fn the_jwks_document_is_served_as_json() {
+    let stack = Stack::start().await;
+    for http2 in [false, true] {
+        let request = Request::builder()
+            .method(Method::GET)
+            .uri(format!("{}/.well-known/jwks.json", stack.url()))
+            .body(Full::new(Bytes::new()))
+            .expect("a valid request");
+        let response = timeout(STEP, raw_client(http2).request(request))
+            .await
+            .expect("no hang")
+            .expect("HTTP works");
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()["content-type"], "application/json");
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("a body")
+            .to_bytes();
+        let document: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+        let keys = document["keys"].as_array().expect("a JWK Set has keys");
+        assert!(!keys.is_empty());
+        assert!(
+            keys.iter().all(|key| key["kty"] == "OKP"
+                && key["crv"] == "Ed25519"
+                && key["kid"].is_string()),
+            "{document}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_list_call_carries_authorization_through() {
+    // Sanity check for the metadata path with the real task-service.
+    let stack = Stack::start().await;
+    let token = stack.register("meta@example.com").await;
+    let listed = stack
+        .tasks_web(false)
+        .list_tasks(authorized(ListTasksRequest::default(), &token))
+        .await
+        .expect("the token reached the task-service")
+        .into_inner();
+    assert!(listed.tasks.is_empty());
+}

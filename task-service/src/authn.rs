@@ -60,7 +60,9 @@ impl Authenticator {
     /// Who sent `metadata`, or the status refusing the call.
     pub async fn authenticate(&self, metadata: &MetadataMap) -> Result<Identity, Status> {
         if !self.keys.ready() {
-            return Err(Status::unavailable("the service is starting (no token-signing keys yet); retry later"));
+            return Err(Status::unavailable(
+                "the service is starting (no token-signing keys yet); retry later",
+            ));
         }
         let token = bearer_token(metadata).map_err(|reason| {
             tracing::debug!(%reason, "refused authorization metadata");
@@ -83,7 +85,8 @@ impl Authenticator {
             Ok(identity) => {
                 // The generation read before verifying: if the keys changed
                 // meanwhile, the entry is simply never used.
-                self.cache.insert(digest, identity, generation, now, self.leeway_secs);
+                self.cache
+                    .insert(digest, identity, generation, now, self.leeway_secs);
                 Ok(identity)
             }
             Err(reason) => {
@@ -102,17 +105,23 @@ struct TokenCache {
 
 impl TokenCache {
     fn new(capacity: usize) -> Self {
-        Self { entries: Mutex::new(HashMap::new()), capacity }
+        Self {
+            entries: Mutex::new(HashMap::new()),
+            capacity,
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], (Identity, u64)>> {
-        self.entries.lock().unwrap_or_else(|poison| poison.into_inner())
+        self.entries
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
     }
 
     fn get(&self, digest: &[u8; 32], generation: u64, now: i64, leeway: i64) -> Option<Identity> {
         let entries = self.lock();
         let (identity, verified_with) = entries.get(digest)?;
-        (*verified_with == generation && now <= identity.expires_at.saturating_add(leeway)).then_some(*identity)
+        (*verified_with == generation && now <= identity.expires_at.saturating_add(leeway))
+            .then_some(*identity)
     }
 
     fn insert(&self, digest: [u8; 32], identity: Identity, generation: u64, now: i64, leeway: i64) {
@@ -140,7 +149,10 @@ pub struct RequireAuth<S> {
 
 impl<S> RequireAuth<S> {
     pub fn new(inner: S, authenticator: Arc<Authenticator>) -> Self {
-        Self { inner, authenticator }
+        Self {
+            inner,
+            authenticator,
+        }
     }
 }
 
@@ -150,7 +162,10 @@ impl<S: NamedService> NamedService for RequireAuth<S> {
 
 impl<S> Service<http::Request<Body>> for RequireAuth<S>
 where
-    S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible> + Clone + Send + 'static,
+    S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send + 'static,
 {
     type Response = http::Response<Body>;
@@ -186,7 +201,11 @@ mod tests {
     use super::*;
 
     fn identity(expires_at: i64) -> Identity {
-        Identity { user_id: Uuid::now_v7(), session_id: Uuid::now_v7(), expires_at }
+        Identity {
+            user_id: Uuid::now_v7(),
+            session_id: Uuid::now_v7(),
+            expires_at,
+        }
     }
 
     #[test]

@@ -82,7 +82,9 @@ impl Default for Config {
     /// The documented default of every flag (the environment is not read).
     fn default() -> Self {
         Self {
-            listen: DEFAULT_LISTEN.parse().expect("the default listen address is valid"),
+            listen: DEFAULT_LISTEN
+                .parse()
+                .expect("the default listen address is valid"),
             database_url: DEFAULT_DATABASE_URL.into(),
             database_max_connections: DEFAULT_DATABASE_MAX_CONNECTIONS,
             auth_url: DEFAULT_AUTH_URL.into(),

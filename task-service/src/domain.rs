@@ -75,7 +75,10 @@ pub fn timestamp(time: DateTime<Utc>) -> prost_types::Timestamp {
 /// A client-supplied time, truncated to microseconds (what both databases
 /// store exactly). Years outside 1..=9999 are refused: they cannot be
 /// stored by PostgreSQL and are never meant.
-pub fn parse_time(field: &'static str, value: &prost_types::Timestamp) -> Result<DateTime<Utc>, Violation> {
+pub fn parse_time(
+    field: &'static str,
+    value: &prost_types::Timestamp,
+) -> Result<DateTime<Utc>, Violation> {
     let invalid = || Violation::new(field, "must be a valid timestamp between years 1 and 9999");
     if !(0..1_000_000_000).contains(&value.nanos) {
         return Err(invalid());
@@ -107,7 +110,10 @@ impl TaskTitle {
         if chars == 0 {
             Err(Violation::new(field, "must not be empty"))
         } else if chars > MAX_TITLE_CHARS {
-            Err(Violation::new(field, format!("must be at most {MAX_TITLE_CHARS} characters")))
+            Err(Violation::new(
+                field,
+                format!("must be at most {MAX_TITLE_CHARS} characters"),
+            ))
         } else {
             Ok(Self(trimmed.to_owned()))
         }
@@ -125,7 +131,10 @@ pub struct Description(String);
 impl Description {
     pub fn parse(field: &'static str, value: &str) -> Result<Self, Violation> {
         if value.chars().count() > MAX_DESCRIPTION_CHARS {
-            Err(Violation::new(field, format!("must be at most {MAX_DESCRIPTION_CHARS} characters")))
+            Err(Violation::new(
+                field,
+                format!("must be at most {MAX_DESCRIPTION_CHARS} characters"),
+            ))
         } else {
             Ok(Self(value.to_owned()))
         }
@@ -159,7 +168,13 @@ pub fn parse_etag(value: &str) -> Option<Etag> {
     if value.is_empty() {
         return None;
     }
-    Some(value.trim_matches('"').parse().map(Etag::Version).unwrap_or(Etag::Never))
+    Some(
+        value
+            .trim_matches('"')
+            .parse()
+            .map(Etag::Version)
+            .unwrap_or(Etag::Never),
+    )
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -229,7 +244,9 @@ impl OrderBy {
     /// Where `task` sits in this order: the keyset cursor after it.
     pub fn cursor_of(self, task: &Task) -> Cursor {
         let key = match self {
-            Self::CreateTimeDesc | Self::CreateTime => SortKey::Int(task.create_time.timestamp_micros()),
+            Self::CreateTimeDesc | Self::CreateTime => {
+                SortKey::Int(task.create_time.timestamp_micros())
+            }
             Self::DueTime => SortKey::Int(due_sort_key(task.due_time)),
             Self::PriorityDesc => SortKey::Int(i64::from(task.priority)),
             Self::Title => SortKey::Text(task.title.clone()),
@@ -270,7 +287,10 @@ impl SearchText {
             return Ok(None);
         }
         if value.chars().count() > MAX_TITLE_CHARS {
-            return Err(Violation::new(field, format!("must be at most {MAX_TITLE_CHARS} characters")));
+            return Err(Violation::new(
+                field,
+                format!("must be at most {MAX_TITLE_CHARS} characters"),
+            ));
         }
         Ok(Some(Self(fold_case(value))))
     }
@@ -319,7 +339,10 @@ pub enum UpdatableField {
 }
 
 /// A non-empty set of known `update_mask` paths.
-pub fn parse_update_mask(field: &'static str, paths: &[String]) -> Result<BTreeSet<UpdatableField>, Violation> {
+pub fn parse_update_mask(
+    field: &'static str,
+    paths: &[String],
+) -> Result<BTreeSet<UpdatableField>, Violation> {
     if paths.is_empty() {
         return Err(Violation::new(field, "must name at least one field"));
     }
@@ -369,7 +392,12 @@ mod tests {
 
     #[test]
     fn titles_are_trimmed_and_bounded_in_characters() {
-        assert_eq!(TaskTitle::parse("title", "  buy milk \n").unwrap().into_inner(), "buy milk");
+        assert_eq!(
+            TaskTitle::parse("title", "  buy milk \n")
+                .unwrap()
+                .into_inner(),
+            "buy milk"
+        );
         assert!(TaskTitle::parse("title", "   ").is_err());
         assert!(TaskTitle::parse("title", &"é".repeat(200)).is_ok());
         assert!(TaskTitle::parse("title", &"é".repeat(201)).is_err());
@@ -385,13 +413,34 @@ mod tests {
 
     #[test]
     fn only_the_documented_orders_are_accepted() {
-        assert_eq!(OrderBy::parse("order_by", "").unwrap(), OrderBy::CreateTimeDesc);
-        assert_eq!(OrderBy::parse("order_by", "create_time desc").unwrap(), OrderBy::CreateTimeDesc);
-        assert_eq!(OrderBy::parse("order_by", "create_time").unwrap(), OrderBy::CreateTime);
-        assert_eq!(OrderBy::parse("order_by", "due_time").unwrap(), OrderBy::DueTime);
-        assert_eq!(OrderBy::parse("order_by", "priority desc").unwrap(), OrderBy::PriorityDesc);
+        assert_eq!(
+            OrderBy::parse("order_by", "").unwrap(),
+            OrderBy::CreateTimeDesc
+        );
+        assert_eq!(
+            OrderBy::parse("order_by", "create_time desc").unwrap(),
+            OrderBy::CreateTimeDesc
+        );
+        assert_eq!(
+            OrderBy::parse("order_by", "create_time").unwrap(),
+            OrderBy::CreateTime
+        );
+        assert_eq!(
+            OrderBy::parse("order_by", "due_time").unwrap(),
+            OrderBy::DueTime
+        );
+        assert_eq!(
+            OrderBy::parse("order_by", "priority desc").unwrap(),
+            OrderBy::PriorityDesc
+        );
         assert_eq!(OrderBy::parse("order_by", "title").unwrap(), OrderBy::Title);
-        for bad in ["title desc", "priority", "id", "create_time asc", "title; DROP TABLE tasks"] {
+        for bad in [
+            "title desc",
+            "priority",
+            "id",
+            "create_time asc",
+            "title; DROP TABLE tasks",
+        ] {
             assert!(OrderBy::parse("order_by", bad).is_err(), "{bad}");
         }
     }
@@ -406,8 +455,12 @@ mod tests {
     fn update_masks_must_be_non_empty_and_known() {
         assert!(parse_update_mask("update_mask", &[]).is_err());
         assert!(parse_update_mask("update_mask", &["owner".into()]).is_err());
-        let fields = parse_update_mask("update_mask", &["title".into(), "completed".into()]).unwrap();
-        assert_eq!(fields.into_iter().collect::<Vec<_>>(), [UpdatableField::Title, UpdatableField::Completed]);
+        let fields =
+            parse_update_mask("update_mask", &["title".into(), "completed".into()]).unwrap();
+        assert_eq!(
+            fields.into_iter().collect::<Vec<_>>(),
+            [UpdatableField::Title, UpdatableField::Completed]
+        );
     }
 
     #[test]

@@ -27,8 +27,8 @@ use std::{
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
 use todo_proto::tasks::v1 as proto;
+use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::domain::{self, Task};
@@ -102,7 +102,10 @@ impl Hub {
     /// listener is listening).
     pub fn new(queue_len: usize, available: bool) -> Arc<Self> {
         Arc::new(Self {
-            state: Mutex::new(State { available, ..State::default() }),
+            state: Mutex::new(State {
+                available,
+                ..State::default()
+            }),
             queue_len: queue_len.max(1),
         })
     }
@@ -110,7 +113,9 @@ impl Hub {
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         // No code panics while holding the lock; if one did, the map is
         // still consistent, so recover rather than poison every watcher.
-        self.state.lock().unwrap_or_else(|poison| poison.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
     }
 
     /// Starts watching `owner`'s tasks, or `None` while the feed is down.
@@ -123,15 +128,27 @@ impl Hub {
         let end = Arc::new(OnceLock::new());
         state.next_id += 1;
         let id = state.next_id;
-        state.watchers.entry(owner).or_default().push(Slot { id, queue, end: end.clone() });
-        Some(Subscription { receiver, end, hub: self.clone(), owner, id })
+        state.watchers.entry(owner).or_default().push(Slot {
+            id,
+            queue,
+            end: end.clone(),
+        });
+        Some(Subscription {
+            receiver,
+            end,
+            hub: self.clone(),
+            owner,
+            id,
+        })
     }
 
     /// Delivers `event` to every watcher of `owner`, ending those too far
     /// behind. Never waits.
     pub fn publish(&self, owner: Uuid, event: Event) {
         let mut state = self.state();
-        let Some(slots) = state.watchers.get_mut(&owner) else { return };
+        let Some(slots) = state.watchers.get_mut(&owner) else {
+            return;
+        };
         slots.retain(|slot| match slot.queue.try_send(event.clone()) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
@@ -216,7 +233,10 @@ mod tests {
     fn some_event(title: &str) -> Event {
         event(
             EventKind::Created,
-            &proto::Task { title: title.into(), ..proto::Task::default() },
+            &proto::Task {
+                title: title.into(),
+                ..proto::Task::default()
+            },
             Utc::now(),
         )
     }
@@ -231,8 +251,14 @@ mod tests {
         hub.publish(alice, some_event("a"));
         hub.publish(alice, some_event("b"));
         for watcher in [&mut alice_1, &mut alice_2] {
-            assert_eq!(watcher.next().await.unwrap().task.as_ref().unwrap().title, "a");
-            assert_eq!(watcher.next().await.unwrap().task.as_ref().unwrap().title, "b");
+            assert_eq!(
+                watcher.next().await.unwrap().task.as_ref().unwrap().title,
+                "a"
+            );
+            assert_eq!(
+                watcher.next().await.unwrap().task.as_ref().unwrap().title,
+                "b"
+            );
         }
         assert!(bob_1.receiver.try_recv().is_err());
     }

@@ -55,7 +55,11 @@ pub struct KeySet {
 impl KeySet {
     /// Keys from the auth-service at `auth_url`, or from `jwks_file` if set.
     /// Nothing is fetched yet (see [`KeySet::run`]).
-    pub fn new(verifier: Verifier, auth_url: &str, jwks_file: Option<PathBuf>) -> anyhow::Result<Self> {
+    pub fn new(
+        verifier: Verifier,
+        auth_url: &str,
+        jwks_file: Option<PathBuf>,
+    ) -> anyhow::Result<Self> {
         let source = match jwks_file {
             Some(path) => Source::File(path),
             None => {
@@ -100,10 +104,11 @@ impl KeySet {
     async fn fetch(&self) -> anyhow::Result<Jwks> {
         let json = match &self.source {
             Source::AuthService(client) => {
-                let response = tokio::time::timeout(FETCH_TIMEOUT, client.clone().get_jwks(GetJwksRequest {}))
-                    .await
-                    .context("GetJwks timed out")?
-                    .context("GetJwks failed")?;
+                let response =
+                    tokio::time::timeout(FETCH_TIMEOUT, client.clone().get_jwks(GetJwksRequest {}))
+                        .await
+                        .context("GetJwks timed out")?
+                        .context("GetJwks failed")?;
                 response.into_inner().jwks_json
             }
             Source::File(path) => tokio::fs::read_to_string(path)
@@ -117,7 +122,10 @@ impl KeySet {
     /// refused (the old keys stay): it would lock every user out.
     pub async fn refresh(&self) -> anyhow::Result<()> {
         let jwks = self.fetch().await?;
-        let mut current = self.current.lock().unwrap_or_else(|poison| poison.into_inner());
+        let mut current = self
+            .current
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
         if current.as_ref() == Some(&jwks) {
             return Ok(());
         }
@@ -162,9 +170,16 @@ impl KeySet {
                 }
                 Err(error) => {
                     if self.ready() {
-                        tracing::warn!(error = format!("{error:#}"), "key refresh failed; keeping the current keys");
+                        tracing::warn!(
+                            error = format!("{error:#}"),
+                            "key refresh failed; keeping the current keys"
+                        );
                     } else {
-                        tracing::warn!(error = format!("{error:#}"), ?backoff, "no token-signing keys yet; retrying");
+                        tracing::warn!(
+                            error = format!("{error:#}"),
+                            ?backoff,
+                            "no token-signing keys yet; retrying"
+                        );
                     }
                     let wait = backoff;
                     backoff = (backoff * 2).min(MAX_BACKOFF);

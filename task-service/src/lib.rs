@@ -39,7 +39,9 @@ use tower_http::{
 
 pub use config::Config;
 
-use crate::{authn::RequireAuth, events::Hub, jwks::KeySet, page_token::PageTokenKey, service::TaskApi};
+use crate::{
+    authn::RequireAuth, events::Hub, jwks::KeySet, page_token::PageTokenKey, service::TaskApi,
+};
 
 /// The name health reports the task service under.
 pub const SERVICE_NAME: &str = <TaskServiceServer<TaskApi> as NamedService>::NAME;
@@ -50,16 +52,30 @@ pub const SERVICE_NAME: &str = <TaskServiceServer<TaskApi> as NamedService>::NAM
 /// Start-up fails only for what a restart cannot fix by itself being
 /// retried here: a database that cannot be opened or migrated, or a bad
 /// `--auth-url`. A missing auth-service is waited for in the background.
-pub async fn serve(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let database = Database::connect(&config.database_url, config.database_max_connections)
         .await
         .context("cannot open the tasks database")?;
 
     // SQLite's hub is fed by the store itself, so it is live at once; a
     // PostgreSQL hub is live once its listener listens.
-    let hub = Hub::new(config.watch_buffer, matches!(database, Database::Sqlite { .. }));
-    let store = store::open(database.clone(), hub.clone()).await.context("cannot migrate the tasks database")?;
-    let page_tokens = PageTokenKey::new(store.page_token_secret().await.context("cannot read the page-token key")?);
+    let hub = Hub::new(
+        config.watch_buffer,
+        matches!(database, Database::Sqlite { .. }),
+    );
+    let store = store::open(database.clone(), hub.clone())
+        .await
+        .context("cannot migrate the tasks database")?;
+    let page_tokens = PageTokenKey::new(
+        store
+            .page_token_secret()
+            .await
+            .context("cannot read the page-token key")?,
+    );
 
     // Everything started in the background stops with `background`, which
     // ends with `shutdown` or when `serve` returns early.
@@ -67,11 +83,19 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Cancellation
     let _stop_background = background.clone().drop_guard();
 
     if let Database::Postgres(pool) = &database {
-        tokio::spawn(store::postgres::listen(pool.clone(), hub.clone(), background.clone()));
+        tokio::spawn(store::postgres::listen(
+            pool.clone(),
+            hub.clone(),
+            background.clone(),
+        ));
     }
 
     let verifier = Verifier::new(&config.issuer, &config.audience, config.token_leeway_secs);
-    let keys = Arc::new(KeySet::new(verifier, &config.auth_url, config.jwks_file.clone())?);
+    let keys = Arc::new(KeySet::new(
+        verifier,
+        &config.auth_url,
+        config.jwks_file.clone(),
+    )?);
     {
         let (keys, background, interval) = (keys.clone(), background.clone(), config.jwks_refresh);
         tokio::spawn(async move { keys.run(interval, background).await });
@@ -83,7 +107,8 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Cancellation
     let (reporter, health_service) = tonic_health::server::health_reporter();
     serving::health::set_all(&reporter, &[SERVICE_NAME], ServingStatus::NotServing).await;
     {
-        let (keys, store, hub, background) = (keys.clone(), store.clone(), hub.clone(), background.clone());
+        let (keys, store, hub, background) =
+            (keys.clone(), store.clone(), hub.clone(), background.clone());
         tokio::spawn(async move {
             tokio::select! {
                 () = keys.wait_ready() => {}
@@ -97,8 +122,18 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Cancellation
         });
     }
 
-    let authenticator = Arc::new(authn::Authenticator::new(keys, config.clock.clone(), config.token_leeway_secs));
-    let api = TaskApi::new(store, hub, page_tokens, config.clock.clone(), shutdown.clone());
+    let authenticator = Arc::new(authn::Authenticator::new(
+        keys,
+        config.clock.clone(),
+        config.token_leeway_secs,
+    ));
+    let api = TaskApi::new(
+        store,
+        hub,
+        page_tokens,
+        config.clock.clone(),
+        shutdown.clone(),
+    );
     let tasks = TaskServiceServer::new(api)
         .max_decoding_message_size(config.transport.max_message_bytes)
         .max_encoding_message_size(config.transport.max_message_bytes);
@@ -121,7 +156,8 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Cancellation
         .add_service(RequireAuth::new(tasks, authenticator));
 
     tracing::info!(address = ?listener.local_addr().ok(), "task-service listening");
-    let served = router.serve_with_incoming_shutdown(serving::transport::incoming(listener), shutdown.cancelled());
+    let served = router
+        .serve_with_incoming_shutdown(serving::transport::incoming(listener), shutdown.cancelled());
     serving::transport::run_with_drain(served, shutdown.clone(), config.transport.shutdown_grace)
         .await
         .context("the gRPC server failed")?;

@@ -37,7 +37,8 @@ impl PageTokenKey {
     }
 
     fn mac(&self, owner: Uuid, query: &ListQuery, cursor_json: &[u8]) -> HmacSha256 {
-        let mut mac = HmacSha256::new_from_slice(&self.secret).expect("HMAC accepts keys of any length");
+        let mut mac =
+            HmacSha256::new_from_slice(&self.secret).expect("HMAC accepts keys of any length");
         let binding = serde_json::to_vec(&(
             "tasks.v1.ListTasks/1",
             owner,
@@ -57,18 +58,29 @@ impl PageTokenKey {
     pub fn issue(&self, owner: Uuid, query: &ListQuery, cursor: &Cursor) -> String {
         let cursor_json = serde_json::to_vec(cursor).expect("a cursor always serialises");
         let tag = self.mac(owner, query, &cursor_json).finalize().into_bytes();
-        format!("{}.{}", URL_SAFE_NO_PAD.encode(&cursor_json), URL_SAFE_NO_PAD.encode(tag))
+        format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(&cursor_json),
+            URL_SAFE_NO_PAD.encode(tag)
+        )
     }
 
     /// The cursor of `token`, if this service issued it for exactly this
     /// owner and query.
     pub fn open(&self, token: &str, owner: Uuid, query: &ListQuery) -> Result<Cursor, Violation> {
-        let invalid = || Violation::new(FIELD, "is not a page token of this query; start again without it");
+        let invalid = || {
+            Violation::new(
+                FIELD,
+                "is not a page token of this query; start again without it",
+            )
+        };
         let (cursor_b64, tag_b64) = token.split_once('.').ok_or_else(invalid)?;
         let cursor_json = URL_SAFE_NO_PAD.decode(cursor_b64).map_err(|_| invalid())?;
         let tag = URL_SAFE_NO_PAD.decode(tag_b64).map_err(|_| invalid())?;
         // Constant-time comparison.
-        self.mac(owner, query, &cursor_json).verify_slice(&tag).map_err(|_| invalid())?;
+        self.mac(owner, query, &cursor_json)
+            .verify_slice(&tag)
+            .map_err(|_| invalid())?;
         serde_json::from_slice(&cursor_json).map_err(|_| invalid())
     }
 }
@@ -79,7 +91,10 @@ mod tests {
     use crate::domain::{OrderBy, SearchText, SortKey};
 
     fn cursor() -> Cursor {
-        Cursor { key: SortKey::Int(42), id: Uuid::now_v7() }
+        Cursor {
+            key: SortKey::Int(42),
+            id: Uuid::now_v7(),
+        }
     }
 
     #[test]
@@ -90,16 +105,26 @@ mod tests {
         let token = key.issue(owner, &query, &cursor());
         assert!(key.open(&token, owner, &query).is_ok());
         assert!(key.open(&token, Uuid::now_v7(), &query).is_err());
-        let other_order = ListQuery { order: OrderBy::Title, ..ListQuery::default() };
+        let other_order = ListQuery {
+            order: OrderBy::Title,
+            ..ListQuery::default()
+        };
         assert!(key.open(&token, owner, &other_order).is_err());
-        let other_filter = ListQuery { completed: Some(false), ..ListQuery::default() };
+        let other_filter = ListQuery {
+            completed: Some(false),
+            ..ListQuery::default()
+        };
         assert!(key.open(&token, owner, &other_filter).is_err());
         let other_search = ListQuery {
             search: SearchText::parse("query", "x").unwrap(),
             ..ListQuery::default()
         };
         assert!(key.open(&token, owner, &other_search).is_err());
-        assert!(PageTokenKey::new(b"other".to_vec()).open(&token, owner, &query).is_err());
+        assert!(
+            PageTokenKey::new(b"other".to_vec())
+                .open(&token, owner, &query)
+                .is_err()
+        );
     }
 
     #[test]

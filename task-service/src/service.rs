@@ -15,6 +15,17 @@
 
 use std::{pin::Pin, sync::Arc, time::Duration};
 
+use crate::{
+    domain::{
+        Description, ListQuery, NewTask, OrderBy, SearchText, TaskPatch, TaskTitle, UpdatableField,
+        parse_etag, parse_id, parse_page_size, parse_priority, parse_request_id, parse_time,
+        parse_update_mask,
+    },
+    error::Error,
+    events::{End, Hub, Subscription},
+    page_token::PageTokenKey,
+    store::{Completion, TaskStore, Written},
+};
 use access_token::Identity;
 use futures::Stream;
 use serving::{
@@ -24,16 +35,6 @@ use serving::{
 };
 use todo_proto::tasks::v1::{self as proto, task_service_server::TaskService};
 use tonic::{Request, Response, Status};
-use crate::{
-    domain::{
-        Description, ListQuery, NewTask, OrderBy, SearchText, TaskPatch, TaskTitle, UpdatableField, parse_etag,
-        parse_id, parse_page_size, parse_priority, parse_request_id, parse_time, parse_update_mask,
-    },
-    error::Error,
-    events::{End, Hub, Subscription},
-    page_token::PageTokenKey,
-    store::{Completion, TaskStore, Written},
-};
 
 pub struct TaskApi {
     store: Arc<dyn TaskStore>,
@@ -51,17 +52,27 @@ impl TaskApi {
         clock: Clock,
         shutdown: CancellationToken,
     ) -> Self {
-        Self { store, hub, page_tokens, clock, shutdown }
+        Self {
+            store,
+            hub,
+            page_tokens,
+            clock,
+            shutdown,
+        }
     }
 }
 
 /// The caller proven by the authentication layer. Its absence is a wiring
 /// bug, answered as unauthenticated rather than trusted.
 fn caller<T>(request: &Request<T>) -> Result<Identity, Status> {
-    request.extensions().get::<Identity>().copied().ok_or_else(|| {
-        tracing::error!("a task RPC ran without an authenticated identity");
-        Status::unauthenticated("missing or invalid access token")
-    })
+    request
+        .extensions()
+        .get::<Identity>()
+        .copied()
+        .ok_or_else(|| {
+            tracing::error!("a task RPC ran without an authenticated identity");
+            Status::unauthenticated("missing or invalid access token")
+        })
 }
 
 /// Collects the violations of several fields into one answer.
@@ -74,7 +85,11 @@ impl Violations {
     }
 
     fn finish(self) -> Result<(), Status> {
-        if self.0.is_empty() { Ok(()) } else { Err(invalid_argument(&self.0)) }
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(invalid_argument(&self.0))
+        }
     }
 }
 
@@ -96,7 +111,13 @@ impl TaskService for TaskApi {
         let title = violations.check(TaskTitle::parse("title", &message.title));
         let description = violations.check(Description::parse("description", &message.description));
         let priority = violations.check(parse_priority("priority", message.priority));
-        let due_time = violations.check(message.due_time.as_ref().map(|due| parse_time("due_time", due)).transpose());
+        let due_time = violations.check(
+            message
+                .due_time
+                .as_ref()
+                .map(|due| parse_time("due_time", due))
+                .transpose(),
+        );
         let request_id = violations.check(parse_request_id("request_id", &message.request_id));
         violations.finish()?;
         let (Some(title), Some(description), Some(priority), Some(due_time), Some(request_id)) =
@@ -112,7 +133,9 @@ impl TaskService for TaskApi {
             request_id,
         };
         let created = self.store.create(owner, task, self.clock.now()).await?;
-        Ok(Response::new(proto::CreateTaskResponse { task: Some((&created.task).into()) }))
+        Ok(Response::new(proto::CreateTaskResponse {
+            task: Some((&created.task).into()),
+        }))
     }
 
     async fn get_task(
@@ -122,7 +145,9 @@ impl TaskService for TaskApi {
         let owner = caller(&request)?.user_id;
         let id = parse_one(parse_id("id", &request.get_ref().id))?;
         let task = self.store.get(owner, id).await?.ok_or(Error::NotFound)?;
-        Ok(Response::new(proto::GetTaskResponse { task: Some((&task).into()) }))
+        Ok(Response::new(proto::GetTaskResponse {
+            task: Some((&task).into()),
+        }))
     }
 
     async fn list_tasks(
@@ -139,15 +164,29 @@ impl TaskService for TaskApi {
         let (Some(page_size), Some(order), Some(search)) = (page_size, order, search) else {
             return Err(Error::Internal("validated fields missing".into()).into());
         };
-        let query = ListQuery { completed: message.completed, search, order };
+        let query = ListQuery {
+            completed: message.completed,
+            search,
+            order,
+        };
         let after = if message.page_token.is_empty() {
             None
         } else {
-            Some(parse_one(self.page_tokens.open(&message.page_token, owner, &query))?)
+            Some(parse_one(self.page_tokens.open(
+                &message.page_token,
+                owner,
+                &query,
+            ))?)
         };
-        let page = self.store.list(owner, &query, after.as_ref(), page_size).await?;
+        let page = self
+            .store
+            .list(owner, &query, after.as_ref(), page_size)
+            .await?;
         let next_page_token = match page.tasks.last() {
-            Some(last) if page.more => self.page_tokens.issue(owner, &query, &query.order.cursor_of(last)),
+            Some(last) if page.more => {
+                self.page_tokens
+                    .issue(owner, &query, &query.order.cursor_of(last))
+            }
             _ => String::new(),
         };
         Ok(Response::new(proto::ListTasksResponse {
@@ -166,15 +205,22 @@ impl TaskService for TaskApi {
         let Some(task) = message.task else {
             return Err(invalid_argument(&[Violation::new("task", "is required")]));
         };
-        let paths = message.update_mask.map(|mask| mask.paths).unwrap_or_default();
+        let paths = message
+            .update_mask
+            .map(|mask| mask.paths)
+            .unwrap_or_default();
         let mut violations = Violations::default();
         let id = violations.check(parse_id("task.id", &task.id));
-        let fields = violations.check(parse_update_mask("update_mask", &paths)).unwrap_or_default();
+        let fields = violations
+            .check(parse_update_mask("update_mask", &paths))
+            .unwrap_or_default();
         let mut patch = TaskPatch::default();
         for field in fields {
             match field {
                 UpdatableField::Title => {
-                    patch.title = violations.check(TaskTitle::parse("task.title", &task.title)).map(TaskTitle::into_inner);
+                    patch.title = violations
+                        .check(TaskTitle::parse("task.title", &task.title))
+                        .map(TaskTitle::into_inner);
                 }
                 UpdatableField::Description => {
                     patch.description = violations
@@ -182,11 +228,16 @@ impl TaskService for TaskApi {
                         .map(Description::into_inner);
                 }
                 UpdatableField::Priority => {
-                    patch.priority = violations.check(parse_priority("task.priority", task.priority));
+                    patch.priority =
+                        violations.check(parse_priority("task.priority", task.priority));
                 }
                 UpdatableField::DueTime => {
-                    patch.due_time = violations
-                        .check(task.due_time.as_ref().map(|due| parse_time("task.due_time", due)).transpose());
+                    patch.due_time = violations.check(
+                        task.due_time
+                            .as_ref()
+                            .map(|due| parse_time("task.due_time", due))
+                            .transpose(),
+                    );
                 }
                 UpdatableField::Completed => patch.completed = Some(task.completed),
             }
@@ -194,8 +245,14 @@ impl TaskService for TaskApi {
         violations.finish()?;
         let id = id.ok_or_else(|| Error::Internal("validated id missing".into()))?;
         let etag = parse_etag(&task.etag);
-        match self.store.update(owner, id, &patch, etag, self.clock.now()).await? {
-            Written::Done(task) => Ok(Response::new(proto::UpdateTaskResponse { task: Some((&task).into()) })),
+        match self
+            .store
+            .update(owner, id, &patch, etag, self.clock.now())
+            .await?
+        {
+            Written::Done(task) => Ok(Response::new(proto::UpdateTaskResponse {
+                task: Some((&task).into()),
+            })),
             Written::NotFound => Err(Error::NotFound.into()),
             Written::EtagMismatch => Err(Error::EtagMismatch.into()),
         }
@@ -208,7 +265,11 @@ impl TaskService for TaskApi {
         let owner = caller(&request)?.user_id;
         let message = request.into_inner();
         let id = parse_one(parse_id("id", &message.id))?;
-        match self.store.delete(owner, id, parse_etag(&message.etag), self.clock.now()).await? {
+        match self
+            .store
+            .delete(owner, id, parse_etag(&message.etag), self.clock.now())
+            .await?
+        {
             Written::Done(()) => Ok(Response::new(proto::DeleteTaskResponse {})),
             Written::NotFound => Err(Error::NotFound.into()),
             Written::EtagMismatch => Err(Error::EtagMismatch.into()),
@@ -222,9 +283,15 @@ impl TaskService for TaskApi {
         let owner = caller(&request)?.user_id;
         let message = request.into_inner();
         let id = parse_one(parse_id("id", &message.id))?;
-        match self.store.set_completed(owner, id, message.completed, self.clock.now()).await? {
+        match self
+            .store
+            .set_completed(owner, id, message.completed, self.clock.now())
+            .await?
+        {
             Completion::Changed(task) | Completion::Unchanged(task) => {
-                Ok(Response::new(proto::SetTaskCompletedResponse { task: Some((&task).into()) }))
+                Ok(Response::new(proto::SetTaskCompletedResponse {
+                    task: Some((&task).into()),
+                }))
             }
             Completion::NotFound => Err(Error::NotFound.into()),
         }
@@ -238,7 +305,9 @@ impl TaskService for TaskApi {
     ) -> Result<Response<Self::WatchTasksStream>, Status> {
         let identity = caller(&request)?;
         let Some(subscription) = self.hub.subscribe(identity.user_id) else {
-            return Err(Status::unavailable("live updates are temporarily unavailable; retry later"));
+            return Err(Status::unavailable(
+                "live updates are temporarily unavailable; retry later",
+            ));
         };
         let watch = Watch {
             subscription,
@@ -248,7 +317,10 @@ impl TaskService for TaskApi {
             ended: false,
         };
         tracing::debug!(user = %identity.user_id, "watcher connected");
-        Ok(Response::new(Box::pin(futures::stream::unfold(watch, Watch::step))))
+        Ok(Response::new(Box::pin(futures::stream::unfold(
+            watch,
+            Watch::step,
+        ))))
     }
 }
 

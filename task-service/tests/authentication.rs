@@ -17,7 +17,11 @@ use tonic::Code;
 
 fn parts(token: &str) -> (String, String, String) {
     let mut parts = token.split('.').map(str::to_owned);
-    (parts.next().unwrap(), parts.next().unwrap(), parts.next().unwrap())
+    (
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+    )
 }
 
 fn kid_of(token: &str) -> String {
@@ -51,37 +55,62 @@ async fn forged_tokens_are_unauthenticated() {
         let (_, bob_payload, _) = parts(&bob.token);
 
         let jwks: serde_json::Value = serde_json::from_str(&stack.auth.jwks_json().await).unwrap();
-        let public_key = URL_SAFE_NO_PAD.decode(jwks["keys"][0]["x"].as_str().unwrap()).unwrap();
+        let public_key = URL_SAFE_NO_PAD
+            .decode(jwks["keys"][0]["x"].as_str().unwrap())
+            .unwrap();
 
         let foreign = SigningKey::generate().unwrap();
-        let none_header = |alg: &str| URL_SAFE_NO_PAD.encode(format!(r#"{{"alg":"{alg}","typ":"at+jwt","kid":"{kid}"}}"#));
+        let none_header = |alg: &str| {
+            URL_SAFE_NO_PAD.encode(format!(r#"{{"alg":"{alg}","typ":"at+jwt","kid":"{kid}"}}"#))
+        };
         let forged = [
             ("alg none", format!("{}.{payload}.", none_header("none"))),
             ("alg None", format!("{}.{payload}.", none_header("None"))),
             (
                 "a foreign key with a valid kid",
-                jsonwebtoken::encode(&header(Algorithm::EdDSA, &kid), &claims, &EncodingKey::from_ed_der(foreign.pkcs8_der()))
-                    .unwrap(),
+                jsonwebtoken::encode(
+                    &header(Algorithm::EdDSA, &kid),
+                    &claims,
+                    &EncodingKey::from_ed_der(foreign.pkcs8_der()),
+                )
+                .unwrap(),
             ),
             (
                 "HS256 keyed with the public key",
-                jsonwebtoken::encode(&header(Algorithm::HS256, &kid), &claims, &EncodingKey::from_secret(&public_key))
-                    .unwrap(),
+                jsonwebtoken::encode(
+                    &header(Algorithm::HS256, &kid),
+                    &claims,
+                    &EncodingKey::from_secret(&public_key),
+                )
+                .unwrap(),
             ),
-            ("bob's payload under alice's signature", format!("{head}.{bob_payload}.{signature}")),
+            (
+                "bob's payload under alice's signature",
+                format!("{head}.{bob_payload}.{signature}"),
+            ),
             ("an empty signature", format!("{head}.{payload}.")),
-            ("a truncated signature", format!("{head}.{payload}.{}", &signature[..signature.len() / 2])),
+            (
+                "a truncated signature",
+                format!("{head}.{payload}.{}", &signature[..signature.len() / 2]),
+            ),
             ("an unknown kid", foreign.sign(&claims).unwrap()),
             ("garbage", "not.a.jwt".into()),
         ];
         for (what, token) in forged {
             let mut client = stack.tasks.client(&token).await;
-            let status = client.list_tasks(pb::ListTasksRequest::default()).await.unwrap_err();
+            let status = client
+                .list_tasks(pb::ListTasksRequest::default())
+                .await
+                .unwrap_err();
             assert_eq!(status.code(), Code::Unauthenticated, "{what}: {status:?}");
             let status = client.create_task(titled("forged")).await.unwrap_err();
             assert_eq!(status.code(), Code::Unauthenticated, "{what}");
         }
-        assert_eq!(list_all(&mut alice_client, Default::default()).await.len(), 1, "nothing was written");
+        assert_eq!(
+            list_all(&mut alice_client, Default::default()).await.len(),
+            1,
+            "nothing was written"
+        );
         stack.stop().await;
     })
     .await;
@@ -105,12 +134,18 @@ async fn malformed_authorization_metadata_is_unauthenticated() {
         ];
         for (what, values) in cases {
             let mut client = stack.tasks.client_with_authorization(&values).await;
-            let status = client.list_tasks(pb::ListTasksRequest::default()).await.unwrap_err();
+            let status = client
+                .list_tasks(pb::ListTasksRequest::default())
+                .await
+                .unwrap_err();
             assert_eq!(status.code(), Code::Unauthenticated, "{what}");
         }
         let lower = format!("bearer {}", alice.token);
         let mut client = stack.tasks.client_with_authorization(&[&lower]).await;
-        client.list_tasks(pb::ListTasksRequest::default()).await.expect("the scheme is case-insensitive");
+        client
+            .list_tasks(pb::ListTasksRequest::default())
+            .await
+            .expect("the scheme is case-insensitive");
         stack.stop().await;
     })
     .await;
@@ -122,10 +157,16 @@ async fn an_expired_token_is_unauthenticated_even_after_it_was_cached() {
         let clock = Clock::manual();
         let stack = Stack::start_with(backend, clock.clone(), |_| {}).await;
         let (_, mut alice) = stack.user("alice").await;
-        alice.list_tasks(pb::ListTasksRequest::default()).await.expect("a fresh token works");
+        alice
+            .list_tasks(pb::ListTasksRequest::default())
+            .await
+            .expect("a fresh token works");
         // The default lifetime is 15 minutes; the leeway at most 60 s.
         clock.advance(Duration::from_secs(15 * 60 + 61));
-        let status = alice.list_tasks(pb::ListTasksRequest::default()).await.unwrap_err();
+        let status = alice
+            .list_tasks(pb::ListTasksRequest::default())
+            .await
+            .unwrap_err();
         assert_eq!(status.code(), Code::Unauthenticated);
         stack.stop().await;
     })
@@ -135,9 +176,15 @@ async fn an_expired_token_is_unauthenticated_even_after_it_was_cached() {
 #[tokio::test]
 async fn a_token_for_another_audience_is_unauthenticated() {
     on_each_backend(|backend| async move {
-        let stack = Stack::start_with(backend, Clock::default(), |config| config.audience = "another-api".into()).await;
+        let stack = Stack::start_with(backend, Clock::default(), |config| {
+            config.audience = "another-api".into()
+        })
+        .await;
         let (_, mut alice) = stack.user("alice").await;
-        let status = alice.list_tasks(pb::ListTasksRequest::default()).await.unwrap_err();
+        let status = alice
+            .list_tasks(pb::ListTasksRequest::default())
+            .await
+            .unwrap_err();
         assert_eq!(status.code(), Code::Unauthenticated);
         stack.stop().await;
     })
@@ -153,7 +200,11 @@ async fn a_task_service_started_before_the_auth_service_serves_once_it_is_up() {
         drop(probe);
 
         let database = backend.fresh().await;
-        let config = task_config(&database.url, &format!("http://{auth_addr}"), Clock::default());
+        let config = task_config(
+            &database.url,
+            &format!("http://{auth_addr}"),
+            Clock::default(),
+        );
         let tasks = TaskServer::start(config).await;
 
         // Without keys: health NOT_SERVING and every call UNAVAILABLE.
@@ -162,12 +213,21 @@ async fn a_task_service_started_before_the_auth_service_serves_once_it_is_up() {
             if let Some(status) = tasks.health(task_service::SERVICE_NAME).await {
                 break status;
             }
-            assert!(tokio::time::Instant::now() < deadline, "health never answered");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "health never answered"
+            );
             tokio::time::sleep(Duration::from_millis(25)).await;
         };
-        assert_eq!(status, tonic_health::pb::health_check_response::ServingStatus::NotServing);
+        assert_eq!(
+            status,
+            tonic_health::pb::health_check_response::ServingStatus::NotServing
+        );
         let mut anonymous = tasks.client("whatever").await;
-        assert_eq!(code(anonymous.list_tasks(pb::ListTasksRequest::default()).await), Code::Unavailable);
+        assert_eq!(
+            code(anonymous.list_tasks(pb::ListTasksRequest::default()).await),
+            Code::Unavailable
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert_eq!(
             tasks.health("").await,
@@ -176,8 +236,14 @@ async fn a_task_service_started_before_the_auth_service_serves_once_it_is_up() {
         );
 
         // The auth-service comes up: the task-service becomes ready by itself.
-        let listener = tokio::net::TcpListener::bind(auth_addr).await.expect("the reserved address is free again");
-        let auth = AuthServer::start_on(listener, test_harness::TestDatabase::sqlite(), Clock::default());
+        let listener = tokio::net::TcpListener::bind(auth_addr)
+            .await
+            .expect("the reserved address is free again");
+        let auth = AuthServer::start_on(
+            listener,
+            test_harness::TestDatabase::sqlite(),
+            Clock::default(),
+        );
         tasks.wait_serving().await;
         let user = auth.register("late").await;
         let mut client = tasks.client(&user.token).await;
@@ -197,24 +263,43 @@ async fn health_and_reflection_are_public_and_reflection_can_be_switched_off() {
     };
     async fn services(tasks: &TaskServer) -> Result<Vec<String>, tonic::Status> {
         let mut client = ServerReflectionClient::new(tasks.channel().await);
-        let request = ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) };
-        let mut stream = client.server_reflection_info(tokio_stream::once(request)).await?.into_inner();
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut stream = client
+            .server_reflection_info(tokio_stream::once(request))
+            .await?
+            .into_inner();
         let response = stream.message().await?.expect("a reflection answer");
         match response.message_response {
-            Some(MessageResponse::ListServicesResponse(list)) => Ok(list.service.into_iter().map(|s| s.name).collect()),
+            Some(MessageResponse::ListServicesResponse(list)) => {
+                Ok(list.service.into_iter().map(|s| s.name).collect())
+            }
             other => panic!("unexpected reflection answer {other:?}"),
         }
     }
     on_each_backend(|backend| async move {
         let stack = Stack::start(backend).await;
-        assert!(services(&stack.tasks).await.unwrap().contains(&"tasks.v1.TaskService".to_string()));
+        assert!(
+            services(&stack.tasks)
+                .await
+                .unwrap()
+                .contains(&"tasks.v1.TaskService".to_string())
+        );
         assert_eq!(
             stack.tasks.health("").await,
             Some(tonic_health::pb::health_check_response::ServingStatus::Serving)
         );
         stack.stop().await;
-        let stack = Stack::start_with(backend, Clock::default(), |config| config.disable_reflection = true).await;
-        assert_eq!(services(&stack.tasks).await.unwrap_err().code(), Code::Unimplemented);
+        let stack = Stack::start_with(backend, Clock::default(), |config| {
+            config.disable_reflection = true
+        })
+        .await;
+        assert_eq!(
+            services(&stack.tasks).await.unwrap_err().code(),
+            Code::Unimplemented
+        );
         stack.stop().await;
     })
     .await;

@@ -6,8 +6,8 @@ mod support;
 
 use std::collections::BTreeMap;
 
-use prost_types::FieldMask;
 use proptest::prelude::*;
+use prost_types::FieldMask;
 use support::*;
 use todo_proto::tasks::v1 as pb;
 use tonic::Code;
@@ -25,31 +25,68 @@ async fn another_users_task_is_not_found_and_unchanged() {
         // call on an id that does not exist: same code, same message.
         let mut answers = Vec::new();
         for id in [task.id.clone(), made_up] {
-            let get = bob.get_task(pb::GetTaskRequest { id: id.clone() }).await.unwrap_err();
+            let get = bob
+                .get_task(pb::GetTaskRequest { id: id.clone() })
+                .await
+                .unwrap_err();
             let update = bob
                 .update_task(pb::UpdateTaskRequest {
-                    task: Some(pb::Task { id: id.clone(), title: "pwned".into(), ..pb::Task::default() }),
-                    update_mask: Some(FieldMask { paths: vec!["title".into()] }),
+                    task: Some(pb::Task {
+                        id: id.clone(),
+                        title: "pwned".into(),
+                        ..pb::Task::default()
+                    }),
+                    update_mask: Some(FieldMask {
+                        paths: vec!["title".into()],
+                    }),
                 })
                 .await
                 .unwrap_err();
-            let delete = bob.delete_task(pb::DeleteTaskRequest { id: id.clone(), etag: String::new() }).await.unwrap_err();
-            let with_etag = bob.delete_task(pb::DeleteTaskRequest { id: id.clone(), etag: task.etag.clone() }).await.unwrap_err();
-            let complete = bob
-                .set_task_completed(pb::SetTaskCompletedRequest { id: id.clone(), completed: true })
+            let delete = bob
+                .delete_task(pb::DeleteTaskRequest {
+                    id: id.clone(),
+                    etag: String::new(),
+                })
                 .await
                 .unwrap_err();
-            answers.push(
-                [get, update, delete, with_etag, complete]
-                    .map(|status| (status.code(), status.message().to_owned(), status.details().to_vec())),
-            );
+            let with_etag = bob
+                .delete_task(pb::DeleteTaskRequest {
+                    id: id.clone(),
+                    etag: task.etag.clone(),
+                })
+                .await
+                .unwrap_err();
+            let complete = bob
+                .set_task_completed(pb::SetTaskCompletedRequest {
+                    id: id.clone(),
+                    completed: true,
+                })
+                .await
+                .unwrap_err();
+            answers.push([get, update, delete, with_etag, complete].map(|status| {
+                (
+                    status.code(),
+                    status.message().to_owned(),
+                    status.details().to_vec(),
+                )
+            }));
         }
         for (code, _, _) in &answers[0] {
             assert_eq!(*code, Code::NotFound);
         }
-        assert_eq!(answers[0], answers[1], "a foreign id and an unknown id answer byte-identically");
+        assert_eq!(
+            answers[0], answers[1],
+            "a foreign id and an unknown id answer byte-identically"
+        );
 
-        let after = alice.get_task(pb::GetTaskRequest { id: task.id.clone() }).await.unwrap().into_inner().task;
+        let after = alice
+            .get_task(pb::GetTaskRequest {
+                id: task.id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .task;
         assert_eq!(after.as_ref(), Some(&task), "alice's task is unchanged");
         stack.stop().await;
     })
@@ -65,7 +102,13 @@ async fn no_filter_order_or_page_token_shows_another_users_tasks() {
         for i in 0..6 {
             let task = create(&mut alice, titled(&format!("shared word {i}"))).await;
             if i % 2 == 0 {
-                alice.set_task_completed(pb::SetTaskCompletedRequest { id: task.id, completed: true }).await.unwrap();
+                alice
+                    .set_task_completed(pb::SetTaskCompletedRequest {
+                        id: task.id,
+                        completed: true,
+                    })
+                    .await
+                    .unwrap();
             }
         }
         let bobs = create(&mut bob, titled("bob's shared word")).await;
@@ -82,11 +125,21 @@ async fn no_filter_order_or_page_token_shows_another_users_tasks() {
                     let page = bob.list_tasks(request.clone()).await.unwrap().into_inner();
                     let all = list_all(&mut bob, request.clone()).await;
                     assert!(all.iter().all(|task| task.id == bobs.id), "{request:?}");
-                    assert!(page.total_size <= 1, "total_size counts only bob's tasks: {request:?}");
+                    assert!(
+                        page.total_size <= 1,
+                        "total_size counts only bob's tasks: {request:?}"
+                    );
                     // Alice's page token does not open bob's list either.
-                    let alices = alice.list_tasks(request.clone()).await.unwrap().into_inner();
+                    let alices = alice
+                        .list_tasks(request.clone())
+                        .await
+                        .unwrap()
+                        .into_inner();
                     if !alices.next_page_token.is_empty() {
-                        let replay = pb::ListTasksRequest { page_token: alices.next_page_token, ..request.clone() };
+                        let replay = pb::ListTasksRequest {
+                            page_token: alices.next_page_token,
+                            ..request.clone()
+                        };
                         assert_eq!(code(bob.list_tasks(replay).await), Code::InvalidArgument);
                     }
                 }
@@ -100,11 +153,34 @@ async fn no_filter_order_or_page_token_shows_another_users_tasks() {
 /// One step of the model-based test.
 #[derive(Debug, Clone)]
 enum Op {
-    Create { user: usize, title: String, priority: i32 },
-    Rename { user: usize, pick: usize, owner: usize, title: String },
-    Complete { user: usize, pick: usize, owner: usize, completed: bool },
-    Delete { user: usize, pick: usize, owner: usize },
-    List { user: usize, order: usize, completed: Option<bool>, page_size: i32 },
+    Create {
+        user: usize,
+        title: String,
+        priority: i32,
+    },
+    Rename {
+        user: usize,
+        pick: usize,
+        owner: usize,
+        title: String,
+    },
+    Complete {
+        user: usize,
+        pick: usize,
+        owner: usize,
+        completed: bool,
+    },
+    Delete {
+        user: usize,
+        pick: usize,
+        owner: usize,
+    },
+    List {
+        user: usize,
+        order: usize,
+        completed: Option<bool>,
+        page_size: i32,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -128,12 +204,24 @@ struct Modelled {
     create_time: (i64, i32),
 }
 
-const ORDERS: [&str; 5] = ["create_time desc", "create_time", "due_time", "priority desc", "title"];
+const ORDERS: [&str; 5] = [
+    "create_time desc",
+    "create_time",
+    "due_time",
+    "priority desc",
+    "title",
+];
 
 /// The model's list of one user's tasks in the given order.
-fn model_list(tasks: &BTreeMap<String, Modelled>, order: &str, completed: Option<bool>) -> Vec<String> {
-    let mut rows: Vec<(&String, &Modelled)> =
-        tasks.iter().filter(|(_, task)| completed.is_none_or(|c| task.completed == c)).collect();
+fn model_list(
+    tasks: &BTreeMap<String, Modelled>,
+    order: &str,
+    completed: Option<bool>,
+) -> Vec<String> {
+    let mut rows: Vec<(&String, &Modelled)> = tasks
+        .iter()
+        .filter(|(_, task)| completed.is_none_or(|c| task.completed == c))
+        .collect();
     let uuid = |id: &String| id.parse::<uuid::Uuid>().expect("a UUID");
     rows.sort_by(|(a_id, a), (b_id, b)| match order {
         "create_time desc" => (b.create_time, uuid(b_id)).cmp(&(a.create_time, uuid(a_id))),
@@ -152,22 +240,51 @@ async fn run_model(clients: &mut [Client], ops: Vec<Op>) -> Result<(), TestCaseE
     let mut known: Vec<Vec<String>> = vec![Vec::new(); 3];
     for op in ops {
         match op {
-            Op::Create { user, title, priority } => {
-                let request = pb::CreateTaskRequest { title: title.clone(), priority, ..Default::default() };
-                let task = clients[user].create_task(request).await.map_err(|s| TestCaseError::fail(format!("{s:?}")))?;
+            Op::Create {
+                user,
+                title,
+                priority,
+            } => {
+                let request = pb::CreateTaskRequest {
+                    title: title.clone(),
+                    priority,
+                    ..Default::default()
+                };
+                let task = clients[user]
+                    .create_task(request)
+                    .await
+                    .map_err(|s| TestCaseError::fail(format!("{s:?}")))?;
                 let task = task.into_inner().task.expect("a task");
                 let time = task.create_time.expect("create_time");
                 known[user].push(task.id.clone());
                 model[user].insert(
                     task.id,
-                    Modelled { title, completed: false, priority, create_time: (time.seconds, time.nanos) },
+                    Modelled {
+                        title,
+                        completed: false,
+                        priority,
+                        create_time: (time.seconds, time.nanos),
+                    },
                 );
             }
-            Op::Rename { user, pick, owner, title } => {
-                let Some(id) = pick_id(&known[owner], pick) else { continue };
+            Op::Rename {
+                user,
+                pick,
+                owner,
+                title,
+            } => {
+                let Some(id) = pick_id(&known[owner], pick) else {
+                    continue;
+                };
                 let request = pb::UpdateTaskRequest {
-                    task: Some(pb::Task { id: id.clone(), title: title.clone(), ..pb::Task::default() }),
-                    update_mask: Some(FieldMask { paths: vec!["title".into()] }),
+                    task: Some(pb::Task {
+                        id: id.clone(),
+                        title: title.clone(),
+                        ..pb::Task::default()
+                    }),
+                    update_mask: Some(FieldMask {
+                        paths: vec!["title".into()],
+                    }),
                 };
                 let result = clients[user].update_task(request).await;
                 match model[user].get_mut(&id) {
@@ -178,14 +295,26 @@ async fn run_model(clients: &mut [Client], ops: Vec<Op>) -> Result<(), TestCaseE
                     None => prop_assert_eq!(result.map(|_| ()).unwrap_err().code(), Code::NotFound),
                 }
             }
-            Op::Complete { user, pick, owner, completed } => {
-                let Some(id) = pick_id(&known[owner], pick) else { continue };
+            Op::Complete {
+                user,
+                pick,
+                owner,
+                completed,
+            } => {
+                let Some(id) = pick_id(&known[owner], pick) else {
+                    continue;
+                };
                 let result = clients[user]
-                    .set_task_completed(pb::SetTaskCompletedRequest { id: id.clone(), completed })
+                    .set_task_completed(pb::SetTaskCompletedRequest {
+                        id: id.clone(),
+                        completed,
+                    })
                     .await;
                 match model[user].get_mut(&id) {
                     Some(task) => {
-                        let answer = result.map_err(|s| TestCaseError::fail(format!("{s:?}")))?.into_inner();
+                        let answer = result
+                            .map_err(|s| TestCaseError::fail(format!("{s:?}")))?
+                            .into_inner();
                         prop_assert_eq!(answer.task.expect("a task").completed, completed);
                         task.completed = completed;
                     }
@@ -193,24 +322,43 @@ async fn run_model(clients: &mut [Client], ops: Vec<Op>) -> Result<(), TestCaseE
                 }
             }
             Op::Delete { user, pick, owner } => {
-                let Some(id) = pick_id(&known[owner], pick) else { continue };
-                let result = clients[user].delete_task(pb::DeleteTaskRequest { id: id.clone(), etag: String::new() }).await;
+                let Some(id) = pick_id(&known[owner], pick) else {
+                    continue;
+                };
+                let result = clients[user]
+                    .delete_task(pb::DeleteTaskRequest {
+                        id: id.clone(),
+                        etag: String::new(),
+                    })
+                    .await;
                 match model[user].remove(&id) {
                     Some(_) => prop_assert!(result.is_ok(), "{result:?}"),
                     None => prop_assert_eq!(result.map(|_| ()).unwrap_err().code(), Code::NotFound),
                 }
             }
-            Op::List { user, order, completed, page_size } => {
+            Op::List {
+                user,
+                order,
+                completed,
+                page_size,
+            } => {
                 let request = pb::ListTasksRequest {
                     page_size,
                     order_by: ORDERS[order].into(),
                     completed,
                     ..Default::default()
                 };
-                let first = clients[user].list_tasks(request.clone()).await.map_err(|s| TestCaseError::fail(format!("{s:?}")))?;
+                let first = clients[user]
+                    .list_tasks(request.clone())
+                    .await
+                    .map_err(|s| TestCaseError::fail(format!("{s:?}")))?;
                 let expected = model_list(&model[user], ORDERS[order], completed);
                 prop_assert_eq!(first.into_inner().total_size as usize, expected.len());
-                let listed: Vec<String> = list_all(&mut clients[user], request).await.into_iter().map(|task| task.id).collect();
+                let listed: Vec<String> = list_all(&mut clients[user], request)
+                    .await
+                    .into_iter()
+                    .map(|task| task.id)
+                    .collect();
                 prop_assert_eq!(listed, expected, "user {} order {}", user, ORDERS[order]);
             }
         }
@@ -218,10 +366,20 @@ async fn run_model(clients: &mut [Client], ops: Vec<Op>) -> Result<(), TestCaseE
     // Finally every user's full list equals their model, in every order.
     for user in 0..3 {
         for order in ORDERS {
-            let request = pb::ListTasksRequest { order_by: order.into(), page_size: 2, ..Default::default() };
+            let request = pb::ListTasksRequest {
+                order_by: order.into(),
+                page_size: 2,
+                ..Default::default()
+            };
             let listed: Vec<pb::Task> = list_all(&mut clients[user], request).await;
             let expected = model_list(&model[user], order, None);
-            prop_assert_eq!(listed.iter().map(|task| task.id.clone()).collect::<Vec<_>>(), expected);
+            prop_assert_eq!(
+                listed
+                    .iter()
+                    .map(|task| task.id.clone())
+                    .collect::<Vec<_>>(),
+                expected
+            );
             for task in listed {
                 let modelled = &model[user][&task.id];
                 prop_assert_eq!(&task.title, &modelled.title);
@@ -239,13 +397,20 @@ fn pick_id(ids: &[String], pick: usize) -> Option<String> {
 
 #[test]
 fn random_operations_by_three_users_match_a_per_user_model() {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
     for backend in test_harness::Backend::all() {
         eprintln!("-- on {backend}");
         // One stack per backend; each case uses three fresh users, so cases
         // cannot see each other's tasks.
         let stack = runtime.block_on(Stack::start(backend));
-        let config = ProptestConfig { cases: 12, failure_persistence: None, ..ProptestConfig::default() };
+        let config = ProptestConfig {
+            cases: 12,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        };
         proptest!(config, |(ops in proptest::collection::vec(op(), 1..40))| {
             runtime.block_on(async {
                 let mut clients = Vec::new();

@@ -10,7 +10,9 @@ use todo_proto::tasks::v1::{self as pb, Priority};
 use tonic::Code;
 
 fn mask(paths: &[&str]) -> Option<FieldMask> {
-    Some(FieldMask { paths: paths.iter().map(|path| path.to_string()).collect() })
+    Some(FieldMask {
+        paths: paths.iter().map(|path| path.to_string()).collect(),
+    })
 }
 
 #[tokio::test]
@@ -19,7 +21,10 @@ async fn create_get_update_complete_delete_round_trip() {
         let stack = Stack::start(backend).await;
         let (_, mut alice) = stack.user("alice").await;
 
-        let due = Timestamp { seconds: 1_900_000_000, nanos: 123_456_000 };
+        let due = Timestamp {
+            seconds: 1_900_000_000,
+            nanos: 123_456_000,
+        };
         let created = create(
             &mut alice,
             pb::CreateTaskRequest {
@@ -42,7 +47,13 @@ async fn create_get_update_complete_delete_round_trip() {
         let id: uuid::Uuid = created.id.parse().expect("the server assigns a UUID");
         assert_eq!(id.get_version_num(), 7, "ids are UUIDv7");
 
-        let got = alice.get_task(pb::GetTaskRequest { id: created.id.clone() }).await.unwrap().into_inner();
+        let got = alice
+            .get_task(pb::GetTaskRequest {
+                id: created.id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
         assert_eq!(got.task.as_ref(), Some(&created));
 
         let updated = alice
@@ -62,12 +73,18 @@ async fn create_get_update_complete_delete_round_trip() {
             .task
             .unwrap();
         assert_eq!(updated.title, "Buy oat milk");
-        assert_eq!(updated.description, "two litres", "fields outside the mask are kept");
+        assert_eq!(
+            updated.description, "two litres",
+            "fields outside the mask are kept"
+        );
         assert_eq!(updated.due_time, None, "a masked empty due_time clears it");
         assert_ne!(updated.etag, created.etag, "every write changes the etag");
 
         let completed = alice
-            .set_task_completed(pb::SetTaskCompletedRequest { id: created.id.clone(), completed: true })
+            .set_task_completed(pb::SetTaskCompletedRequest {
+                id: created.id.clone(),
+                completed: true,
+            })
             .await
             .unwrap()
             .into_inner()
@@ -78,7 +95,11 @@ async fn create_get_update_complete_delete_round_trip() {
 
         let reopened = alice
             .update_task(pb::UpdateTaskRequest {
-                task: Some(pb::Task { id: created.id.clone(), completed: false, ..pb::Task::default() }),
+                task: Some(pb::Task {
+                    id: created.id.clone(),
+                    completed: false,
+                    ..pb::Task::default()
+                }),
                 update_mask: mask(&["completed"]),
             })
             .await
@@ -87,15 +108,37 @@ async fn create_get_update_complete_delete_round_trip() {
             .task
             .unwrap();
         assert!(!reopened.completed);
-        assert!(reopened.complete_time.is_none(), "complete_time is set only while completed");
+        assert!(
+            reopened.complete_time.is_none(),
+            "complete_time is set only while completed"
+        );
 
         alice
-            .delete_task(pb::DeleteTaskRequest { id: created.id.clone(), etag: reopened.etag.clone() })
+            .delete_task(pb::DeleteTaskRequest {
+                id: created.id.clone(),
+                etag: reopened.etag.clone(),
+            })
             .await
             .expect("delete with the current etag");
-        assert_eq!(code(alice.get_task(pb::GetTaskRequest { id: created.id.clone() }).await), Code::NotFound);
         assert_eq!(
-            code(alice.delete_task(pb::DeleteTaskRequest { id: created.id, etag: String::new() }).await),
+            code(
+                alice
+                    .get_task(pb::GetTaskRequest {
+                        id: created.id.clone()
+                    })
+                    .await
+            ),
+            Code::NotFound
+        );
+        assert_eq!(
+            code(
+                alice
+                    .delete_task(pb::DeleteTaskRequest {
+                        id: created.id,
+                        etag: String::new()
+                    })
+                    .await
+            ),
             Code::NotFound
         );
         stack.stop().await;
@@ -114,38 +157,83 @@ async fn invalid_fields_are_invalid_argument_naming_each_field() {
                 title: "   ".into(),
                 description: "d".repeat(4001),
                 priority: 42,
-                due_time: Some(Timestamp { seconds: 0, nanos: -1 }),
+                due_time: Some(Timestamp {
+                    seconds: 0,
+                    nanos: -1,
+                }),
                 request_id: "not-a-uuid".into(),
             })
             .await
             .unwrap_err();
         let mut fields = bad_fields(&status);
         fields.sort();
-        assert_eq!(fields, ["description", "due_time", "priority", "request_id", "title"]);
+        assert_eq!(
+            fields,
+            ["description", "due_time", "priority", "request_id", "title"]
+        );
 
-        assert_eq!(bad_fields(&alice.create_task(titled(&"t".repeat(201))).await.unwrap_err()), ["title"]);
+        assert_eq!(
+            bad_fields(
+                &alice
+                    .create_task(titled(&"t".repeat(201)))
+                    .await
+                    .unwrap_err()
+            ),
+            ["title"]
+        );
         create(&mut alice, titled(&"é".repeat(200))).await;
         create(
             &mut alice,
-            pb::CreateTaskRequest { description: "d".repeat(4000), ..titled("long description") },
+            pb::CreateTaskRequest {
+                description: "d".repeat(4000),
+                ..titled("long description")
+            },
         )
         .await;
 
-        let status = alice.get_task(pb::GetTaskRequest { id: "42".into() }).await.unwrap_err();
+        let status = alice
+            .get_task(pb::GetTaskRequest { id: "42".into() })
+            .await
+            .unwrap_err();
         assert_eq!(bad_fields(&status), ["id"]);
 
         for page_size in [-1, i32::MIN] {
-            let status = alice.list_tasks(pb::ListTasksRequest { page_size, ..Default::default() }).await.unwrap_err();
+            let status = alice
+                .list_tasks(pb::ListTasksRequest {
+                    page_size,
+                    ..Default::default()
+                })
+                .await
+                .unwrap_err();
             assert_eq!(bad_fields(&status), ["page_size"]);
         }
-        for order_by in ["id", "title desc", "priority", "create_time asc", "due_time desc"] {
-            let request = pb::ListTasksRequest { order_by: order_by.into(), ..Default::default() };
-            assert_eq!(bad_fields(&alice.list_tasks(request).await.unwrap_err()), ["order_by"], "{order_by}");
+        for order_by in [
+            "id",
+            "title desc",
+            "priority",
+            "create_time asc",
+            "due_time desc",
+        ] {
+            let request = pb::ListTasksRequest {
+                order_by: order_by.into(),
+                ..Default::default()
+            };
+            assert_eq!(
+                bad_fields(&alice.list_tasks(request).await.unwrap_err()),
+                ["order_by"],
+                "{order_by}"
+            );
         }
 
         let task = create(&mut alice, titled("x")).await;
-        let update = |paths: &[&str], task: pb::Task| pb::UpdateTaskRequest { task: Some(task), update_mask: mask(paths) };
-        let with_id = pb::Task { id: task.id.clone(), ..pb::Task::default() };
+        let update = |paths: &[&str], task: pb::Task| pb::UpdateTaskRequest {
+            task: Some(task),
+            update_mask: mask(paths),
+        };
+        let with_id = pb::Task {
+            id: task.id.clone(),
+            ..pb::Task::default()
+        };
         for (paths, field) in [
             (&[][..], "update_mask"),
             (&["owner"][..], "update_mask"),
@@ -153,23 +241,49 @@ async fn invalid_fields_are_invalid_argument_naming_each_field() {
             (&["etag"][..], "update_mask"),
             (&["title"][..], "task.title"),
         ] {
-            let status = alice.update_task(update(paths, with_id.clone())).await.unwrap_err();
+            let status = alice
+                .update_task(update(paths, with_id.clone()))
+                .await
+                .unwrap_err();
             assert_eq!(bad_fields(&status), [field], "{paths:?}");
         }
         let status = alice
-            .update_task(pb::UpdateTaskRequest { task: Some(with_id.clone()), update_mask: None })
+            .update_task(pb::UpdateTaskRequest {
+                task: Some(with_id.clone()),
+                update_mask: None,
+            })
             .await
             .unwrap_err();
         assert_eq!(bad_fields(&status), ["update_mask"]);
         let status = alice
-            .update_task(update(&["priority"], pb::Task { priority: -3, ..with_id.clone() }))
+            .update_task(update(
+                &["priority"],
+                pb::Task {
+                    priority: -3,
+                    ..with_id.clone()
+                },
+            ))
             .await
             .unwrap_err();
         assert_eq!(bad_fields(&status), ["task.priority"]);
-        let status = alice.update_task(pb::UpdateTaskRequest { task: None, update_mask: mask(&["title"]) }).await.unwrap_err();
+        let status = alice
+            .update_task(pb::UpdateTaskRequest {
+                task: None,
+                update_mask: mask(&["title"]),
+            })
+            .await
+            .unwrap_err();
         assert_eq!(bad_fields(&status), ["task"]);
 
-        let unchanged = alice.get_task(pb::GetTaskRequest { id: task.id.clone() }).await.unwrap().into_inner().task.unwrap();
+        let unchanged = alice
+            .get_task(pb::GetTaskRequest {
+                id: task.id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .task
+            .unwrap();
         assert_eq!(unchanged, task, "a refused update writes nothing");
         stack.stop().await;
     })
@@ -183,20 +297,32 @@ async fn a_retried_create_with_the_same_request_id_returns_the_first_task() {
         let (_, mut alice) = stack.user("alice").await;
         let (_, mut bob) = stack.user("bob").await;
         let request_id = uuid::Uuid::new_v4().to_string();
-        let request = pb::CreateTaskRequest { request_id: request_id.clone(), ..titled("once") };
+        let request = pb::CreateTaskRequest {
+            request_id: request_id.clone(),
+            ..titled("once")
+        };
 
         // Ten concurrent retries of one call make one task.
         let mut calls = Vec::new();
         for _ in 0..10 {
             let (mut client, request) = (alice.clone(), request.clone());
-            calls.push(tokio::spawn(async move { create(&mut client, request).await }));
+            calls.push(tokio::spawn(
+                async move { create(&mut client, request).await },
+            ));
         }
         let mut ids = HashSet::new();
         for call in calls {
             ids.insert(call.await.unwrap().id);
         }
         assert_eq!(ids.len(), 1, "every retry returns the same task");
-        let again = create(&mut alice, pb::CreateTaskRequest { request_id: request_id.clone(), ..titled("other title") }).await;
+        let again = create(
+            &mut alice,
+            pb::CreateTaskRequest {
+                request_id: request_id.clone(),
+                ..titled("other title")
+            },
+        )
+        .await;
         assert!(ids.contains(&again.id));
         assert_eq!(again.title, "once", "the first call's task, not a new one");
         assert_eq!(list_all(&mut alice, Default::default()).await.len(), 1);
@@ -215,12 +341,33 @@ async fn set_task_completed_is_idempotent() {
         let stack = Stack::start(backend).await;
         let (_, mut alice) = stack.user("alice").await;
         let task = create(&mut alice, titled("idempotent")).await;
-        let set = |completed| pb::SetTaskCompletedRequest { id: task.id.clone(), completed };
+        let set = |completed| pb::SetTaskCompletedRequest {
+            id: task.id.clone(),
+            completed,
+        };
 
-        let unchanged = alice.set_task_completed(set(false)).await.unwrap().into_inner().task.unwrap();
+        let unchanged = alice
+            .set_task_completed(set(false))
+            .await
+            .unwrap()
+            .into_inner()
+            .task
+            .unwrap();
         assert_eq!(unchanged, task, "setting the current state changes nothing");
-        let first = alice.set_task_completed(set(true)).await.unwrap().into_inner().task.unwrap();
-        let second = alice.set_task_completed(set(true)).await.unwrap().into_inner().task.unwrap();
+        let first = alice
+            .set_task_completed(set(true))
+            .await
+            .unwrap()
+            .into_inner()
+            .task
+            .unwrap();
+        let second = alice
+            .set_task_completed(set(true))
+            .await
+            .unwrap()
+            .into_inner()
+            .task
+            .unwrap();
         assert_eq!(first, second, "same etag, same complete_time");
         assert!(second.completed);
         stack.stop().await;
@@ -235,19 +382,51 @@ async fn a_stale_etag_is_aborted_and_writes_nothing() {
         let (_, mut alice) = stack.user("alice").await;
         let task = create(&mut alice, titled("v1")).await;
         let rename = |title: &str, etag: &str| pb::UpdateTaskRequest {
-            task: Some(pb::Task { id: task.id.clone(), title: title.into(), etag: etag.into(), ..pb::Task::default() }),
+            task: Some(pb::Task {
+                id: task.id.clone(),
+                title: title.into(),
+                etag: etag.into(),
+                ..pb::Task::default()
+            }),
             update_mask: mask(&["title"]),
         };
-        let v2 = alice.update_task(rename("v2", &task.etag)).await.unwrap().into_inner().task.unwrap();
+        let v2 = alice
+            .update_task(rename("v2", &task.etag))
+            .await
+            .unwrap()
+            .into_inner()
+            .task
+            .unwrap();
         for stale in [task.etag.as_str(), "garbage", "\"999\""] {
-            assert_eq!(code(alice.update_task(rename("lost", stale)).await), Code::Aborted, "{stale}");
-            let delete = pb::DeleteTaskRequest { id: task.id.clone(), etag: stale.into() };
-            assert_eq!(code(alice.delete_task(delete).await), Code::Aborted, "{stale}");
+            assert_eq!(
+                code(alice.update_task(rename("lost", stale)).await),
+                Code::Aborted,
+                "{stale}"
+            );
+            let delete = pb::DeleteTaskRequest {
+                id: task.id.clone(),
+                etag: stale.into(),
+            };
+            assert_eq!(
+                code(alice.delete_task(delete).await),
+                Code::Aborted,
+                "{stale}"
+            );
         }
-        let current = alice.get_task(pb::GetTaskRequest { id: task.id.clone() }).await.unwrap().into_inner().task;
+        let current = alice
+            .get_task(pb::GetTaskRequest {
+                id: task.id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .task;
         assert_eq!(current.as_ref(), Some(&v2));
         // No etag: unconditional.
-        alice.update_task(rename("v3", "")).await.expect("an update without etag always applies");
+        alice
+            .update_task(rename("v3", ""))
+            .await
+            .expect("an update without etag always applies");
         stack.stop().await;
     })
     .await;
@@ -271,7 +450,9 @@ async fn concurrent_updates_with_the_same_etag_have_exactly_one_winner() {
                 }),
                 update_mask: mask(&["title"]),
             };
-            calls.push(tokio::spawn(async move { client.update_task(request).await.map(|r| r.into_inner()) }));
+            calls.push(tokio::spawn(async move {
+                client.update_task(request).await.map(|r| r.into_inner())
+            }));
         }
         let mut winners = Vec::new();
         for call in calls {
@@ -281,7 +462,13 @@ async fn concurrent_updates_with_the_same_etag_have_exactly_one_winner() {
             }
         }
         assert_eq!(winners.len(), 1, "exactly one writer wins");
-        let current = alice.get_task(pb::GetTaskRequest { id: task.id }).await.unwrap().into_inner().task.unwrap();
+        let current = alice
+            .get_task(pb::GetTaskRequest { id: task.id })
+            .await
+            .unwrap()
+            .into_inner()
+            .task
+            .unwrap();
         assert_eq!(current, winners[0]);
         stack.stop().await;
     })
@@ -317,35 +504,103 @@ async fn list_filters_orders_and_counts() {
             );
         }
         alice
-            .set_task_completed(pb::SetTaskCompletedRequest { id: created[1].id.clone(), completed: true })
+            .set_task_completed(pb::SetTaskCompletedRequest {
+                id: created[1].id.clone(),
+                completed: true,
+            })
             .await
             .unwrap();
 
-        let titles = |tasks: Vec<pb::Task>| tasks.into_iter().map(|task| task.title).collect::<Vec<_>>();
-        let list = |order_by: &str| pb::ListTasksRequest { order_by: order_by.into(), ..Default::default() };
+        let titles =
+            |tasks: Vec<pb::Task>| tasks.into_iter().map(|task| task.title).collect::<Vec<_>>();
+        let list = |order_by: &str| pb::ListTasksRequest {
+            order_by: order_by.into(),
+            ..Default::default()
+        };
 
-        assert_eq!(titles(list_all(&mut alice, list("")).await), ["date", "cherry", "Apple", "banana"]);
-        assert_eq!(titles(list_all(&mut alice, list("create_time desc")).await), ["date", "cherry", "Apple", "banana"]);
-        assert_eq!(titles(list_all(&mut alice, list("create_time")).await), ["banana", "Apple", "cherry", "date"]);
-        assert_eq!(titles(list_all(&mut alice, list("due_time")).await), ["cherry", "date", "banana", "Apple"]);
-        assert_eq!(titles(list_all(&mut alice, list("priority desc")).await), ["Apple", "cherry", "banana", "date"]);
-        assert_eq!(titles(list_all(&mut alice, list("title")).await), ["Apple", "banana", "cherry", "date"]);
+        assert_eq!(
+            titles(list_all(&mut alice, list("")).await),
+            ["date", "cherry", "Apple", "banana"]
+        );
+        assert_eq!(
+            titles(list_all(&mut alice, list("create_time desc")).await),
+            ["date", "cherry", "Apple", "banana"]
+        );
+        assert_eq!(
+            titles(list_all(&mut alice, list("create_time")).await),
+            ["banana", "Apple", "cherry", "date"]
+        );
+        assert_eq!(
+            titles(list_all(&mut alice, list("due_time")).await),
+            ["cherry", "date", "banana", "Apple"]
+        );
+        assert_eq!(
+            titles(list_all(&mut alice, list("priority desc")).await),
+            ["Apple", "cherry", "banana", "date"]
+        );
+        assert_eq!(
+            titles(list_all(&mut alice, list("title")).await),
+            ["Apple", "banana", "cherry", "date"]
+        );
 
-        let done = pb::ListTasksRequest { completed: Some(true), ..Default::default() };
+        let done = pb::ListTasksRequest {
+            completed: Some(true),
+            ..Default::default()
+        };
         assert_eq!(titles(list_all(&mut alice, done).await), ["Apple"]);
-        let open = pb::ListTasksRequest { completed: Some(false), ..Default::default() };
-        assert_eq!(alice.list_tasks(open).await.unwrap().into_inner().total_size, 3);
+        let open = pb::ListTasksRequest {
+            completed: Some(false),
+            ..Default::default()
+        };
+        assert_eq!(
+            alice
+                .list_tasks(open)
+                .await
+                .unwrap()
+                .into_inner()
+                .total_size,
+            3
+        );
 
-        let search = |query: &str| pb::ListTasksRequest { query: query.into(), order_by: "title".into(), ..Default::default() };
-        assert_eq!(titles(list_all(&mut alice, search("FRUIT")).await), ["Apple", "banana"]);
-        assert_eq!(titles(list_all(&mut alice, search("aPPle")).await), ["Apple"]);
-        assert_eq!(titles(list_all(&mut alice, search("éclair")).await), ["date"], "case folding is Unicode-aware");
-        assert_eq!(titles(list_all(&mut alice, search("%")).await), ["cherry"], "% is a literal");
-        assert_eq!(titles(list_all(&mut alice, search("f_")).await), ["cherry"], "_ is a literal");
-        assert!(list_all(&mut alice, search("nothing like this")).await.is_empty());
+        let search = |query: &str| pb::ListTasksRequest {
+            query: query.into(),
+            order_by: "title".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            titles(list_all(&mut alice, search("FRUIT")).await),
+            ["Apple", "banana"]
+        );
+        assert_eq!(
+            titles(list_all(&mut alice, search("aPPle")).await),
+            ["Apple"]
+        );
+        assert_eq!(
+            titles(list_all(&mut alice, search("éclair")).await),
+            ["date"],
+            "case folding is Unicode-aware"
+        );
+        assert_eq!(
+            titles(list_all(&mut alice, search("%")).await),
+            ["cherry"],
+            "% is a literal"
+        );
+        assert_eq!(
+            titles(list_all(&mut alice, search("f_")).await),
+            ["cherry"],
+            "_ is a literal"
+        );
+        assert!(
+            list_all(&mut alice, search("nothing like this"))
+                .await
+                .is_empty()
+        );
 
         let page = alice
-            .list_tasks(pb::ListTasksRequest { page_size: 3, ..Default::default() })
+            .list_tasks(pb::ListTasksRequest {
+                page_size: 3,
+                ..Default::default()
+            })
             .await
             .unwrap()
             .into_inner();
@@ -353,12 +608,19 @@ async fn list_filters_orders_and_counts() {
         assert_eq!(page.total_size, 4);
         assert!(!page.next_page_token.is_empty());
         let last = alice
-            .list_tasks(pb::ListTasksRequest { page_size: 3, page_token: page.next_page_token, ..Default::default() })
+            .list_tasks(pb::ListTasksRequest {
+                page_size: 3,
+                page_token: page.next_page_token,
+                ..Default::default()
+            })
             .await
             .unwrap()
             .into_inner();
         assert_eq!(titles(last.tasks), ["banana"]);
-        assert!(last.next_page_token.is_empty(), "the last page has no next token");
+        assert!(
+            last.next_page_token.is_empty(),
+            "the last page has no next token"
+        );
         stack.stop().await;
     })
     .await;
@@ -372,12 +634,17 @@ async fn page_size_zero_means_fifty_and_above_five_hundred_means_five_hundred() 
         let mut calls = Vec::new();
         for i in 0..501 {
             let mut client = alice.clone();
-            calls.push(tokio::spawn(async move { create(&mut client, titled(&format!("task {i}"))).await }));
+            calls.push(tokio::spawn(async move {
+                create(&mut client, titled(&format!("task {i}"))).await
+            }));
         }
         for call in calls {
             call.await.unwrap();
         }
-        let page = |page_size| pb::ListTasksRequest { page_size, ..Default::default() };
+        let page = |page_size| pb::ListTasksRequest {
+            page_size,
+            ..Default::default()
+        };
         let default = alice.list_tasks(page(0)).await.unwrap().into_inner();
         assert_eq!(default.tasks.len(), 50);
         assert_eq!(default.total_size, 501);
@@ -399,35 +666,86 @@ async fn tampered_or_replayed_page_tokens_are_invalid_argument() {
             create(&mut alice, titled(&format!("a{i}"))).await;
             create(&mut bob, titled(&format!("b{i}"))).await;
         }
-        let first = pb::ListTasksRequest { page_size: 2, ..Default::default() };
-        let token = alice.list_tasks(first.clone()).await.unwrap().into_inner().next_page_token;
+        let first = pb::ListTasksRequest {
+            page_size: 2,
+            ..Default::default()
+        };
+        let token = alice
+            .list_tasks(first.clone())
+            .await
+            .unwrap()
+            .into_inner()
+            .next_page_token;
         assert!(!token.is_empty());
-        let with_token = |token: &str, request: pb::ListTasksRequest| pb::ListTasksRequest { page_token: token.into(), ..request };
+        let with_token = |token: &str, request: pb::ListTasksRequest| pb::ListTasksRequest {
+            page_token: token.into(),
+            ..request
+        };
 
-        alice.list_tasks(with_token(&token, first.clone())).await.expect("the token works as issued");
+        alice
+            .list_tasks(with_token(&token, first.clone()))
+            .await
+            .expect("the token works as issued");
         let replays = [
-            pb::ListTasksRequest { completed: Some(false), ..first.clone() },
-            pb::ListTasksRequest { query: "a".into(), ..first.clone() },
-            pb::ListTasksRequest { order_by: "title".into(), ..first.clone() },
-            pb::ListTasksRequest { order_by: "create_time".into(), ..first.clone() },
+            pb::ListTasksRequest {
+                completed: Some(false),
+                ..first.clone()
+            },
+            pb::ListTasksRequest {
+                query: "a".into(),
+                ..first.clone()
+            },
+            pb::ListTasksRequest {
+                order_by: "title".into(),
+                ..first.clone()
+            },
+            pb::ListTasksRequest {
+                order_by: "create_time".into(),
+                ..first.clone()
+            },
         ];
         for request in replays {
-            let status = alice.list_tasks(with_token(&token, request.clone())).await.unwrap_err();
+            let status = alice
+                .list_tasks(with_token(&token, request.clone()))
+                .await
+                .unwrap_err();
             assert_eq!(bad_fields(&status), ["page_token"], "{request:?}");
         }
-        let status = bob.list_tasks(with_token(&token, first.clone())).await.unwrap_err();
-        assert_eq!(bad_fields(&status), ["page_token"], "another user's token is refused");
+        let status = bob
+            .list_tasks(with_token(&token, first.clone()))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            bad_fields(&status),
+            ["page_token"],
+            "another user's token is refused"
+        );
 
         let mut tampered = token.clone().into_bytes();
         tampered[3] = if tampered[3] == b'A' { b'B' } else { b'A' };
         let tampered = String::from_utf8(tampered).unwrap();
-        for bad in [tampered.as_str(), "garbage", "a.b", &token[..token.len() - 2]] {
-            let status = alice.list_tasks(with_token(bad, first.clone())).await.unwrap_err();
+        for bad in [
+            tampered.as_str(),
+            "garbage",
+            "a.b",
+            &token[..token.len() - 2],
+        ] {
+            let status = alice
+                .list_tasks(with_token(bad, first.clone()))
+                .await
+                .unwrap_err();
             assert_eq!(bad_fields(&status), ["page_token"], "{bad}");
         }
         // A larger page size with the same filters is fine (AIP-158).
-        let bigger = pb::ListTasksRequest { page_size: 50, ..first };
-        let rest = alice.list_tasks(with_token(&token, bigger)).await.unwrap().into_inner();
+        let bigger = pb::ListTasksRequest {
+            page_size: 50,
+            ..first
+        };
+        let rest = alice
+            .list_tasks(with_token(&token, bigger))
+            .await
+            .unwrap()
+            .into_inner();
         assert_eq!(rest.tasks.len(), 3);
         stack.stop().await;
     })
@@ -443,7 +761,13 @@ async fn paging_returns_every_task_exactly_once_while_tasks_are_created() {
         for i in 0..60 {
             existing.insert(create(&mut alice, titled(&format!("before {i}"))).await.id);
         }
-        for order_by in ["create_time desc", "create_time", "title", "priority desc", "due_time"] {
+        for order_by in [
+            "create_time desc",
+            "create_time",
+            "title",
+            "priority desc",
+            "due_time",
+        ] {
             // A writer keeps adding tasks while the pages are walked.
             let writer = {
                 let mut client = alice.clone();
@@ -455,9 +779,17 @@ async fn paging_returns_every_task_exactly_once_while_tasks_are_created() {
                 })
             };
             let mut seen = Vec::new();
-            let mut request = pb::ListTasksRequest { page_size: 7, order_by: order_by.into(), ..Default::default() };
+            let mut request = pb::ListTasksRequest {
+                page_size: 7,
+                order_by: order_by.into(),
+                ..Default::default()
+            };
             loop {
-                let page = alice.list_tasks(request.clone()).await.unwrap().into_inner();
+                let page = alice
+                    .list_tasks(request.clone())
+                    .await
+                    .unwrap()
+                    .into_inner();
                 seen.extend(page.tasks.into_iter().map(|task| task.id));
                 if page.next_page_token.is_empty() {
                     break;
@@ -467,9 +799,20 @@ async fn paging_returns_every_task_exactly_once_while_tasks_are_created() {
             }
             writer.await.unwrap();
             let unique: HashSet<_> = seen.iter().cloned().collect();
-            assert_eq!(unique.len(), seen.len(), "no task is returned twice ({order_by})");
-            assert!(existing.is_subset(&unique), "every task that existed is returned ({order_by})");
-            existing = list_all(&mut alice, Default::default()).await.into_iter().map(|task| task.id).collect();
+            assert_eq!(
+                unique.len(),
+                seen.len(),
+                "no task is returned twice ({order_by})"
+            );
+            assert!(
+                existing.is_subset(&unique),
+                "every task that existed is returned ({order_by})"
+            );
+            existing = list_all(&mut alice, Default::default())
+                .await
+                .into_iter()
+                .map(|task| task.id)
+                .collect();
         }
         stack.stop().await;
     })
@@ -486,7 +829,11 @@ async fn the_owner_cannot_be_set_by_a_request_and_ids_are_generated() {
         let made_up = uuid::Uuid::now_v7().to_string();
         let status = alice
             .update_task(pb::UpdateTaskRequest {
-                task: Some(pb::Task { id: made_up, title: "x".into(), ..pb::Task::default() }),
+                task: Some(pb::Task {
+                    id: made_up,
+                    title: "x".into(),
+                    ..pb::Task::default()
+                }),
                 update_mask: mask(&["title"]),
             })
             .await

@@ -19,7 +19,9 @@ async fn watch(client: &mut Client) -> Streaming<pb::WatchTasksResponse> {
     loop {
         match client.watch_tasks(pb::WatchTasksRequest {}).await {
             Ok(response) => return response.into_inner(),
-            Err(status) if status.code() == Code::Unavailable && tokio::time::Instant::now() < deadline => {
+            Err(status)
+                if status.code() == Code::Unavailable && tokio::time::Instant::now() < deadline =>
+            {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             Err(status) => panic!("WatchTasks refused: {status:?}"),
@@ -28,12 +30,19 @@ async fn watch(client: &mut Client) -> Streaming<pb::WatchTasksResponse> {
 }
 
 /// The next message of a stream, within [`PATIENCE`].
-async fn next(stream: &mut Streaming<pb::WatchTasksResponse>) -> Result<Option<pb::WatchTasksResponse>, tonic::Status> {
-    tokio::time::timeout(PATIENCE, stream.message()).await.expect("the stream answers in time")
+async fn next(
+    stream: &mut Streaming<pb::WatchTasksResponse>,
+) -> Result<Option<pb::WatchTasksResponse>, tonic::Status> {
+    tokio::time::timeout(PATIENCE, stream.message())
+        .await
+        .expect("the stream answers in time")
 }
 
 async fn next_event(stream: &mut Streaming<pb::WatchTasksResponse>) -> (TaskEventType, pb::Task) {
-    let event = next(stream).await.expect("an event, not an error").expect("an event, not the end");
+    let event = next(stream)
+        .await
+        .expect("an event, not an error")
+        .expect("an event, not the end");
     assert!(event.event_time.is_some());
     (event.event_type(), event.task.expect("a task"))
 }
@@ -51,8 +60,14 @@ async fn a_users_other_client_sees_create_update_complete_delete_in_order_and_no
         let task = create(&mut laptop, titled("groceries")).await;
         let renamed = laptop
             .update_task(pb::UpdateTaskRequest {
-                task: Some(pb::Task { id: task.id.clone(), title: "groceries!".into(), ..pb::Task::default() }),
-                update_mask: Some(FieldMask { paths: vec!["title".into()] }),
+                task: Some(pb::Task {
+                    id: task.id.clone(),
+                    title: "groceries!".into(),
+                    ..pb::Task::default()
+                }),
+                update_mask: Some(FieldMask {
+                    paths: vec!["title".into()],
+                }),
             })
             .await
             .unwrap()
@@ -60,26 +75,53 @@ async fn a_users_other_client_sees_create_update_complete_delete_in_order_and_no
             .task
             .unwrap();
         let completed = laptop
-            .set_task_completed(pb::SetTaskCompletedRequest { id: task.id.clone(), completed: true })
+            .set_task_completed(pb::SetTaskCompletedRequest {
+                id: task.id.clone(),
+                completed: true,
+            })
             .await
             .unwrap()
             .into_inner()
             .task
             .unwrap();
         // Idempotent: no write, so no event.
-        laptop.set_task_completed(pb::SetTaskCompletedRequest { id: task.id.clone(), completed: true }).await.unwrap();
-        laptop.delete_task(pb::DeleteTaskRequest { id: task.id.clone(), etag: String::new() }).await.unwrap();
+        laptop
+            .set_task_completed(pb::SetTaskCompletedRequest {
+                id: task.id.clone(),
+                completed: true,
+            })
+            .await
+            .unwrap();
+        laptop
+            .delete_task(pb::DeleteTaskRequest {
+                id: task.id.clone(),
+                etag: String::new(),
+            })
+            .await
+            .unwrap();
 
-        assert_eq!(next_event(&mut phone_events).await, (TaskEventType::Created, task.clone()));
-        assert_eq!(next_event(&mut phone_events).await, (TaskEventType::Updated, renamed));
-        assert_eq!(next_event(&mut phone_events).await, (TaskEventType::Updated, completed));
+        assert_eq!(
+            next_event(&mut phone_events).await,
+            (TaskEventType::Created, task.clone())
+        );
+        assert_eq!(
+            next_event(&mut phone_events).await,
+            (TaskEventType::Updated, renamed)
+        );
+        assert_eq!(
+            next_event(&mut phone_events).await,
+            (TaskEventType::Updated, completed)
+        );
         let (kind, deleted) = next_event(&mut phone_events).await;
         assert_eq!((kind, deleted.id), (TaskEventType::Deleted, task.id));
 
         // Bob's stream is ordered too: his own create is the first thing he
         // sees, so none of alice's four changes reached him.
         let bobs = create(&mut bob, titled("bob's")).await;
-        assert_eq!(next_event(&mut bob_events).await, (TaskEventType::Created, bobs));
+        assert_eq!(
+            next_event(&mut bob_events).await,
+            (TaskEventType::Created, bobs)
+        );
         stack.stop().await;
     })
     .await;
@@ -92,7 +134,12 @@ async fn a_write_through_one_replica_reaches_a_watcher_on_another() {
         return;
     }
     let stack = Stack::start(Backend::Postgres).await;
-    let replica = TaskServer::start(task_config(&stack.database.url, &stack.auth.url(), Clock::default())).await;
+    let replica = TaskServer::start(task_config(
+        &stack.database.url,
+        &stack.auth.url(),
+        Clock::default(),
+    ))
+    .await;
     replica.wait_serving().await;
     let (alice, mut on_first) = stack.user("alice").await;
     let mut on_second = replica.client(&alice.token).await;
@@ -100,17 +147,32 @@ async fn a_write_through_one_replica_reaches_a_watcher_on_another() {
     let mut second_events = watch(&mut on_second).await;
 
     let task = create(&mut on_first, titled("written on the first")).await;
-    assert_eq!(next_event(&mut second_events).await, (TaskEventType::Created, task.clone()));
-    assert_eq!(next_event(&mut first_events).await, (TaskEventType::Created, task.clone()));
+    assert_eq!(
+        next_event(&mut second_events).await,
+        (TaskEventType::Created, task.clone())
+    );
+    assert_eq!(
+        next_event(&mut first_events).await,
+        (TaskEventType::Created, task.clone())
+    );
     let done = on_second
-        .set_task_completed(pb::SetTaskCompletedRequest { id: task.id.clone(), completed: true })
+        .set_task_completed(pb::SetTaskCompletedRequest {
+            id: task.id.clone(),
+            completed: true,
+        })
         .await
         .unwrap()
         .into_inner()
         .task
         .unwrap();
-    assert_eq!(next_event(&mut first_events).await, (TaskEventType::Updated, done.clone()));
-    assert_eq!(next_event(&mut second_events).await, (TaskEventType::Updated, done));
+    assert_eq!(
+        next_event(&mut first_events).await,
+        (TaskEventType::Updated, done.clone())
+    );
+    assert_eq!(
+        next_event(&mut second_events).await,
+        (TaskEventType::Updated, done)
+    );
     replica.stop().await.unwrap();
     stack.stop().await;
 }
@@ -126,13 +188,23 @@ async fn a_rolled_back_write_notifies_nobody() {
         // A stale etag: the write is refused, nothing is published.
         let refused = client
             .update_task(pb::UpdateTaskRequest {
-                task: Some(pb::Task { id: task.id.clone(), title: "lost".into(), etag: "999".into(), ..pb::Task::default() }),
-                update_mask: Some(FieldMask { paths: vec!["title".into()] }),
+                task: Some(pb::Task {
+                    id: task.id.clone(),
+                    title: "lost".into(),
+                    etag: "999".into(),
+                    ..pb::Task::default()
+                }),
+                update_mask: Some(FieldMask {
+                    paths: vec!["title".into()],
+                }),
             })
             .await;
         assert_eq!(code(refused), Code::Aborted);
         let next_task = create(&mut client, titled("v2")).await;
-        assert_eq!(next_event(&mut events).await, (TaskEventType::Created, next_task));
+        assert_eq!(
+            next_event(&mut events).await,
+            (TaskEventType::Created, next_task)
+        );
         stack.stop().await;
     })
     .await;
@@ -146,10 +218,15 @@ async fn an_expiring_token_ends_the_stream_with_unauthenticated() {
         let (_, mut alice) = stack.user("alice").await;
         let mut events = watch(&mut alice).await;
         let task = create(&mut alice, titled("before expiry")).await;
-        assert_eq!(next_event(&mut events).await, (TaskEventType::Created, task));
+        assert_eq!(
+            next_event(&mut events).await,
+            (TaskEventType::Created, task)
+        );
 
         clock.advance(Duration::from_secs(15 * 60));
-        let status = next(&mut events).await.expect_err("the stream ends with a status");
+        let status = next(&mut events)
+            .await
+            .expect_err("the stream ends with a status");
         assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
         stack.stop().await;
     })
@@ -159,7 +236,8 @@ async fn an_expiring_token_ends_the_stream_with_unauthenticated() {
 #[tokio::test]
 async fn a_watcher_too_far_behind_is_ended_with_resource_exhausted() {
     on_each_backend(|backend| async move {
-        let stack = Stack::start_with(backend, Clock::default(), |config| config.watch_buffer = 2).await;
+        let stack =
+            Stack::start_with(backend, Clock::default(), |config| config.watch_buffer = 2).await;
         let (alice, mut writer) = stack.user("alice").await;
         // A reader with a tiny HTTP/2 window that does not read: the
         // transport's buffers fill, then its queue overflows.
@@ -169,17 +247,22 @@ async fn a_watcher_too_far_behind_is_ended_with_resource_exhausted() {
             .connect()
             .await
             .unwrap();
-        let mut slow = todo_proto::tasks::v1::task_service_client::TaskServiceClient::with_interceptor(
-            channel,
-            Bearer::new(&alice.token),
-        );
+        let mut slow =
+            todo_proto::tasks::v1::task_service_client::TaskServiceClient::with_interceptor(
+                channel,
+                Bearer::new(&alice.token),
+            );
         let mut slow_events = watch(&mut slow).await;
         let mut calls = Vec::new();
         for batch in 0..8 {
             let mut client = writer.clone();
             calls.push(tokio::spawn(async move {
                 for i in 0..75 {
-                    create(&mut client, titled(&format!("flood {batch}-{i} {}", "x".repeat(150)))).await;
+                    create(
+                        &mut client,
+                        titled(&format!("flood {batch}-{i} {}", "x".repeat(150))),
+                    )
+                    .await;
                 }
             }));
         }
@@ -195,7 +278,10 @@ async fn a_watcher_too_far_behind_is_ended_with_resource_exhausted() {
             }
         };
         assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
-        assert!(received < 600, "the watcher was cut before receiving everything ({received})");
+        assert!(
+            received < 600,
+            "the watcher was cut before receiving everything ({received})"
+        );
 
         // Others are unaffected: a fresh watcher works.
         let mut fresh = watch(&mut writer).await;
@@ -213,12 +299,20 @@ async fn shutdown_ends_open_streams_and_does_not_hang() {
         let (_, mut alice) = stack.user("alice").await;
         let mut events = watch(&mut alice).await;
         let started = Instant::now();
-        let Stack { auth, tasks, database, .. } = stack;
+        let Stack {
+            auth,
+            tasks,
+            database,
+            ..
+        } = stack;
         tasks.stop().await.expect("serve returns Ok");
         let elapsed = started.elapsed();
         // The drain grace is 5 s in tests: finishing well before it shows
         // the stream ended by itself instead of being abandoned.
-        assert!(elapsed < Duration::from_secs(3), "shutdown took {elapsed:?}");
+        assert!(
+            elapsed < Duration::from_secs(3),
+            "shutdown took {elapsed:?}"
+        );
         match next(&mut events).await {
             Err(status) => assert_eq!(status.code(), Code::Unavailable, "{status:?}"),
             Ok(other) => panic!("expected UNAVAILABLE, got {other:?}"),
@@ -241,7 +335,9 @@ async fn losing_the_change_feed_ends_streams_with_unavailable_and_recovers() {
 
     // Kill the listener's connection, as a database restart or a network
     // cut would.
-    let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&stack.database.url).await.unwrap();
+    let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&stack.database.url)
+        .await
+        .unwrap();
     let killed: Vec<(bool,)> = sqlx::query_as(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
          WHERE datname = current_database() AND pid <> pg_backend_pid() AND query ILIKE 'LISTEN%'",
@@ -251,7 +347,9 @@ async fn losing_the_change_feed_ends_streams_with_unavailable_and_recovers() {
     .unwrap();
     assert_eq!(killed.len(), 1, "exactly one listener connection");
 
-    let status = next(&mut events).await.expect_err("the stream ends with a status");
+    let status = next(&mut events)
+        .await
+        .expect_err("the stream ends with a status");
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
 
     // The listener reconnects by itself; a new watcher gets changes again.

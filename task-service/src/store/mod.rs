@@ -79,7 +79,13 @@ pub trait TaskStore: Send + Sync + 'static {
     async fn get(&self, owner: Uuid, id: Uuid) -> Result<Option<Task>>;
 
     /// Up to `limit` tasks after `after` in the query's order.
-    async fn list(&self, owner: Uuid, query: &ListQuery, after: Option<&Cursor>, limit: usize) -> Result<Page>;
+    async fn list(
+        &self,
+        owner: Uuid,
+        query: &ListQuery,
+        after: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<Page>;
 
     async fn update(
         &self,
@@ -90,9 +96,21 @@ pub trait TaskStore: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> Result<Written<Task>>;
 
-    async fn delete(&self, owner: Uuid, id: Uuid, etag: Option<Etag>, now: DateTime<Utc>) -> Result<Written<()>>;
+    async fn delete(
+        &self,
+        owner: Uuid,
+        id: Uuid,
+        etag: Option<Etag>,
+        now: DateTime<Utc>,
+    ) -> Result<Written<()>>;
 
-    async fn set_completed(&self, owner: Uuid, id: Uuid, completed: bool, now: DateTime<Utc>) -> Result<Completion>;
+    async fn set_completed(
+        &self,
+        owner: Uuid,
+        id: Uuid,
+        completed: bool,
+        now: DateTime<Utc>,
+    ) -> Result<Completion>;
 
     /// The page-token MAC key shared by every replica, created on first use.
     async fn page_token_secret(&self) -> Result<Vec<u8>>;
@@ -103,12 +121,17 @@ pub trait TaskStore: Send + Sync + 'static {
 
 /// Opens the store of `database` (running its migrations) and, for
 /// PostgreSQL, returns the pool the change listener must use.
-pub async fn open(database: serving::database::Database, hub: Arc<Hub>) -> Result<Arc<dyn TaskStore>> {
+pub async fn open(
+    database: serving::database::Database,
+    hub: Arc<Hub>,
+) -> Result<Arc<dyn TaskStore>> {
     Ok(match database {
         serving::database::Database::Sqlite { reader, writer } => {
             Arc::new(sqlite::SqliteStore::open(reader, writer, hub).await?)
         }
-        serving::database::Database::Postgres(pool) => Arc::new(postgres::PgStore::open(pool).await?),
+        serving::database::Database::Postgres(pool) => {
+            Arc::new(postgres::PgStore::open(pool).await?)
+        }
     })
 }
 

@@ -21,13 +21,17 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serving::CancellationToken;
-use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder, Row, postgres::PgListener, postgres::PgRow};
+use sqlx::{
+    PgConnection, PgPool, Postgres, QueryBuilder, Row, postgres::PgListener, postgres::PgRow,
+};
 use todo_proto::tasks::v1 as proto;
 use uuid::Uuid;
 
 use super::{Completion, Created, Page, TaskStore, Written, apply_patch, set_completion};
 use crate::{
-    domain::{Cursor, Etag, ListQuery, NO_DUE_TIME, NewTask, OrderBy, SortKey, Task, TaskPatch, fold_case},
+    domain::{
+        Cursor, Etag, ListQuery, NO_DUE_TIME, NewTask, OrderBy, SortKey, Task, TaskPatch, fold_case,
+    },
     error::{Error, Result},
     events::{EventKind, Hub, event},
 };
@@ -76,13 +80,20 @@ fn priority(value: i32) -> i16 {
     i16::try_from(value).unwrap_or(i16::MAX)
 }
 
-async fn select_task(conn: &mut PgConnection, owner: Uuid, id: Uuid, lock: bool) -> Result<Option<Task>> {
+async fn select_task(
+    conn: &mut PgConnection,
+    owner: Uuid,
+    id: Uuid,
+    lock: bool,
+) -> Result<Option<Task>> {
     let lock = if lock { " FOR UPDATE" } else { "" };
-    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM tasks WHERE id = $1 AND owner = $2{lock}"))
-        .bind(id)
-        .bind(owner)
-        .fetch_optional(conn)
-        .await?;
+    let row = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM tasks WHERE id = $1 AND owner = $2{lock}"
+    ))
+    .bind(id)
+    .bind(owner)
+    .fetch_optional(conn)
+    .await?;
     row.as_ref().map(task_from_row).transpose()
 }
 
@@ -122,14 +133,31 @@ struct Notice {
 }
 
 /// Queues the notice of a change in the current transaction.
-async fn notify(conn: &mut PgConnection, kind: EventKind, task: &Task, time: DateTime<Utc>) -> Result<()> {
-    let full = Notice { kind, owner: task.owner, id: task.id, time, task: Some(task.clone()) };
-    let mut payload = serde_json::to_string(&full).map_err(|error| Error::Internal(error.to_string()))?;
+async fn notify(
+    conn: &mut PgConnection,
+    kind: EventKind,
+    task: &Task,
+    time: DateTime<Utc>,
+) -> Result<()> {
+    let full = Notice {
+        kind,
+        owner: task.owner,
+        id: task.id,
+        time,
+        task: Some(task.clone()),
+    };
+    let mut payload =
+        serde_json::to_string(&full).map_err(|error| Error::Internal(error.to_string()))?;
     if payload.len() > MAX_PAYLOAD_BYTES {
         let slim = Notice { task: None, ..full };
-        payload = serde_json::to_string(&slim).map_err(|error| Error::Internal(error.to_string()))?;
+        payload =
+            serde_json::to_string(&slim).map_err(|error| Error::Internal(error.to_string()))?;
     }
-    sqlx::query("SELECT pg_notify($1, $2)").bind(CHANNEL).bind(payload).execute(conn).await?;
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(CHANNEL)
+        .bind(payload)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 
@@ -159,11 +187,16 @@ fn push_filters(builder: &mut QueryBuilder<'_, Postgres>, owner: Uuid, query: &L
 }
 
 fn cursor_time(micros: i64) -> Result<DateTime<Utc>> {
-    DateTime::from_timestamp_micros(micros).ok_or_else(|| Error::Internal("page cursor time out of range".into()))
+    DateTime::from_timestamp_micros(micros)
+        .ok_or_else(|| Error::Internal("page cursor time out of range".into()))
 }
 
 /// Binds the cursor's sort key with the SQL type of the order's expression.
-fn push_cursor_key(builder: &mut QueryBuilder<'_, Postgres>, order: OrderBy, key: &SortKey) -> Result<()> {
+fn push_cursor_key(
+    builder: &mut QueryBuilder<'_, Postgres>,
+    order: OrderBy,
+    key: &SortKey,
+) -> Result<()> {
     match (order, key) {
         (OrderBy::CreateTimeDesc | OrderBy::CreateTime, SortKey::Int(micros)) => {
             builder.push_bind(cursor_time(*micros)?);
@@ -176,12 +209,19 @@ fn push_cursor_key(builder: &mut QueryBuilder<'_, Postgres>, order: OrderBy, key
             }
         }
         (OrderBy::PriorityDesc, SortKey::Int(value)) => {
-            builder.push_bind(i16::try_from(*value).map_err(|_| Error::Internal("page cursor priority".into()))?);
+            builder.push_bind(
+                i16::try_from(*value)
+                    .map_err(|_| Error::Internal("page cursor priority".into()))?,
+            );
         }
         (OrderBy::Title, SortKey::Text(title)) => {
             builder.push_bind(title.clone()).push(" COLLATE \"C\"");
         }
-        _ => return Err(Error::Internal("a signed page cursor does not fit its order".into())),
+        _ => {
+            return Err(Error::Internal(
+                "a signed page cursor does not fit its order".into(),
+            ));
+        }
     }
     Ok(())
 }
@@ -219,11 +259,13 @@ impl TaskStore for PgStore {
             None => {
                 // A concurrent or earlier call with this request_id won; the
                 // conflict waited for it to commit, so its row is visible.
-                let row = sqlx::query(&format!("SELECT {COLUMNS} FROM tasks WHERE owner = $1 AND request_id = $2"))
-                    .bind(owner)
-                    .bind(task.request_id)
-                    .fetch_one(&mut *tx)
-                    .await?;
+                let row = sqlx::query(&format!(
+                    "SELECT {COLUMNS} FROM tasks WHERE owner = $1 AND request_id = $2"
+                ))
+                .bind(owner)
+                .bind(task.request_id)
+                .fetch_one(&mut *tx)
+                .await?;
                 (task_from_row(&row)?, false)
             }
         };
@@ -236,9 +278,19 @@ impl TaskStore for PgStore {
         select_task(&mut conn, owner, id, false).await
     }
 
-    async fn list(&self, owner: Uuid, query: &ListQuery, after: Option<&Cursor>, limit: usize) -> Result<Page> {
+    async fn list(
+        &self,
+        owner: Uuid,
+        query: &ListQuery,
+        after: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<Page> {
         let expression = sort_expression(query.order);
-        let (direction, comparison) = if query.order.descending() { ("DESC", "<") } else { ("ASC", ">") };
+        let (direction, comparison) = if query.order.descending() {
+            ("DESC", "<")
+        } else {
+            ("ASC", ">")
+        };
 
         let mut select = QueryBuilder::<Postgres>::new(format!("SELECT {COLUMNS} FROM tasks"));
         push_filters(&mut select, owner, query);
@@ -247,7 +299,9 @@ impl TaskStore for PgStore {
             push_cursor_key(&mut select, query.order, &cursor.key)?;
             select.push(", ").push_bind(cursor.id).push(")");
         }
-        select.push(format!(" ORDER BY {expression} {direction}, id {direction} LIMIT "));
+        select.push(format!(
+            " ORDER BY {expression} {direction}, id {direction} LIMIT "
+        ));
         select.push_bind(limit as i64 + 1);
 
         let mut count = QueryBuilder::<Postgres>::new("SELECT COUNT(*) FROM tasks");
@@ -255,7 +309,9 @@ impl TaskStore for PgStore {
 
         // One snapshot for the page and the total.
         let mut tx = self.pool.begin().await?;
-        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *tx).await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *tx)
+            .await?;
         let rows = select.build().fetch_all(&mut *tx).await?;
         let total: i64 = count.build().fetch_one(&mut *tx).await?.try_get(0)?;
         tx.commit().await?;
@@ -288,20 +344,27 @@ impl TaskStore for PgStore {
         Ok(Written::Done(next))
     }
 
-    async fn delete(&self, owner: Uuid, id: Uuid, etag: Option<Etag>, now: DateTime<Utc>) -> Result<Written<()>> {
+    async fn delete(
+        &self,
+        owner: Uuid,
+        id: Uuid,
+        etag: Option<Etag>,
+        now: DateTime<Utc>,
+    ) -> Result<Written<()>> {
         let mut tx = self.pool.begin().await?;
         let Some(current) = select_task(&mut tx, owner, id, true).await? else {
             return Ok(Written::NotFound);
         };
         let expected = etag.map_or(current.version, Etag::version);
-        let deleted = sqlx::query("DELETE FROM tasks WHERE id = $1 AND owner = $2 AND version = $3")
-            .bind(id)
-            .bind(owner)
-            .bind(expected)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()
-            == 1;
+        let deleted =
+            sqlx::query("DELETE FROM tasks WHERE id = $1 AND owner = $2 AND version = $3")
+                .bind(id)
+                .bind(owner)
+                .bind(expected)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                == 1;
         if !deleted {
             return Ok(Written::EtagMismatch);
         }
@@ -310,7 +373,13 @@ impl TaskStore for PgStore {
         Ok(Written::Done(()))
     }
 
-    async fn set_completed(&self, owner: Uuid, id: Uuid, completed: bool, now: DateTime<Utc>) -> Result<Completion> {
+    async fn set_completed(
+        &self,
+        owner: Uuid,
+        id: Uuid,
+        completed: bool,
+        now: DateTime<Utc>,
+    ) -> Result<Completion> {
         let mut tx = self.pool.begin().await?;
         let Some(current) = select_task(&mut tx, owner, id, true).await? else {
             return Ok(Completion::NotFound);
@@ -380,10 +449,14 @@ pub async fn listen(pool: PgPool, hub: Arc<Hub>, shutdown: CancellationToken) {
                         }
                     };
                     match received {
-                        Ok(Some(notification)) => dispatch(&pool, &hub, notification.payload()).await,
+                        Ok(Some(notification)) => {
+                            dispatch(&pool, &hub, notification.payload()).await
+                        }
                         Ok(None) => {
                             // Reconnected, but notices sent meanwhile are lost.
-                            tracing::warn!("task change listener reconnected; ending open watchers");
+                            tracing::warn!(
+                                "task change listener reconnected; ending open watchers"
+                            );
                             hub.set_available(false);
                             hub.set_available(true);
                         }
@@ -416,7 +489,10 @@ async fn dispatch(pool: &PgPool, hub: &Hub, payload: &str) {
     };
     let task = match (notice.task, notice.kind) {
         (Some(task), _) => proto::Task::from(&task),
-        (None, EventKind::Deleted) => proto::Task { id: notice.id.to_string(), ..proto::Task::default() },
+        (None, EventKind::Deleted) => proto::Task {
+            id: notice.id.to_string(),
+            ..proto::Task::default()
+        },
         (None, _) => {
             let read = async {
                 let mut conn = pool.acquire().await?;

@@ -11,7 +11,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::{Connection, QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool, sqlite::SqliteRow};
+use sqlx::{
+    Connection, QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool, sqlite::SqliteRow,
+};
 use uuid::Uuid;
 
 use super::{Completion, Created, Page, TaskStore, Written, apply_patch, set_completion};
@@ -36,7 +38,11 @@ impl SqliteStore {
     /// Runs the migrations and returns the store.
     pub async fn open(reader: SqlitePool, writer: SqlitePool, hub: Arc<Hub>) -> Result<Self> {
         MIGRATOR.run(&writer).await?;
-        Ok(Self { reader, writer, hub })
+        Ok(Self {
+            reader,
+            writer,
+            hub,
+        })
     }
 }
 
@@ -45,13 +51,15 @@ fn micros(time: DateTime<Utc>) -> i64 {
 }
 
 fn time(micros: i64) -> Result<DateTime<Utc>> {
-    DateTime::from_timestamp_micros(micros).ok_or_else(|| Error::Internal(format!("stored time {micros} out of range")))
+    DateTime::from_timestamp_micros(micros)
+        .ok_or_else(|| Error::Internal(format!("stored time {micros} out of range")))
 }
 
 fn task_from_row(row: &SqliteRow) -> Result<Task> {
     let uuid = |column: &str| -> Result<Uuid> {
         let text: String = row.try_get(column)?;
-        Uuid::try_parse(&text).map_err(|_| Error::Internal(format!("stored {column} is not a UUID")))
+        Uuid::try_parse(&text)
+            .map_err(|_| Error::Internal(format!("stored {column} is not a UUID")))
     };
     Ok(Task {
         id: uuid("id")?,
@@ -60,26 +68,38 @@ fn task_from_row(row: &SqliteRow) -> Result<Task> {
         description: row.try_get("description")?,
         completed: row.try_get("completed")?,
         priority: row.try_get("priority")?,
-        due_time: row.try_get::<Option<i64>, _>("due_time")?.map(time).transpose()?,
+        due_time: row
+            .try_get::<Option<i64>, _>("due_time")?
+            .map(time)
+            .transpose()?,
         create_time: time(row.try_get("create_time")?)?,
         update_time: time(row.try_get("update_time")?)?,
-        complete_time: row.try_get::<Option<i64>, _>("complete_time")?.map(time).transpose()?,
+        complete_time: row
+            .try_get::<Option<i64>, _>("complete_time")?
+            .map(time)
+            .transpose()?,
         version: row.try_get("version")?,
     })
 }
 
 async fn select_task(conn: &mut SqliteConnection, owner: Uuid, id: Uuid) -> Result<Option<Task>> {
-    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM tasks WHERE id = ? AND owner = ?"))
-        .bind(id.to_string())
-        .bind(owner.to_string())
-        .fetch_optional(conn)
-        .await?;
+    let row = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM tasks WHERE id = ? AND owner = ?"
+    ))
+    .bind(id.to_string())
+    .bind(owner.to_string())
+    .fetch_optional(conn)
+    .await?;
     row.as_ref().map(task_from_row).transpose()
 }
 
 /// Writes every mutable field of `next`, only if the row still has
 /// `expected_version`: the ownership and etag check are in this statement.
-async fn write_task(conn: &mut SqliteConnection, next: &Task, expected_version: i64) -> Result<bool> {
+async fn write_task(
+    conn: &mut SqliteConnection,
+    next: &Task,
+    expected_version: i64,
+) -> Result<bool> {
     let result = sqlx::query(
         "UPDATE tasks SET title = ?, description = ?, search_title = ?, search_description = ?, \
          completed = ?, priority = ?, due_time = ?, update_time = ?, complete_time = ?, version = ? \
@@ -159,20 +179,27 @@ impl TaskStore for SqliteStore {
         let created = if inserted {
             select_task(&mut tx, owner, id).await?
         } else {
-            let row = sqlx::query(&format!("SELECT {COLUMNS} FROM tasks WHERE owner = ? AND request_id = ?"))
-                .bind(owner.to_string())
-                .bind(task.request_id.map(|id| id.to_string()))
-                .fetch_optional(&mut *tx)
-                .await?;
+            let row = sqlx::query(&format!(
+                "SELECT {COLUMNS} FROM tasks WHERE owner = ? AND request_id = ?"
+            ))
+            .bind(owner.to_string())
+            .bind(task.request_id.map(|id| id.to_string()))
+            .fetch_optional(&mut *tx)
+            .await?;
             row.as_ref().map(task_from_row).transpose()?
         };
-        let task = created.ok_or_else(|| Error::Internal("a created task cannot be read back".into()))?;
+        let task =
+            created.ok_or_else(|| Error::Internal("a created task cannot be read back".into()))?;
         tx.commit().await?;
         if inserted {
-            self.hub.publish(owner, task_event(EventKind::Created, &task, now));
+            self.hub
+                .publish(owner, task_event(EventKind::Created, &task, now));
         }
         drop(conn);
-        Ok(Created { task, new: inserted })
+        Ok(Created {
+            task,
+            new: inserted,
+        })
     }
 
     async fn get(&self, owner: Uuid, id: Uuid) -> Result<Option<Task>> {
@@ -180,9 +207,19 @@ impl TaskStore for SqliteStore {
         select_task(&mut conn, owner, id).await
     }
 
-    async fn list(&self, owner: Uuid, query: &ListQuery, after: Option<&Cursor>, limit: usize) -> Result<Page> {
+    async fn list(
+        &self,
+        owner: Uuid,
+        query: &ListQuery,
+        after: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<Page> {
         let expression = sort_expression(query.order);
-        let (direction, comparison) = if query.order.descending() { ("DESC", "<") } else { ("ASC", ">") };
+        let (direction, comparison) = if query.order.descending() {
+            ("DESC", "<")
+        } else {
+            ("ASC", ">")
+        };
 
         let mut select = QueryBuilder::<Sqlite>::new(format!("SELECT {COLUMNS} FROM tasks"));
         push_filters(&mut select, owner, query);
@@ -194,7 +231,9 @@ impl TaskStore for SqliteStore {
             };
             select.push(", ").push_bind(cursor.id.to_string()).push(")");
         }
-        select.push(format!(" ORDER BY {expression} {direction}, id {direction} LIMIT "));
+        select.push(format!(
+            " ORDER BY {expression} {direction}, id {direction} LIMIT "
+        ));
         select.push_bind(limit as i64 + 1);
 
         let mut count = QueryBuilder::<Sqlite>::new("SELECT COUNT(*) FROM tasks");
@@ -232,12 +271,19 @@ impl TaskStore for SqliteStore {
             return Ok(Written::EtagMismatch);
         }
         tx.commit().await?;
-        self.hub.publish(owner, task_event(EventKind::Updated, &next, now));
+        self.hub
+            .publish(owner, task_event(EventKind::Updated, &next, now));
         drop(conn);
         Ok(Written::Done(next))
     }
 
-    async fn delete(&self, owner: Uuid, id: Uuid, etag: Option<Etag>, now: DateTime<Utc>) -> Result<Written<()>> {
+    async fn delete(
+        &self,
+        owner: Uuid,
+        id: Uuid,
+        etag: Option<Etag>,
+        now: DateTime<Utc>,
+    ) -> Result<Written<()>> {
         let mut conn = self.writer.acquire().await?;
         let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
         let Some(current) = select_task(&mut tx, owner, id).await? else {
@@ -256,12 +302,19 @@ impl TaskStore for SqliteStore {
             return Ok(Written::EtagMismatch);
         }
         tx.commit().await?;
-        self.hub.publish(owner, task_event(EventKind::Deleted, &current, now));
+        self.hub
+            .publish(owner, task_event(EventKind::Deleted, &current, now));
         drop(conn);
         Ok(Written::Done(()))
     }
 
-    async fn set_completed(&self, owner: Uuid, id: Uuid, completed: bool, now: DateTime<Utc>) -> Result<Completion> {
+    async fn set_completed(
+        &self,
+        owner: Uuid,
+        id: Uuid,
+        completed: bool,
+        now: DateTime<Utc>,
+    ) -> Result<Completion> {
         let mut conn = self.writer.acquire().await?;
         let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
         let Some(current) = select_task(&mut tx, owner, id).await? else {
@@ -275,10 +328,13 @@ impl TaskStore for SqliteStore {
         next.update_time = now;
         next.version += 1;
         if !write_task(&mut tx, &next, current.version).await? {
-            return Err(Error::Internal("a row locked by BEGIN IMMEDIATE changed".into()));
+            return Err(Error::Internal(
+                "a row locked by BEGIN IMMEDIATE changed".into(),
+            ));
         }
         tx.commit().await?;
-        self.hub.publish(owner, task_event(EventKind::Updated, &next, now));
+        self.hub
+            .publish(owner, task_event(EventKind::Updated, &next, now));
         drop(conn);
         Ok(Completion::Changed(next))
     }

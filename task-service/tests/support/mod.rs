@@ -22,7 +22,9 @@ use tonic::{
     service::{Interceptor, interceptor::InterceptedService},
     transport::Channel,
 };
-use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
 use uuid::Uuid;
 
 /// How long anything in a test may take to become true.
@@ -51,22 +53,35 @@ pub struct AuthServer {
 impl AuthServer {
     pub async fn start(clock: Clock) -> Self {
         let database = TestDatabase::sqlite();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind port 0");
         Self::start_on(listener, database, clock)
     }
 
     /// Starts on an already bound listener (to start it after a
     /// task-service that was told its address).
-    pub fn start_on(listener: tokio::net::TcpListener, database: TestDatabase, clock: Clock) -> Self {
+    pub fn start_on(
+        listener: tokio::net::TcpListener,
+        database: TestDatabase,
+        clock: Clock,
+    ) -> Self {
         let addr = listener.local_addr().expect("local address");
-        let mut config = auth_service::Config::default();
-        config.database_url = database.url.clone();
-        config.clock = clock;
-        config.address_rate_per_minute = 1_000_000;
-        config.address_burst = 1_000_000;
+        let config = auth_service::Config {
+            database_url: database.url.clone(),
+            clock,
+            address_rate_per_minute: 1_000_000,
+            address_burst: 1_000_000,
+            ..auth_service::Config::default()
+        };
         let shutdown = CancellationToken::new();
         let handle = tokio::spawn(auth_service::serve(config, listener, shutdown.clone()));
-        Self { addr, _database: database, shutdown, handle }
+        Self {
+            addr,
+            _database: database,
+            shutdown,
+            handle,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -78,7 +93,9 @@ impl AuthServer {
         loop {
             match AuthServiceClient::connect(self.url()).await {
                 Ok(client) => return client,
-                Err(error) if tokio::time::Instant::now() > deadline => panic!("auth-service unreachable: {error}"),
+                Err(error) if tokio::time::Instant::now() > deadline => {
+                    panic!("auth-service unreachable: {error}")
+                }
                 Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
             }
         }
@@ -98,12 +115,21 @@ impl AuthServer {
             .into_inner();
         let user = response.user.expect("a user");
         let tokens = response.tokens.expect("tokens");
-        User { id: user.id.parse().expect("a UUID user id"), token: tokens.access_token }
+        User {
+            id: user.id.parse().expect("a UUID user id"),
+            token: tokens.access_token,
+        }
     }
 
     /// The JWK Set the auth-service publishes.
     pub async fn jwks_json(&self) -> String {
-        self.client().await.get_jwks(auth_pb::GetJwksRequest {}).await.expect("GetJwks").into_inner().jwks_json
+        self.client()
+            .await
+            .get_jwks(auth_pb::GetJwksRequest {})
+            .await
+            .expect("GetJwks")
+            .into_inner()
+            .jwks_json
     }
 
     pub async fn stop(self) {
@@ -128,10 +154,12 @@ pub struct TaskServer {
 
 /// The task-service configuration tests start from.
 pub fn task_config(database_url: &str, auth_url: &str, clock: Clock) -> task_service::Config {
-    let mut config = task_service::Config::default();
-    config.database_url = database_url.into();
-    config.auth_url = auth_url.into();
-    config.clock = clock;
+    let mut config = task_service::Config {
+        database_url: database_url.into(),
+        auth_url: auth_url.into(),
+        clock,
+        ..task_service::Config::default()
+    };
     config.transport.shutdown_grace = Duration::from_secs(5);
     config
 }
@@ -139,11 +167,17 @@ pub fn task_config(database_url: &str, auth_url: &str, clock: Clock) -> task_ser
 impl TaskServer {
     /// Starts a task-service; does not wait for it to be ready.
     pub async fn start(config: task_service::Config) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind port 0");
         let addr = listener.local_addr().expect("local address");
         let shutdown = CancellationToken::new();
         let handle = tokio::spawn(task_service::serve(config, listener, shutdown.clone()));
-        Self { addr, shutdown, handle }
+        Self {
+            addr,
+            shutdown,
+            handle,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -151,13 +185,22 @@ impl TaskServer {
     }
 
     pub async fn channel(&self) -> Channel {
-        Channel::from_shared(self.url()).expect("a valid URL").connect().await.expect("connect to the task-service")
+        Channel::from_shared(self.url())
+            .expect("a valid URL")
+            .connect()
+            .await
+            .expect("connect to the task-service")
     }
 
     /// The health status of `service` ("" for the whole process).
     pub async fn health(&self, service: &str) -> Option<ServingStatus> {
         let mut client = HealthClient::new(self.channel().await);
-        let response = client.check(HealthCheckRequest { service: service.into() }).await.ok()?;
+        let response = client
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .ok()?;
         ServingStatus::try_from(response.into_inner().status).ok()
     }
 
@@ -165,7 +208,10 @@ impl TaskServer {
     pub async fn wait_serving(&self) {
         let deadline = tokio::time::Instant::now() + PATIENCE;
         while self.health(task_service::SERVICE_NAME).await != Some(ServingStatus::Serving) {
-            assert!(tokio::time::Instant::now() < deadline, "the task-service never became SERVING");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the task-service never became SERVING"
+            );
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
@@ -177,14 +223,20 @@ impl TaskServer {
 
     /// A client sending exactly these `authorization` values.
     pub async fn client_with_authorization(&self, values: &[&str]) -> Client {
-        let values = values.iter().map(|value| value.parse().expect("ASCII metadata")).collect();
+        let values = values
+            .iter()
+            .map(|value| value.parse().expect("ASCII metadata"))
+            .collect();
         TaskServiceClient::with_interceptor(self.channel().await, Bearer(values))
     }
 
     /// Cancels the shutdown token and waits for `serve` to return.
     pub async fn stop(self) -> anyhow::Result<()> {
         self.shutdown.cancel();
-        tokio::time::timeout(PATIENCE, self.handle).await.expect("the task-service drains in time").expect("serve task")
+        tokio::time::timeout(PATIENCE, self.handle)
+            .await
+            .expect("the task-service drains in time")
+            .expect("serve task")
     }
 }
 
@@ -196,14 +248,18 @@ pub struct Bearer(Vec<MetadataValue<Ascii>>);
 
 impl Bearer {
     pub fn new(token: &str) -> Self {
-        Self(vec![format!("Bearer {token}").parse().expect("a token is ASCII")])
+        Self(vec![
+            format!("Bearer {token}").parse().expect("a token is ASCII"),
+        ])
     }
 }
 
 impl Interceptor for Bearer {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
         for value in &self.0 {
-            request.metadata_mut().append("authorization", value.clone());
+            request
+                .metadata_mut()
+                .append("authorization", value.clone());
         }
         Ok(request)
     }
@@ -225,14 +281,23 @@ impl Stack {
 
     /// Starts with `clock` shared by both services and the task-service
     /// configuration adjusted by `adjust`.
-    pub async fn start_with(backend: Backend, clock: Clock, adjust: impl FnOnce(&mut task_service::Config)) -> Self {
+    pub async fn start_with(
+        backend: Backend,
+        clock: Clock,
+        adjust: impl FnOnce(&mut task_service::Config),
+    ) -> Self {
         let database = backend.fresh().await;
         let auth = AuthServer::start(clock.clone()).await;
         let mut config = task_config(&database.url, &auth.url(), clock.clone());
         adjust(&mut config);
         let tasks = TaskServer::start(config).await;
         tasks.wait_serving().await;
-        Self { auth, tasks, database, clock }
+        Self {
+            auth,
+            tasks,
+            database,
+            clock,
+        }
     }
 
     /// A newly registered user and a client acting as them.
@@ -243,19 +308,31 @@ impl Stack {
     }
 
     pub async fn stop(self) {
-        self.tasks.stop().await.expect("the task-service stops cleanly");
+        self.tasks
+            .stop()
+            .await
+            .expect("the task-service stops cleanly");
         self.auth.stop().await;
     }
 }
 
 /// A `CreateTask` request with just a title.
 pub fn titled(title: &str) -> pb::CreateTaskRequest {
-    pb::CreateTaskRequest { title: title.into(), ..pb::CreateTaskRequest::default() }
+    pb::CreateTaskRequest {
+        title: title.into(),
+        ..pb::CreateTaskRequest::default()
+    }
 }
 
 /// Creates a task and returns it.
 pub async fn create(client: &mut Client, request: pb::CreateTaskRequest) -> pb::Task {
-    client.create_task(request).await.expect("CreateTask").into_inner().task.expect("a task")
+    client
+        .create_task(request)
+        .await
+        .expect("CreateTask")
+        .into_inner()
+        .task
+        .expect("a task")
 }
 
 /// Every task of a list, walking all pages.
@@ -263,7 +340,11 @@ pub async fn list_all(client: &mut Client, request: pb::ListTasksRequest) -> Vec
     let mut tasks = Vec::new();
     let mut request = request;
     loop {
-        let page = client.list_tasks(request.clone()).await.expect("ListTasks").into_inner();
+        let page = client
+            .list_tasks(request.clone())
+            .await
+            .expect("ListTasks")
+            .into_inner();
         tasks.extend(page.tasks);
         if page.next_page_token.is_empty() {
             return tasks;

@@ -102,7 +102,8 @@ pub struct Config {
 }
 
 impl Default for Config {
-    /// The defaults of every flag (environment variables are not read).
+    /// The documented default of every flag, as `auth-service` with no
+    /// arguments would run (environment fallbacks that are set still apply).
     fn default() -> Self {
         #[derive(clap::Parser)]
         struct Defaults {

@@ -119,7 +119,7 @@ pub async fn serve(
             }
         },
     ));
-    let (reflection_v1, reflection_v1alpha) = serving::reflection::services();
+    let (reflection_v1, reflection_v1alpha) = serving::reflection::services_for(&[SERVICE_NAME]);
     let reflection = !config.disable_reflection;
 
     let layers = tower::ServiceBuilder::new()

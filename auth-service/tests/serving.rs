@@ -55,6 +55,10 @@ async fn health_and_reflection_are_served() {
         let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
         assert!(names.contains(&"auth.v1.AuthService"), "{names:?}");
         assert!(names.contains(&"grpc.health.v1.Health"), "{names:?}");
+        assert!(
+            !names.contains(&"tasks.v1.TaskService"),
+            "lists only what it serves: {names:?}"
+        );
         server.stop().await;
     })
     .await;

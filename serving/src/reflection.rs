@@ -7,13 +7,28 @@ use tonic_reflection::server::{
     v1alpha::{ServerReflection as V1Alpha, ServerReflectionServer as V1AlphaServer},
 };
 
-/// Both reflection services, or an error if a descriptor set is corrupt
-/// (impossible for the sets compiled into the binary).
+/// Both reflection services, listing every service of both APIs (what the
+/// gateway fronts).
 pub fn services() -> (V1Server<impl V1>, V1AlphaServer<impl V1Alpha>) {
+    services_for(&[])
+}
+
+/// Both reflection services, listing only `names` (and health and
+/// reflection themselves); every service when `names` is empty. A process
+/// lists what it serves, so `grpcurl list` never shows a service that
+/// would answer UNIMPLEMENTED.
+pub fn services_for(names: &[&str]) -> (V1Server<impl V1>, V1AlphaServer<impl V1Alpha>) {
     let builder = || {
-        tonic_reflection::server::Builder::configure()
+        let mut builder = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(todo_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+        if !names.is_empty() {
+            builder = builder.with_service_name("grpc.health.v1.Health");
+            for name in names {
+                builder = builder.with_service_name(*name);
+            }
+        }
+        builder
     };
     let v1 = builder()
         .build_v1()

@@ -4,6 +4,15 @@
 //! latency when it ends. Nothing secret is ever a span field: the request id
 //! and path are the only request data recorded here.
 
+use std::time::Duration;
+
+use tower_http::{
+    classify::{GrpcErrorsAsFailures, GrpcFailureClass, SharedClassifier},
+    trace::{
+        DefaultOnBodyChunk, DefaultOnEos, DefaultOnRequest, DefaultOnResponse, MakeSpan, OnFailure,
+        TraceLayer,
+    },
+};
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -34,4 +43,62 @@ pub fn rpc_span<B>(request: &http::Request<B>) -> tracing::Span {
         .and_then(|value| value.to_str().ok())
         .unwrap_or("");
     tracing::info_span!("rpc", method = %request.uri().path(), request_id = %request_id)
+}
+
+/// [`rpc_span`] as a tower-http `MakeSpan` for any body type.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RpcSpan;
+
+impl<B> MakeSpan<B> for RpcSpan {
+    fn make_span(&mut self, request: &http::Request<B>) -> tracing::Span {
+        rpc_span(request)
+    }
+}
+
+/// Logs a failed RPC at a level that matches whose fault it is: a client's
+/// mistake (bad argument, bad token, not found, throttled) is routine and
+/// logged at INFO; a server-side failure is logged at ERROR.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RpcFailure;
+
+impl OnFailure<GrpcFailureClass> for RpcFailure {
+    fn on_failure(&mut self, failure: GrpcFailureClass, latency: Duration, _span: &tracing::Span) {
+        let latency_ms = latency.as_millis() as u64;
+        match failure {
+            GrpcFailureClass::Code(code) => {
+                let code = tonic::Code::from_i32(code.get());
+                let server_fault = matches!(
+                    code,
+                    tonic::Code::Internal
+                        | tonic::Code::Unknown
+                        | tonic::Code::DataLoss
+                        | tonic::Code::Unavailable
+                );
+                if server_fault {
+                    tracing::error!(?code, latency_ms, "rpc failed");
+                } else {
+                    tracing::info!(?code, latency_ms, "rpc refused");
+                }
+            }
+            GrpcFailureClass::Error(error) => tracing::error!(%error, latency_ms, "rpc failed"),
+        }
+    }
+}
+
+/// The per-RPC trace layer every server uses: one span per call named by
+/// [`RpcSpan`], status and latency logged when it ends.
+pub type RpcTraceLayer = TraceLayer<
+    SharedClassifier<GrpcErrorsAsFailures>,
+    RpcSpan,
+    DefaultOnRequest,
+    DefaultOnResponse,
+    DefaultOnBodyChunk,
+    DefaultOnEos,
+    RpcFailure,
+>;
+
+pub fn rpc_trace_layer() -> RpcTraceLayer {
+    TraceLayer::new_for_grpc()
+        .make_span_with(RpcSpan)
+        .on_failure(RpcFailure)
 }

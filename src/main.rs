@@ -1,1 +1,157 @@
-fn main() {}
+//! The whole system in one process: `cargo run` at the repository root.
+//!
+//! It starts the auth-service, the task-service and the gateway on their
+//! default ports, on SQLite files in a data folder, so trying the system
+//! needs no database server and no second terminal. It only composes the
+//! three libraries' `serve(config, listener, shutdown)`, exactly as their
+//! own binaries do; production runs those binaries separately, pointed at
+//! PostgreSQL and at each other (see `deploy/`).
+//!
+//! All three listeners are bound before anything starts, so a taken port
+//! fails fast and names itself, and port 0 works (tests use it). One
+//! SIGTERM or SIGINT stops all three; if one of them fails, the others are
+//! stopped too and the process exits non-zero.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use anyhow::Context;
+use clap::Parser;
+use serving::{
+    CancellationToken,
+    telemetry::{self, LogFormat},
+};
+
+/// auth-service, task-service and gateway in one process, on SQLite.
+#[derive(Debug, Parser)]
+#[command(name = "todo-stack", version, about)]
+struct Cli {
+    /// Folder for the SQLite databases (`auth.db`, `tasks.db`); created if missing.
+    #[arg(long, env = "TODO_DATA_DIR", default_value = "data")]
+    data_dir: PathBuf,
+
+    /// Address of the auth-service (gRPC).
+    #[arg(long, env = "TODO_AUTH_LISTEN", default_value = "127.0.0.1:50051")]
+    auth_listen: SocketAddr,
+
+    /// Address of the task-service (gRPC).
+    #[arg(long, env = "TODO_TASKS_LISTEN", default_value = "127.0.0.1:50052")]
+    tasks_listen: SocketAddr,
+
+    /// Address of the gateway (gRPC-Web and gRPC).
+    #[arg(long, env = "TODO_GATEWAY_LISTEN", default_value = "127.0.0.1:8080")]
+    gateway_listen: SocketAddr,
+
+    /// A browser origin allowed to call the gateway (repeatable). Without
+    /// any, pages on `http://localhost:*` and `http://127.0.0.1:*` may.
+    #[arg(
+        long = "allowed-origin",
+        env = "TODO_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
+    allowed_origins: Vec<String>,
+
+    /// Log format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
+    log_format: LogFormat,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    telemetry::init(cli.log_format);
+    std::fs::create_dir_all(&cli.data_dir)
+        .with_context(|| format!("cannot create the data folder {}", cli.data_dir.display()))?;
+
+    let auth_listener = serving::transport::bind(cli.auth_listen).await?;
+    let tasks_listener = serving::transport::bind(cli.tasks_listen).await?;
+    let gateway_listener = serving::transport::bind(cli.gateway_listen).await?;
+    let auth_addr = auth_listener.local_addr()?;
+    let tasks_addr = tasks_listener.local_addr()?;
+    let gateway_addr = gateway_listener.local_addr()?;
+
+    let auth = auth_service::Config {
+        listen: auth_addr,
+        database_url: sqlite_url(&cli.data_dir, "auth.db"),
+        // The gateway runs on loopback: its x-forwarded-for (the browser's
+        // address) is what per-address throttling must see.
+        trusted_proxies: vec!["127.0.0.1/32".parse()?, "::1/128".parse()?],
+        ..auth_service::Config::default()
+    };
+    let tasks = task_service::Config {
+        listen: tasks_addr,
+        database_url: sqlite_url(&cli.data_dir, "tasks.db"),
+        auth_url: format!("http://{auth_addr}"),
+        ..task_service::Config::default()
+    };
+    let gateway = gateway::Config {
+        listen: gateway_addr,
+        auth_url: format!("http://{auth_addr}").parse()?,
+        tasks_url: format!("http://{tasks_addr}").parse()?,
+        allowed_origins: cli.allowed_origins,
+        ..gateway::Config::default()
+    };
+
+    let shutdown = serving::shutdown::on_signal();
+    print_banner(&cli.data_dir, auth_addr, tasks_addr, gateway_addr);
+
+    let (auth, tasks, gateway) = tokio::join!(
+        stop_all_on_error(
+            "auth-service",
+            auth_service::serve(auth, auth_listener, shutdown.clone()),
+            &shutdown
+        ),
+        stop_all_on_error(
+            "task-service",
+            task_service::serve(tasks, tasks_listener, shutdown.clone()),
+            &shutdown
+        ),
+        stop_all_on_error(
+            "gateway",
+            gateway::serve(gateway, gateway_listener, shutdown.clone()),
+            &shutdown
+        ),
+    );
+    auth.and(tasks).and(gateway)
+}
+
+/// Runs one service; if it fails, cancels `shutdown` so the others stop.
+async fn stop_all_on_error(
+    name: &str,
+    serve: impl Future<Output = anyhow::Result<()>>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let result = serve.await.with_context(|| format!("{name} failed"));
+    if let Err(error) = &result {
+        tracing::error!("{error:#}; stopping the stack");
+        shutdown.cancel();
+    }
+    result
+}
+
+fn sqlite_url(data_dir: &std::path::Path, file: &str) -> String {
+    format!("sqlite://{}", data_dir.join(file).display())
+}
+
+fn print_banner(
+    data_dir: &std::path::Path,
+    auth: SocketAddr,
+    tasks: SocketAddr,
+    gateway: SocketAddr,
+) {
+    println!(
+        "\
+todo stack (SQLite in {data}/)
+  auth-service  http://{auth}
+  task-service  http://{tasks}
+  gateway       http://{gateway}  (gRPC-Web for browsers, and gRPC)
+
+Try:
+  grpcurl -plaintext {gateway} list
+  grpcurl -plaintext -d '{{\"email\":\"ada@example.com\",\"password\":\"correct horse battery staple\"}}' \\
+      {gateway} auth.v1.AuthService/Register
+  buf curl --protocol grpc --http2-prior-knowledge --data '{{}}' \\
+      http://{gateway}/auth.v1.AuthService/GetJwks
+Stop with Ctrl-C.",
+        data = data_dir.display()
+    );
+}

@@ -219,7 +219,9 @@ impl AuthApi {
     }
 
     /// Counts a sign-in attempt for `email` and refuses it while the
-    /// account's failed-attempt window is full.
+    /// account's window is full. The attempt is counted *before* the
+    /// password is checked, and a success clears the window: so fifty
+    /// guesses sent in parallel are counted as fifty, not as zero.
     async fn count_attempt(&self, email: &str, now: Time) -> Result<(), AuthError> {
         let window = self
             .store

@@ -375,3 +375,77 @@ async fn each_address_is_rate_limited_with_retry_info() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_login_storm_does_not_stall_cheap_calls() {
+    let db = test_harness::TestDatabase::sqlite();
+    // Every attempt counts against the account until one succeeds (so
+    // parallel guessing gains nothing); this storm is of correct logins.
+    let server = AuthServer::start_with(auth_service::Config {
+        login_max_failures: 100,
+        ..test_config(&db)
+    })
+    .await;
+    let mut client = server.client().await;
+    register(&mut client, "storm@example.com").await;
+    let finished = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let storm: Vec<_> = (0..50)
+        .map(|_| {
+            let (mut client, finished) = (client.clone(), finished.clone());
+            tokio::spawn(async move {
+                login(&mut client, "storm@example.com", PASSWORD)
+                    .await
+                    .unwrap();
+                finished.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            })
+        })
+        .collect();
+    // Let the storm reach the hashing queue, then make cheap calls: they are
+    // answered while most logins are still queued behind the hash permits.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    for _ in 0..5 {
+        client.get_jwks(pb::GetJwksRequest {}).await.unwrap();
+    }
+    let done = finished.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        done < 50,
+        "cheap calls waited for the whole storm ({done} logins finished first)"
+    );
+    for login in storm {
+        login.await.unwrap();
+    }
+    assert_eq!(finished.load(std::sync::atomic::Ordering::SeqCst), 50);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn parallel_guesses_are_counted_like_serial_ones() {
+    on_each_backend(|db| async move {
+        let server = AuthServer::start(&db).await;
+        let client = server.client().await;
+        register(&mut client.clone(), "target@example.com").await;
+        let guesses = futures::future::join_all((0..20).map(|i| {
+            let mut client = client.clone();
+            async move {
+                login(
+                    &mut client,
+                    "target@example.com",
+                    &format!("guess number {i}"),
+                )
+                .await
+            }
+        }))
+        .await;
+        let verified = guesses
+            .iter()
+            .filter(|r| matches!(r, Err(s) if s.code() == Code::Unauthenticated))
+            .count();
+        let throttled = guesses
+            .iter()
+            .filter(|r| matches!(r, Err(s) if s.code() == Code::ResourceExhausted))
+            .count();
+        assert_eq!((verified, throttled), (5, 15));
+        server.stop().await;
+    })
+    .await;
+}

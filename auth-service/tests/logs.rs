@@ -42,28 +42,47 @@ async fn no_password_token_hash_or_key_reaches_the_log_even_at_trace() {
     let email = unique_email();
     let registered = register(&mut client, &email).await;
     let first = tokens(&registered.tokens).clone();
-    login(&mut client, &email, "a wrong password").await.unwrap_err();
+    login(&mut client, &email, "a wrong password")
+        .await
+        .unwrap_err();
     let second = refresh(&mut client, &first.refresh_token).await.unwrap();
-    current_user(&mut client, &second.access_token).await.unwrap();
+    current_user(&mut client, &second.access_token)
+        .await
+        .unwrap();
     client
         .change_password(authorized(
-            pb::ChangePasswordRequest { current_password: PASSWORD.into(), new_password: "the next password".into() },
+            pb::ChangePasswordRequest {
+                current_password: PASSWORD.into(),
+                new_password: "the next password".into(),
+            },
             &second.access_token,
         ))
         .await
         .unwrap();
-    refresh(&mut client, &first.refresh_token).await.unwrap_err();
+    refresh(&mut client, &first.refresh_token)
+        .await
+        .unwrap_err();
     server.stop().await;
 
     let pool = sqlx::SqlitePool::connect(&db.url).await.unwrap();
-    let hash: String = sqlx::query_scalar("SELECT password_hash FROM users").fetch_one(&pool).await.unwrap();
-    let key: Vec<u8> = sqlx::query_scalar("SELECT private_key FROM signing_keys").fetch_one(&pool).await.unwrap();
+    let hash: String = sqlx::query_scalar("SELECT password_hash FROM users")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let key: Vec<u8> = sqlx::query_scalar("SELECT private_key FROM signing_keys")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     use base64::Engine;
     let key_b64 = base64::engine::general_purpose::STANDARD.encode(&key);
     let salt_and_digest = hash.rsplit('$').next().unwrap().to_owned();
 
     let log = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
-    assert!(log.len() > 10_000, "TRACE logging was captured ({} bytes)", log.len());
+    assert!(
+        log.len() > 10_000,
+        "TRACE logging was captured ({} bytes)",
+        log.len()
+    );
     let signature = |token: &str| token.rsplit('.').next().unwrap().to_owned();
     let secrets = [
         ("password", PASSWORD.to_owned()),
@@ -72,7 +91,10 @@ async fn no_password_token_hash_or_key_reaches_the_log_even_at_trace() {
         ("refresh token", first.refresh_token.clone()),
         ("rotated refresh token", second.refresh_token.clone()),
         ("access token signature", signature(&first.access_token)),
-        ("second access token signature", signature(&second.access_token)),
+        (
+            "second access token signature",
+            signature(&second.access_token),
+        ),
         ("password hash", salt_and_digest),
         ("signing key", key_b64[key_b64.len() - 24..].to_owned()),
     ];

@@ -397,3 +397,48 @@ async fn rotating_the_key_keeps_unexpired_tokens_valid() {
     })
     .await;
 }
+
+/// The RPCs callable without an access token (CONTRACT.md); every other
+/// method of the service, including any added later, must refuse.
+const PUBLIC: [&str; 5] = ["Register", "Login", "Refresh", "Logout", "GetJwks"];
+
+#[tokio::test]
+async fn every_method_but_the_public_ones_refuses_a_call_without_a_token() {
+    use prost::Message;
+    let db = test_harness::TestDatabase::sqlite();
+    let server = AuthServer::start(&db).await;
+    let set = prost_types::FileDescriptorSet::decode(todo_proto::FILE_DESCRIPTOR_SET).unwrap();
+    let service = set
+        .file
+        .iter()
+        .filter(|file| file.package() == "auth.v1")
+        .flat_map(|file| file.service.iter())
+        .find(|service| service.name() == "AuthService")
+        .unwrap();
+    let mut grpc = tonic::client::Grpc::new(server.channel().await);
+    let mut protected = 0;
+    for method in &service.method {
+        if PUBLIC.contains(&method.name()) {
+            continue;
+        }
+        protected += 1;
+        grpc.ready().await.unwrap();
+        let path = format!("/auth.v1.AuthService/{}", method.name())
+            .parse()
+            .unwrap();
+        // An empty message is a valid encoding of every request type.
+        let codec = tonic_prost::ProstCodec::<(), ()>::default();
+        let status = grpc.unary(Request::new(()), path, codec).await.unwrap_err();
+        assert_eq!(
+            status.code(),
+            Code::Unauthenticated,
+            "{} answered without a token",
+            method.name()
+        );
+    }
+    assert_eq!(
+        protected, 4,
+        "GetCurrentUser, ListSessions, RevokeSession, ChangePassword"
+    );
+    server.stop().await;
+}

@@ -1,0 +1,75 @@
+//! The browser test: Debian's Chromium, driven headless by playwright-core
+//! (`browser-test/run.mjs`), loads a page from another origin than the
+//! gateway; the page registers, creates, lists, sees `NOT_FOUND` and
+//! watches its tasks with Connect's gRPC-Web client, and a task created by
+//! another client appears on it without a reload.
+//!
+//! This file boots the real stack in process (the gateway allowing exactly
+//! the page's origin) and runs the script as a child process. Without
+//! `browser-test/node_modules` or `/usr/bin/chromium` the test is skipped
+//! with a notice, except when `CI` is set: CI installs both, so there a
+//! missing prerequisite is a failure.
+
+mod stack;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
+
+use stack::Stack;
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const TIMEOUT: Duration = Duration::from_secs(180);
+
+fn browser_test_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../browser-test")
+}
+
+/// Whether the prerequisites are present; skips (or fails on CI) if not.
+fn prerequisites_present() -> bool {
+    let node_modules = browser_test_dir().join("node_modules");
+    let node = Command::new("node").arg("--version").output().is_ok_and(|output| output.status.success());
+    if node_modules.is_dir() && Path::new(CHROMIUM).exists() && node {
+        return true;
+    }
+    let missing = format!(
+        "node_modules present: {}, {CHROMIUM} present: {}, node present: {node}",
+        node_modules.is_dir(),
+        Path::new(CHROMIUM).exists()
+    );
+    assert!(std::env::var_os("CI").is_none(), "CI must run the browser test, but its prerequisites are missing ({missing})");
+    eprintln!("SKIPPED browser test: run npm ci --prefix browser-test and apt-get install chromium ({missing})");
+    false
+}
+
+#[tokio::test]
+async fn a_page_on_another_origin_uses_the_gateway_and_sees_live_updates_in_chromium() {
+    if !prerequisites_present() {
+        return;
+    }
+    // The page's port is chosen here so the gateway can allow exactly its origin.
+    let page_port = stack::closed_port().await.port();
+    let page_origin = format!("http://127.0.0.1:{page_port}");
+    let stack = Stack::start_with(|config| config.allowed_origins = vec![page_origin.clone()]).await;
+
+    let mut command = Command::new("node");
+    command
+        .arg(browser_test_dir().join("run.mjs"))
+        .arg(stack.url())
+        .args(["--page-port", &page_port.to_string()])
+        .current_dir(browser_test_dir());
+    let run = tokio::task::spawn_blocking(move || command.output());
+    let output = tokio::time::timeout(TIMEOUT, run)
+        .await
+        .expect("the browser test finishes in time")
+        .expect("the blocking task runs")
+        .expect("node starts");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    println!("{stdout}");
+    eprintln!("{stderr}");
+    assert!(output.status.success(), "the browser test failed ({}):\n{stdout}\n{stderr}", output.status);
+    assert!(stdout.contains("PASS browser test"), "{stdout}");
+}

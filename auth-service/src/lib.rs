@@ -124,11 +124,9 @@ pub async fn serve(
 
     let layers = tower::ServiceBuilder::new()
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-        .layer(
-            tower_http::trace::TraceLayer::new_for_grpc()
-                .make_span_with(serving::telemetry::rpc_span),
-        )
-        .layer(PropagateRequestIdLayer::x_request_id());
+        .layer(serving::telemetry::rpc_trace_layer())
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(transport::oversized_message_layer());
 
     let local = listener.local_addr()?;
     tracing::info!(address = %local, "auth-service listening");

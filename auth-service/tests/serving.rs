@@ -142,3 +142,23 @@ async fn a_database_outage_is_unavailable_and_not_serving_then_recovers_by_itsel
         .expect("recovered without a restart");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_message_over_the_limit_is_resource_exhausted_and_changes_nothing() {
+    let db = TestDatabase::sqlite();
+    let mut config = test_config(&db);
+    config.transport.max_message_bytes = 4 * 1024;
+    let server = AuthServer::start_with(config).await;
+    let mut client = server.client().await;
+    let status = client
+        .register(todo_proto::auth::v1::RegisterRequest {
+            email: "big@example.com".into(),
+            password: PASSWORD.into(),
+            display_name: "x".repeat(10_000),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    register(&mut client, "big@example.com").await;
+    server.stop().await;
+}

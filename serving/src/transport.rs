@@ -8,9 +8,13 @@
 
 use std::{future::Future, net::SocketAddr, time::Duration};
 
+use http_body_util::BodyExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Server, server::TcpIncoming};
+use tonic::{
+    body::Body,
+    transport::{Server, server::TcpIncoming},
+};
 
 /// Transport limits shared by every service.
 #[derive(Debug, Clone, clap::Args)]
@@ -94,4 +98,51 @@ where
             Ok(())
         }
     }
+}
+
+/// tonic refuses a message over `max_decoding_message_size` with
+/// `OUT_OF_RANGE`; the gRPC spec (and clients' retry logic) expects
+/// `RESOURCE_EXHAUSTED` for that. This rewrites exactly that refusal,
+/// wherever tonic put it (headers of a trailers-only response, or the
+/// trailers), and nothing else: no handler of ours answers `OUT_OF_RANGE`
+/// with tonic's wording.
+pub fn oversized_message_is_resource_exhausted(
+    response: http::Response<Body>,
+) -> http::Response<Body> {
+    let (mut parts, body) = response.into_parts();
+    rewrite_oversized(&mut parts.headers);
+    let body = body.map_frame(|mut frame| {
+        if let Some(trailers) = frame.trailers_mut() {
+            rewrite_oversized(trailers);
+        }
+        frame
+    });
+    http::Response::from_parts(parts, Body::new(body))
+}
+
+fn rewrite_oversized(headers: &mut http::HeaderMap) {
+    const TONIC_TOO_LARGE: &str = "Error,%20decoded%20message%20length%20too%20large";
+    let is_too_large = headers
+        .get("grpc-status")
+        .is_some_and(|status| status == "11")
+        && headers
+            .get("grpc-message")
+            .and_then(|message| message.to_str().ok())
+            .is_some_and(|message| {
+                message.starts_with(TONIC_TOO_LARGE) || message.starts_with("Error, decoded")
+            });
+    if is_too_large {
+        headers.insert("grpc-status", http::HeaderValue::from_static("8"));
+        headers.insert(
+            "grpc-message",
+            http::HeaderValue::from_static("message%20larger%20than%20the%20server%20accepts"),
+        );
+    }
+}
+
+type MapResponse = fn(http::Response<Body>) -> http::Response<Body>;
+
+/// [`oversized_message_is_resource_exhausted`] as a layer.
+pub fn oversized_message_layer() -> tower::util::MapResponseLayer<MapResponse> {
+    tower::util::MapResponseLayer::new(oversized_message_is_resource_exhausted as MapResponse)
 }

@@ -449,3 +449,71 @@ async fn parallel_guesses_are_counted_like_serial_ones() {
     })
     .await;
 }
+
+async fn login_from(
+    client: &mut todo_proto::auth::v1::auth_service_client::AuthServiceClient<
+        tonic::transport::Channel,
+    >,
+    forwarded_for: &str,
+) -> tonic::Status {
+    let mut request = tonic::Request::new(pb::LoginRequest {
+        email: unique_email(),
+        password: "whatever pw".into(),
+    });
+    request
+        .metadata_mut()
+        .insert("x-forwarded-for", forwarded_for.parse().unwrap());
+    client.login(request).await.unwrap_err()
+}
+
+#[tokio::test]
+async fn the_address_comes_from_x_forwarded_for_only_behind_a_trusted_proxy() {
+    let db = test_harness::TestDatabase::sqlite();
+    let behind_gateway = auth_service::Config {
+        address_rate_per_minute: 1,
+        address_burst: 2,
+        trusted_proxies: vec!["127.0.0.1/32".parse().unwrap()],
+        ..test_config(&db)
+    };
+    let server = AuthServer::start_with(behind_gateway).await;
+    let mut client = server.client().await;
+    for _ in 0..2 {
+        assert_eq!(
+            login_from(&mut client, "203.0.113.7").await.code(),
+            Code::Unauthenticated
+        );
+    }
+    assert_eq!(
+        login_from(&mut client, "203.0.113.7").await.code(),
+        Code::ResourceExhausted
+    );
+    // Another client behind the same proxy has its own budget.
+    assert_eq!(
+        login_from(&mut client, "198.51.100.1, 203.0.113.8")
+            .await
+            .code(),
+        Code::Unauthenticated
+    );
+    server.stop().await;
+
+    // Without a trusted proxy the header is ignored: forging it gains nothing.
+    let db = test_harness::TestDatabase::sqlite();
+    let direct = auth_service::Config {
+        address_rate_per_minute: 1,
+        address_burst: 2,
+        ..test_config(&db)
+    };
+    let server = AuthServer::start_with(direct).await;
+    let mut client = server.client().await;
+    for forged in ["203.0.113.1", "203.0.113.2"] {
+        assert_eq!(
+            login_from(&mut client, forged).await.code(),
+            Code::Unauthenticated
+        );
+    }
+    assert_eq!(
+        login_from(&mut client, "203.0.113.3").await.code(),
+        Code::ResourceExhausted
+    );
+    server.stop().await;
+}

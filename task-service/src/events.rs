@@ -13,6 +13,11 @@
 //!   publishes what it hears to its own hub, its own writes included, so
 //!   local and remote watchers see one ordering.
 //!
+//! A watcher sees every change committed after it subscribed. On
+//! PostgreSQL, where notices travel asynchronously, it may also see a change
+//! committed just before (its notice was still in flight): events are
+//! "the task is now like this", so applying one twice is harmless.
+//!
 //! Each watcher has its own bounded queue. A watcher whose queue is full is
 //! too far behind: it is ended with `RESOURCE_EXHAUSTED` instead of letting
 //! memory grow or slowing everyone else down. When the change feed itself

@@ -193,3 +193,67 @@ impl KeySet {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use access_token::SigningKey;
+
+    use super::*;
+
+    fn write(path: &std::path::Path, key: &SigningKey) {
+        std::fs::write(path, Jwks::of([key]).to_json()).unwrap();
+    }
+
+    #[tokio::test]
+    async fn unknown_kids_refresh_at_most_once_per_interval() {
+        let folder = tempfile::tempdir().unwrap();
+        let path = folder.path().join("jwks.json");
+        let (first, second, third) = (
+            SigningKey::generate().unwrap(),
+            SigningKey::generate().unwrap(),
+            SigningKey::generate().unwrap(),
+        );
+        write(&path, &first);
+        let keys = KeySet::new(
+            Verifier::new("iss", "aud", 0),
+            "http://unused",
+            Some(path.clone()),
+        )
+        .unwrap();
+        assert!(!keys.ready());
+        keys.refresh().await.unwrap();
+        assert!(keys.ready());
+        let generation = keys.generation();
+
+        // A rotated key is picked up by the first unknown kid...
+        write(&path, &second);
+        keys.refresh_for_unknown_kid().await;
+        assert_eq!(keys.generation(), generation + 1);
+        // ...but a flood of unknown kids right after causes no more fetches.
+        write(&path, &third);
+        for _ in 0..100 {
+            keys.refresh_for_unknown_kid().await;
+        }
+        assert_eq!(keys.generation(), generation + 1);
+        // The scheduled refresh still sees it.
+        keys.refresh().await.unwrap();
+        assert_eq!(keys.generation(), generation + 2);
+    }
+
+    #[tokio::test]
+    async fn an_empty_key_set_keeps_the_current_keys() {
+        let folder = tempfile::tempdir().unwrap();
+        let path = folder.path().join("jwks.json");
+        write(&path, &SigningKey::generate().unwrap());
+        let keys = KeySet::new(
+            Verifier::new("iss", "aud", 0),
+            "http://unused",
+            Some(path.clone()),
+        )
+        .unwrap();
+        keys.refresh().await.unwrap();
+        std::fs::write(&path, r#"{"keys":[]}"#).unwrap();
+        assert!(keys.refresh().await.is_err());
+        assert!(keys.ready(), "the old keys stay trusted");
+    }
+}

@@ -14,6 +14,10 @@ CREATE TABLE tasks (
     completed          INTEGER NOT NULL CHECK (completed IN (0, 1)),
     priority           INTEGER NOT NULL,
     due_time           INTEGER,
+    -- The due_time order's key: tasks without a due time sort last. A
+    -- generated column (not an expression index) so that SQLite can use
+    -- the index for the keyset range `(due_sort, id) > (?, ?)`.
+    due_sort           INTEGER GENERATED ALWAYS AS (COALESCE(due_time, 9223372036854775807)) VIRTUAL,
     create_time        INTEGER NOT NULL,
     update_time        INTEGER NOT NULL,
     complete_time      INTEGER,
@@ -28,7 +32,7 @@ CREATE UNIQUE INDEX tasks_owner_request_id ON tasks (owner, request_id) WHERE re
 -- One index per order of ListTasks, each ending with the id tie-break, so
 -- a keyset page is one index range scan wherever it starts.
 CREATE INDEX tasks_owner_create_time ON tasks (owner, create_time, id);
-CREATE INDEX tasks_owner_due_time ON tasks (owner, COALESCE(due_time, 9223372036854775807), id);
+CREATE INDEX tasks_owner_due_time ON tasks (owner, due_sort, id);
 CREATE INDEX tasks_owner_priority ON tasks (owner, priority, id);
 CREATE INDEX tasks_owner_title ON tasks (owner, title, id);
 CREATE INDEX tasks_owner_completed_create_time ON tasks (owner, completed, create_time, id);

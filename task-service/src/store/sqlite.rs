@@ -127,7 +127,7 @@ async fn write_task(
 fn sort_expression(order: OrderBy) -> &'static str {
     match order {
         OrderBy::CreateTimeDesc | OrderBy::CreateTime => "create_time",
-        OrderBy::DueTime => "COALESCE(due_time, 9223372036854775807)",
+        OrderBy::DueTime => "due_sort",
         OrderBy::PriorityDesc => "priority",
         OrderBy::Title => "title",
     }

@@ -1,0 +1,107 @@
+//! The process around the API: a database outage is `UNAVAILABLE` (with a
+//! message that leaks nothing), health follows it, open watchers are told,
+//! and everything recovers without a restart.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serving::clock::Clock;
+use support::*;
+use test_harness::{Backend, TcpProxy, database_address, url_via};
+use todo_proto::tasks::v1 as pb;
+use tonic::Code;
+use tonic_health::pb::health_check_response::ServingStatus;
+
+async fn eventually<F, Fut>(what: &str, check: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + PATIENCE;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_database_outage_is_unavailable_and_not_serving_then_recovers_by_itself() {
+    if !Backend::all().contains(&Backend::Postgres) {
+        eprintln!("SKIPPED: the outage test cuts a PostgreSQL connection");
+        return;
+    }
+    let database = Backend::Postgres.fresh().await;
+    let proxy = TcpProxy::start(database_address(&database.url)).await;
+    let auth = AuthServer::start(Clock::default()).await;
+    let tasks = TaskServer::start(task_config(
+        &url_via(&database.url, proxy.addr()),
+        &auth.url(),
+        Clock::default(),
+    ))
+    .await;
+    tasks.wait_serving().await;
+    let user = auth.register("alice").await;
+    let mut client = tasks.client(&user.token).await;
+    let task = create(&mut client, titled("before the outage")).await;
+    let mut events = client
+        .watch_tasks(pb::WatchTasksRequest {})
+        .await
+        .expect("watch")
+        .into_inner();
+
+    proxy.cut();
+    let started = Instant::now();
+    let status = client
+        .get_task(pb::GetTaskRequest {
+            id: task.id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "answered within a deadline"
+    );
+    for leak in ["SELECT", "sqlx", "postgres", "127.0.0.1", "tasks", "pool"] {
+        assert!(
+            !status
+                .message()
+                .to_lowercase()
+                .contains(&leak.to_lowercase()),
+            "message leaks {leak}: {}",
+            status.message()
+        );
+    }
+    // The notice of the create may still be on its way to the listener
+    // when the watch opens, so it may arrive first; then the status.
+    let ended = loop {
+        let message = tokio::time::timeout(PATIENCE, events.message())
+            .await
+            .expect("the watch ends in time");
+        match message {
+            Ok(Some(event)) => {
+                assert_eq!(event.task.as_ref(), Some(&task), "only the earlier create")
+            }
+            Ok(None) => panic!("the watch ended without a status"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(ended.code(), Code::Unavailable, "{ended:?}");
+    eventually("health is NOT_SERVING", || async {
+        tasks.health(task_service::SERVICE_NAME).await == Some(ServingStatus::NotServing)
+    })
+    .await;
+
+    proxy.restore();
+    tasks.wait_serving().await;
+    let got = client
+        .get_task(pb::GetTaskRequest {
+            id: task.id.clone(),
+        })
+        .await
+        .expect("recovered without a restart");
+    assert_eq!(got.into_inner().task, Some(task));
+    tasks.stop().await.unwrap();
+    auth.stop().await;
+}

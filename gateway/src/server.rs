@@ -75,6 +75,9 @@ pub async fn serve(
 
     let builder = connection_builder(&config);
     let graceful = GracefulShutdown::new();
+    // Every connection's task, so the ones still open after the grace are
+    // ended, not left running behind a server that has returned.
+    let mut connections = tokio::task::JoinSet::new();
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -100,11 +103,13 @@ pub async fn serve(
         let connection =
             builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
         let connection = graceful.watch(connection.into_owned());
-        tokio::spawn(async move {
+        connections.spawn(async move {
             if let Err(error) = connection.await {
                 tracing::debug!(%peer, %error, "connection ended with an error");
             }
         });
+        // Reap finished connections so the set holds only open ones.
+        while connections.try_join_next().is_some() {}
     }
     drop(listener);
 
@@ -115,6 +120,7 @@ pub async fn serve(
             tracing::warn!(grace = ?config.shutdown_grace, "drain time exceeded; abandoning open calls");
         }
     }
+    connections.shutdown().await;
     let _ = health.await;
     Ok(())
 }

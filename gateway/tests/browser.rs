@@ -30,7 +30,10 @@ fn browser_test_dir() -> PathBuf {
 /// Whether the prerequisites are present; skips (or fails on CI) if not.
 fn prerequisites_present() -> bool {
     let node_modules = browser_test_dir().join("node_modules");
-    let node = Command::new("node").arg("--version").output().is_ok_and(|output| output.status.success());
+    let node = Command::new("node")
+        .arg("--version")
+        .output()
+        .is_ok_and(|output| output.status.success());
     if node_modules.is_dir() && Path::new(CHROMIUM).exists() && node {
         return true;
     }
@@ -39,8 +42,13 @@ fn prerequisites_present() -> bool {
         node_modules.is_dir(),
         Path::new(CHROMIUM).exists()
     );
-    assert!(std::env::var_os("CI").is_none(), "CI must run the browser test, but its prerequisites are missing ({missing})");
-    eprintln!("SKIPPED browser test: run npm ci --prefix browser-test and apt-get install chromium ({missing})");
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI must run the browser test, but its prerequisites are missing ({missing})"
+    );
+    eprintln!(
+        "SKIPPED browser test: run npm ci --prefix browser-test and apt-get install chromium ({missing})"
+    );
     false
 }
 
@@ -52,7 +60,8 @@ async fn a_page_on_another_origin_uses_the_gateway_and_sees_live_updates_in_chro
     // The page's port is chosen here so the gateway can allow exactly its origin.
     let page_port = stack::closed_port().await.port();
     let page_origin = format!("http://127.0.0.1:{page_port}");
-    let stack = Stack::start_with(|config| config.allowed_origins = vec![page_origin.clone()]).await;
+    let stack =
+        Stack::start_with(|config| config.allowed_origins = vec![page_origin.clone()]).await;
 
     let mut command = Command::new("node");
     command
@@ -70,6 +79,10 @@ async fn a_page_on_another_origin_uses_the_gateway_and_sees_live_updates_in_chro
     let stderr = String::from_utf8_lossy(&output.stderr);
     println!("{stdout}");
     eprintln!("{stderr}");
-    assert!(output.status.success(), "the browser test failed ({}):\n{stdout}\n{stderr}", output.status);
+    assert!(
+        output.status.success(),
+        "the browser test failed ({}):\n{stdout}\n{stderr}",
+        output.status
+    );
     assert!(stdout.contains("PASS browser test"), "{stdout}");
 }

@@ -22,7 +22,7 @@ use prost::Message;
 use stack::{STEP, Stack, authorized, raw_client};
 use todo_proto::{
     auth::v1::{GetJwksRequest, GetJwksResponse, RegisterRequest},
-    tasks::v1::ListTasksRequest,
+    tasks::v1::{ListTasksRequest, WatchTasksRequest},
 };
 use tokio::time::timeout;
 use tonic::Code;
@@ -367,10 +367,7 @@ async fn an_upstream_that_never_answers_is_cut_at_the_request_timeout() {
     .await
     .expect("no hang")
     .expect_err("nobody answers");
-    assert!(
-        matches!(status.code(), Code::DeadlineExceeded | Code::Unavailable),
-        "{status:?}"
-    );
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
     assert!(
         started.elapsed() < Duration::from_secs(3),
         "took {:?}",
@@ -571,4 +568,78 @@ async fn a_list_call_carries_authorization_through() {
         .expect("the token reached the task-service")
         .into_inner();
     assert!(listed.tasks.is_empty());
+}
+
+#[tokio::test]
+async fn calls_over_the_concurrency_limit_are_refused_at_once() {
+    let stack = Stack::start_with(|config| config.max_concurrent_requests = 1).await;
+    let token = stack.register("busy@example.com").await;
+    // An open stream is a call in flight for as long as it is open.
+    let stream = stack
+        .tasks_web(false)
+        .watch_tasks(authorized(WatchTasksRequest {}, &token))
+        .await
+        .expect("WatchTasks opens");
+    let started = Instant::now();
+    let status = timeout(
+        STEP,
+        stack
+            .tasks_web(false)
+            .list_tasks(authorized(ListTasksRequest::default(), &token)),
+    )
+    .await
+    .expect("no hang")
+    .expect_err("over the limit");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "refused at once, took {:?}",
+        started.elapsed()
+    );
+
+    // Closing the stream frees its place.
+    drop(stream);
+    let deadline = Instant::now() + STEP;
+    loop {
+        match stack
+            .tasks_web(false)
+            .list_tasks(authorized(ListTasksRequest::default(), &token))
+            .await
+        {
+            Ok(_) => break,
+            Err(status)
+                if status.code() == Code::ResourceExhausted && Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(status) => panic!("the permit was not released: {status:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn shutdown_is_bounded_even_with_a_stream_open() {
+    let grace = Duration::from_millis(500);
+    let mut stack = Stack::start_with(|config| config.shutdown_grace = grace).await;
+    let token = stack.register("leaving@example.com").await;
+    let mut stream = stack
+        .tasks_web(false)
+        .watch_tasks(authorized(WatchTasksRequest {}, &token))
+        .await
+        .expect("WatchTasks opens")
+        .into_inner();
+    // Only the gateway stops; the task-service would keep the stream open.
+    timeout(grace + Duration::from_secs(3), stack.stop_gateway())
+        .await
+        .expect("the gateway stops within its grace");
+    // The abandoned stream ends instead of hanging on.
+    let ended = timeout(STEP, stream.message())
+        .await
+        .expect("the stream ends");
+    assert!(
+        !matches!(ended, Ok(Some(_))),
+        "no event was expected: {ended:?}"
+    );
+    // And the listener is closed.
+    assert!(tokio::net::TcpStream::connect(stack.gateway).await.is_err());
 }

@@ -37,6 +37,10 @@ pub struct Stack {
     pub auth: SocketAddr,
     pub tasks: SocketAddr,
     shutdown: CancellationToken,
+    /// Stops the gateway alone (a child of `shutdown`).
+    gateway_shutdown: CancellationToken,
+    /// Ends when the gateway's `serve` has returned.
+    gateway_done: Option<tokio::task::JoinHandle<()>>,
     /// The task-service's listener while it is not started yet.
     tasks_listener: Option<TcpListener>,
     tasks_db: TestDatabase,
@@ -94,9 +98,10 @@ impl Stack {
             ..gateway::Config::default()
         };
         configure(&mut config);
-        tokio::spawn(run(
+        let gateway_shutdown = shutdown.child_token();
+        let gateway_done = tokio::spawn(run(
             "gateway",
-            gateway::serve(config, gateway_listener, shutdown.clone()),
+            gateway::serve(config, gateway_listener, gateway_shutdown.clone()),
         ));
 
         Self {
@@ -104,6 +109,8 @@ impl Stack {
             auth,
             tasks,
             shutdown,
+            gateway_shutdown,
+            gateway_done: Some(gateway_done),
             tasks_listener: Some(tasks_listener),
             tasks_db,
             _auth_db: auth_db,
@@ -140,6 +147,14 @@ impl Stack {
     /// Stops all three (also done on drop).
     pub fn stop(&self) {
         self.shutdown.cancel();
+    }
+
+    /// Stops the gateway alone and waits until its `serve` has returned.
+    pub async fn stop_gateway(&mut self) {
+        self.gateway_shutdown.cancel();
+        if let Some(done) = self.gateway_done.take() {
+            done.await.expect("the gateway did not panic");
+        }
     }
 
     /// The gateway's own health, asked over plain gRPC.

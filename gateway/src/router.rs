@@ -73,38 +73,47 @@ pub struct Router {
 impl Router {
     /// Answers one call; never fails (every failure is a gRPC status).
     pub async fn route(&self, request: Request<Body>) -> Response<Body> {
+        let grpc_web = request.extensions().get::<GrpcWebCaller>().is_some();
+        let in_trailers = |response| {
+            if grpc_web {
+                status_into_trailers(response)
+            } else {
+                response
+            }
+        };
         let Ok(permit) = self.permits.clone().try_acquire_owned() else {
             tracing::warn!("concurrency limit reached; refusing a call");
-            return crate::status_response(Status::resource_exhausted(
+            return in_trailers(crate::status_response(Status::resource_exhausted(
                 "the gateway is at its concurrency limit; retry later",
-            ));
+            )));
         };
-        let grpc_web = request.extensions().get::<GrpcWebCaller>().is_some();
+        let response = in_trailers(self.dispatch(request).await);
+        response.map(|body| Body::new(Guarded::new(body, permit)))
+    }
+
+    async fn dispatch(&self, request: Request<Body>) -> Response<Body> {
         let path = request.uri().path();
-        let mut response = if path.starts_with(AUTH_PREFIX) {
+        if path.starts_with(AUTH_PREFIX) {
             let peer = peer_ip(&request);
             self.auth.forward(request, peer, self.limits).await
         } else if path.starts_with(TASKS_PREFIX) {
             let peer = peer_ip(&request);
             self.tasks.forward(request, peer, self.limits).await
-        } else if path.starts_with(HEALTH_PREFIX)
-            || (self.reflection
-                && REFLECTION_PREFIXES
-                    .iter()
-                    .any(|prefix| path.starts_with(prefix)))
-        {
+        } else if path.starts_with(HEALTH_PREFIX) || (self.reflection && is_reflection(path)) {
             match self.local.clone().oneshot(request).await {
                 Ok(response) => response,
                 Err(infallible) => match infallible {},
             }
         } else {
             crate::status_response(Status::unimplemented("unknown service or method"))
-        };
-        if grpc_web {
-            response = status_into_trailers(response);
         }
-        response.map(|body| Body::new(Guarded::new(body, permit)))
     }
+}
+
+fn is_reflection(path: &str) -> bool {
+    REFLECTION_PREFIXES
+        .iter()
+        .any(|prefix| path.starts_with(prefix))
 }
 
 /// Turns a trailers-only response (status in the headers) into one whose

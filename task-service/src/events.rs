@@ -73,6 +73,17 @@ pub fn task_event(kind: EventKind, task: &Task, time: DateTime<Utc>) -> Event {
     event(kind, &proto::Task::from(task), time)
 }
 
+/// Most open watchers one user may have on one replica: each holds a queue,
+/// so one account cannot make the process buffer without bound.
+pub const MAX_WATCHERS_PER_USER: usize = 32;
+
+/// Why a new watcher was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    FeedDown,
+    TooManyWatchers,
+}
+
 /// Why a watcher's stream ended (other than the client leaving).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum End {
@@ -123,11 +134,19 @@ impl Hub {
             .unwrap_or_else(|poison| poison.into_inner())
     }
 
-    /// Starts watching `owner`'s tasks, or `None` while the feed is down.
-    pub fn subscribe(self: &Arc<Self>, owner: Uuid) -> Option<Subscription> {
+    /// Starts watching `owner`'s tasks, unless the feed is down or the
+    /// owner already has [`MAX_WATCHERS_PER_USER`] watchers here.
+    pub fn subscribe(self: &Arc<Self>, owner: Uuid) -> Result<Subscription, Refused> {
         let mut state = self.state();
         if !state.available {
-            return None;
+            return Err(Refused::FeedDown);
+        }
+        if state
+            .watchers
+            .get(&owner)
+            .is_some_and(|slots| slots.len() >= MAX_WATCHERS_PER_USER)
+        {
+            return Err(Refused::TooManyWatchers);
         }
         let (queue, receiver) = mpsc::channel(self.queue_len);
         let end = Arc::new(OnceLock::new());
@@ -138,7 +157,7 @@ impl Hub {
             queue,
             end: end.clone(),
         });
-        Some(Subscription {
+        Ok(Subscription {
             receiver,
             end,
             hub: self.clone(),
@@ -291,9 +310,25 @@ mod tests {
         let mut watcher = hub.subscribe(Uuid::now_v7()).unwrap();
         hub.set_available(false);
         assert_eq!(watcher.next().await.unwrap_err(), End::FeedLost);
-        assert!(hub.subscribe(Uuid::now_v7()).is_none());
+        assert_eq!(hub.subscribe(Uuid::now_v7()).err(), Some(Refused::FeedDown));
         hub.set_available(true);
-        assert!(hub.subscribe(Uuid::now_v7()).is_some());
+        assert!(hub.subscribe(Uuid::now_v7()).is_ok());
+    }
+
+    #[tokio::test]
+    async fn one_user_cannot_open_watchers_without_bound() {
+        let hub = Hub::new(2, true);
+        let owner = Uuid::now_v7();
+        let watchers: Vec<_> = (0..MAX_WATCHERS_PER_USER)
+            .map(|_| hub.subscribe(owner).unwrap())
+            .collect();
+        assert_eq!(hub.subscribe(owner).err(), Some(Refused::TooManyWatchers));
+        assert!(
+            hub.subscribe(Uuid::now_v7()).is_ok(),
+            "other users are not affected"
+        );
+        drop(watchers);
+        assert!(hub.subscribe(owner).is_ok());
     }
 
     #[tokio::test]

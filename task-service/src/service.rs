@@ -22,7 +22,7 @@ use crate::{
         parse_update_mask,
     },
     error::Error,
-    events::{End, Hub, Subscription},
+    events::{End, Hub, Refused, Subscription},
     page_token::PageTokenKey,
     store::{Completion, TaskStore, Written},
 };
@@ -304,10 +304,19 @@ impl TaskService for TaskApi {
         request: Request<proto::WatchTasksRequest>,
     ) -> Result<Response<Self::WatchTasksStream>, Status> {
         let identity = caller(&request)?;
-        let Some(subscription) = self.hub.subscribe(identity.user_id) else {
-            return Err(Status::unavailable(
-                "live updates are temporarily unavailable; retry later",
-            ));
+        let subscription = match self.hub.subscribe(identity.user_id) {
+            Ok(subscription) => subscription,
+            Err(Refused::FeedDown) => {
+                return Err(Status::unavailable(
+                    "live updates are temporarily unavailable; retry later",
+                ));
+            }
+            Err(Refused::TooManyWatchers) => {
+                return Err(serving::status::resource_exhausted(
+                    "too many open WatchTasks streams for this user; close one first",
+                    Duration::from_secs(5),
+                ));
+            }
         };
         let watch = Watch {
             subscription,

@@ -11,7 +11,7 @@
 //! `typ`, `iss`, `aud`, `exp`, `nbf`) and puts the proven
 //! [`Identity`] into the request's extensions, where handlers take the owner
 //! from and from nowhere else. Every refusal is the same `UNAUTHENTICATED`
-//! message; the reason is logged at debug level, never the token.
+//! message; the reason is logged (a security event), never the token.
 //!
 //! Verified tokens are remembered in a bounded cache keyed by the SHA-256 of
 //! the whole token, so a client's repeated calls skip the signature check.
@@ -65,7 +65,7 @@ impl Authenticator {
             ));
         }
         let token = bearer_token(metadata).map_err(|reason| {
-            tracing::debug!(%reason, "refused authorization metadata");
+            tracing::info!(%reason, "refused authorization metadata");
             Status::unauthenticated(UNAUTHENTICATED)
         })?;
         let now = self.clock.now().timestamp();
@@ -90,7 +90,7 @@ impl Authenticator {
                 Ok(identity)
             }
             Err(reason) => {
-                tracing::debug!(%reason, "refused access token");
+                tracing::info!(%reason, "refused access token");
                 Err(Status::unauthenticated(UNAUTHENTICATED))
             }
         }

@@ -23,7 +23,7 @@ pub mod page_token;
 pub mod service;
 pub mod store;
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use access_token::Verifier;
 use anyhow::Context;
@@ -49,9 +49,9 @@ pub const SERVICE_NAME: &str = <TaskServiceServer<TaskApi> as NamedService>::NAM
 /// Serves `tasks.v1.TaskService`, health and reflection on `listener` until
 /// `shutdown` is cancelled, then drains (bounded by the shutdown grace).
 ///
-/// Start-up fails only for what a restart cannot fix by itself being
-/// retried here: a database that cannot be opened or migrated, or a bad
-/// `--auth-url`. A missing auth-service is waited for in the background.
+/// Start-up fails only when the tasks database cannot be opened or migrated,
+/// or `--auth-url` is not a URL; an auth-service that is not up yet is
+/// waited for in the background (health says `NOT_SERVING` meanwhile).
 pub async fn serve(
     config: Config,
     listener: TcpListener,
@@ -162,7 +162,14 @@ pub async fn serve(
         .await
         .context("the gRPC server failed")?;
     background.cancel();
-    database.close().await;
+    // Calls abandoned by the drain may still hold connections; do not let
+    // them hold up the exit.
+    if tokio::time::timeout(Duration::from_secs(5), database.close())
+        .await
+        .is_err()
+    {
+        tracing::warn!("database connections still busy at exit; closing anyway");
+    }
     tracing::info!("task-service stopped");
     Ok(())
 }

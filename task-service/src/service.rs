@@ -15,6 +15,17 @@
 
 use std::{pin::Pin, sync::Arc, time::Duration};
 
+use access_token::Identity;
+use futures::Stream;
+use serving::{
+    CancellationToken,
+    clock::Clock,
+    status::{Violation, invalid_argument},
+};
+use todo_proto::tasks::v1::{self as proto, task_service_server::TaskService};
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
 use crate::{
     domain::{
         Description, ListQuery, NewTask, OrderBy, SearchText, TaskPatch, TaskTitle, UpdatableField,
@@ -26,15 +37,6 @@ use crate::{
     page_token::PageTokenKey,
     store::{Completion, TaskStore, Written},
 };
-use access_token::Identity;
-use futures::Stream;
-use serving::{
-    CancellationToken,
-    clock::Clock,
-    status::{Violation, invalid_argument},
-};
-use todo_proto::tasks::v1::{self as proto, task_service_server::TaskService};
-use tonic::{Request, Response, Status};
 
 pub struct TaskApi {
     store: Arc<dyn TaskStore>,
@@ -73,6 +75,14 @@ fn caller<T>(request: &Request<T>) -> Result<Identity, Status> {
             tracing::error!("a task RPC ran without an authenticated identity");
             Status::unauthenticated("missing or invalid access token")
         })
+}
+
+/// `NOT_FOUND`, identical for unknown and foreign ids. It is logged as a
+/// security event: a run of them from one user is someone probing ids.
+/// (Both values are parsed UUIDs, so nothing a client typed reaches the log.)
+fn not_found(owner: Uuid, id: Uuid) -> Status {
+    tracing::info!(user = %owner, task = %id, "task not found for this user");
+    Error::NotFound.into()
 }
 
 /// Collects the violations of several fields into one answer.
@@ -144,7 +154,9 @@ impl TaskService for TaskApi {
     ) -> Result<Response<proto::GetTaskResponse>, Status> {
         let owner = caller(&request)?.user_id;
         let id = parse_one(parse_id("id", &request.get_ref().id))?;
-        let task = self.store.get(owner, id).await?.ok_or(Error::NotFound)?;
+        let Some(task) = self.store.get(owner, id).await? else {
+            return Err(not_found(owner, id));
+        };
         Ok(Response::new(proto::GetTaskResponse {
             task: Some((&task).into()),
         }))
@@ -253,7 +265,7 @@ impl TaskService for TaskApi {
             Written::Done(task) => Ok(Response::new(proto::UpdateTaskResponse {
                 task: Some((&task).into()),
             })),
-            Written::NotFound => Err(Error::NotFound.into()),
+            Written::NotFound => Err(not_found(owner, id)),
             Written::EtagMismatch => Err(Error::EtagMismatch.into()),
         }
     }
@@ -271,7 +283,7 @@ impl TaskService for TaskApi {
             .await?
         {
             Written::Done(()) => Ok(Response::new(proto::DeleteTaskResponse {})),
-            Written::NotFound => Err(Error::NotFound.into()),
+            Written::NotFound => Err(not_found(owner, id)),
             Written::EtagMismatch => Err(Error::EtagMismatch.into()),
         }
     }
@@ -293,7 +305,7 @@ impl TaskService for TaskApi {
                     task: Some((&task).into()),
                 }))
             }
-            Completion::NotFound => Err(Error::NotFound.into()),
+            Completion::NotFound => Err(not_found(owner, id)),
         }
     }
 

@@ -7,7 +7,8 @@
 //! upstreams' overall health (`""`) with a short deadline through the same
 //! pooled connections that carry calls; [`serving::health::track`] runs it
 //! in the background, logs changes once and flips everything to
-//! `NOT_SERVING` at shutdown.
+//! `NOT_SERVING` at shutdown. The process (`""`) and both service names
+//! report that one combined status.
 
 use std::time::Duration;
 
@@ -15,6 +16,7 @@ use serving::{CancellationToken, health::HealthReporter};
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
+use tracing::Instrument;
 
 use crate::upstream::Upstream;
 
@@ -31,14 +33,16 @@ pub async fn track(
     tasks: Upstream,
     shutdown: CancellationToken,
 ) {
-    serving::health::track(reporter, SERVICES.to_vec(), shutdown, || {
+    let span = tracing::info_span!("gateway_health");
+    let track = serving::health::track(reporter, SERVICES.to_vec(), shutdown, || {
         let (auth, tasks) = (auth.clone(), tasks.clone());
         async move {
             let (auth_up, tasks_up) = tokio::join!(is_serving(&auth), is_serving(&tasks));
             auth_up && tasks_up
         }
-    })
-    .await;
+    });
+    // The span names whose health changed in a log shared with the services.
+    track.instrument(span).await;
 }
 
 /// Whether `upstream` answers its health check with `SERVING`.

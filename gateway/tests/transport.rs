@@ -425,6 +425,7 @@ async fn echoing_upstream() -> SocketAddr {
                         .header("x-seen-forwarded-for", joined("x-forwarded-for"))
                         .header("x-seen-request-id", joined("x-request-id"))
                         .header("x-seen-authorization", joined("authorization"))
+                        .header("x-seen-grpc-timeout", joined("grpc-timeout"))
                         .header(
                             "x-seen-uri",
                             request
@@ -462,11 +463,13 @@ async fn metadata_is_forwarded_and_x_forwarded_for_is_replaced() {
             ("forwarded", "for=6.6.6.6"),
             ("authorization", "Bearer from-header"),
             ("x-request-id", "client-chosen-42"),
+            ("grpc-timeout", "5S"),
         ],
     )
     .await;
     assert_eq!(headers["x-seen-forwarded-for"], "127.0.0.1");
     assert_eq!(headers["x-seen-authorization"], "Bearer from-header");
+    assert_eq!(headers["x-seen-grpc-timeout"], "5S");
     assert_eq!(headers["x-seen-request-id"], "client-chosen-42");
     assert_eq!(headers["x-request-id"], "client-chosen-42");
     assert_eq!(

@@ -3,10 +3,13 @@
 //! ```text
 //! connection (server.rs)      peer address into the request's extensions
 //!  -> CORS (cors.rs)          preflights answered here; allowed origins marked
-//!  -> entry                   x-request-id, the call's span and log line;
+//!  -> entry                   x-request-id, the call's span and log line,
+//!     |                       gRPC-Web callers marked;
 //!     |                       GET /.well-known/jwks.json answered (jwks.rs)
 //!     -> gRPC-Web (tonic-web) grpc-web / grpc-web-text <-> gRPC; gRPC passes
-//!        -> router (router.rs) concurrency permit, then by service name:
+//!        -> router (router.rs) concurrency permit; for gRPC-Web callers a
+//!           |                  status in the headers moves to the trailers
+//!           |                  frame; then by service name:
 //!           -> upstream        auth-service or task-service (upstream.rs)
 //!           -> local           health (health.rs), reflection
 //!           -> UNIMPLEMENTED

@@ -304,3 +304,87 @@ async fn health_and_reflection_are_public_and_reflection_can_be_switched_off() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_jwks_file_is_a_key_source_and_claims_are_checked() {
+    on_each_backend(|backend| async move {
+        let key = SigningKey::generate().unwrap();
+        let folder = tempfile::tempdir().unwrap();
+        let jwks_file = folder.path().join("jwks.json");
+        std::fs::write(&jwks_file, access_token::Jwks::of([&key]).to_json()).unwrap();
+        let database = backend.fresh().await;
+        let mut config = task_config(&database.url, "http://127.0.0.1:1", Clock::default());
+        config.jwks_file = Some(jwks_file);
+        let tasks = TaskServer::start(config).await;
+        tasks.wait_serving().await;
+
+        let now = chrono::Utc::now().timestamp();
+        let claims = AccessClaims {
+            iss: "todo-auth".into(),
+            aud: "todo-api".into(),
+            sub: uuid::Uuid::now_v7(),
+            sid: uuid::Uuid::now_v7(),
+            iat: now,
+            exp: now + 300,
+            nbf: None,
+            jti: uuid::Uuid::new_v4(),
+        };
+        let mut client = tasks.client(&key.sign(&claims).unwrap()).await;
+        create(&mut client, titled("minted")).await;
+
+        let refused = [
+            (
+                "wrong iss",
+                AccessClaims {
+                    iss: "evil".into(),
+                    ..claims.clone()
+                },
+            ),
+            (
+                "wrong aud",
+                AccessClaims {
+                    aud: "other-api".into(),
+                    ..claims.clone()
+                },
+            ),
+            (
+                "expired past the leeway",
+                AccessClaims {
+                    exp: now - 61,
+                    ..claims.clone()
+                },
+            ),
+            (
+                "not valid yet",
+                AccessClaims {
+                    nbf: Some(now + 600),
+                    ..claims.clone()
+                },
+            ),
+        ];
+        for (what, claims) in refused {
+            let mut client = tasks.client(&key.sign(&claims).unwrap()).await;
+            let status = client
+                .list_tasks(pb::ListTasksRequest::default())
+                .await
+                .unwrap_err();
+            assert_eq!(status.code(), Code::Unauthenticated, "{what}");
+        }
+        // Signed by the right key, but not an access token (`typ: JWT`).
+        let mut jwt_header = header(Algorithm::EdDSA, key.kid());
+        jwt_header.typ = Some("JWT".into());
+        let id_token = jsonwebtoken::encode(
+            &jwt_header,
+            &claims,
+            &EncodingKey::from_ed_der(key.pkcs8_der()),
+        )
+        .unwrap();
+        let mut client = tasks.client(&id_token).await;
+        assert_eq!(
+            code(client.list_tasks(pb::ListTasksRequest::default()).await),
+            Code::Unauthenticated
+        );
+        tasks.stop().await.unwrap();
+    })
+    .await;
+}

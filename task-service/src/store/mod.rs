@@ -5,13 +5,17 @@
 //!
 //! - **Every operation takes the owner.** There is no way to read or write a
 //!   task by id alone; a foreign id behaves exactly like an unknown one.
-//! - **Conditions live in the writing statement.** Ownership, the etag and
-//!   "already completed" are all in the `WHERE` of the one `UPDATE`/`DELETE`
-//!   that writes, inside a transaction, so concurrent writers cannot lose
-//!   each other's changes; only when it matched no row does a second read in
-//!   the same transaction tell `NOT_FOUND` from `ABORTED`.
+//! - **Conditions live in the writing statement.** A write runs in one
+//!   transaction: it reads the caller's row while holding the write lock
+//!   (SQLite: `BEGIN IMMEDIATE`; PostgreSQL: `SELECT ... FOR UPDATE`), which
+//!   tells `NOT_FOUND` from the rest, then writes with the owner and the
+//!   expected version (the etag) in the `WHERE` of the one `UPDATE`/`DELETE`.
+//!   A stale etag matches no row and is `ABORTED`; two writers holding the
+//!   same etag cannot both win, and no writer loses another's change.
+//!   The new field values are computed once, in Rust (`apply_patch`), so
+//!   both databases follow the same rules.
 //!
-//! Each committed change is published as a [`TaskEvent`] for `WatchTasks`
+//! Each committed change is published as an event for `WatchTasks`
 //! (see [`crate::events`]): SQLite hands it to the in-process hub after the
 //! commit, PostgreSQL sends it with `pg_notify` inside the transaction, so a
 //! rolled-back write notifies nobody.
@@ -119,8 +123,9 @@ pub trait TaskStore: Send + Sync + 'static {
     async fn ping(&self) -> bool;
 }
 
-/// Opens the store of `database` (running its migrations) and, for
-/// PostgreSQL, returns the pool the change listener must use.
+/// Opens the store of `database`, running its migrations. A SQLite store
+/// publishes its changes to `hub`; a PostgreSQL hub is fed by
+/// [`postgres::listen`] instead.
 pub async fn open(
     database: serving::database::Database,
     hub: Arc<Hub>,

@@ -361,21 +361,29 @@ impl Watch {
         }
         let item = tokio::select! {
             biased;
-            () = self.shutdown.cancelled() => Err(Status::unavailable("the server is shutting down; reconnect")),
+            () = self.shutdown.cancelled() => {
+                Err(Status::unavailable("the server is shutting down; reconnect"))
+            }
             () = until(&self.clock, self.expires_at_micros) => {
                 Err(Status::unauthenticated("the access token expired; reconnect with a fresh one"))
             }
-            next = self.subscription.next() => match next {
-                Ok(event) => Ok((*event).clone()),
-                Err(End::TooFarBehind) => Err(serving::status::resource_exhausted(
-                    "this watcher fell too far behind; reconnect and re-read the list",
-                    Duration::from_secs(1),
-                )),
-                Err(End::FeedLost) => Err(Status::unavailable("live updates were interrupted; reconnect and re-read the list")),
-            },
+            next = self.subscription.next() => next.map(|event| (*event).clone()).map_err(ended),
         };
         self.ended = item.is_err();
         Some((item, self))
+    }
+}
+
+/// The status ending a watcher that the hub let go.
+fn ended(end: End) -> Status {
+    match end {
+        End::TooFarBehind => serving::status::resource_exhausted(
+            "this watcher fell too far behind; reconnect and re-read the list",
+            Duration::from_secs(1),
+        ),
+        End::FeedLost => {
+            Status::unavailable("live updates were interrupted; reconnect and re-read the list")
+        }
     }
 }
 

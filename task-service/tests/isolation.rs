@@ -184,15 +184,50 @@ enum Op {
 }
 
 fn op() -> impl Strategy<Value = Op> {
-    let user = 0..3usize;
-    let title = "[a-cA-C]{1,3}";
-    prop_oneof![
-        3 => (user.clone(), title, 0..4i32).prop_map(|(user, title, priority)| Op::Create { user, title, priority }),
-        2 => (user.clone(), any::<usize>(), 0..3usize, title).prop_map(|(user, pick, owner, title)| Op::Rename { user, pick, owner, title }),
-        2 => (user.clone(), any::<usize>(), 0..3usize, any::<bool>()).prop_map(|(user, pick, owner, completed)| Op::Complete { user, pick, owner, completed }),
-        1 => (user.clone(), any::<usize>(), 0..3usize).prop_map(|(user, pick, owner)| Op::Delete { user, pick, owner }),
-        2 => (user, 0..5usize, proptest::option::of(any::<bool>()), 1..4i32).prop_map(|(user, order, completed, page_size)| Op::List { user, order, completed, page_size }),
-    ]
+    // `pick` chooses among the ids `owner` ever created, so users also act
+    // on other users' and on deleted tasks.
+    let user = || 0..3usize;
+    let title = || "[a-cA-C]{1,3}";
+    let create = (user(), title(), 0..4i32).prop_map(|(user, title, priority)| Op::Create {
+        user,
+        title,
+        priority,
+    });
+    let rename =
+        (user(), any::<usize>(), user(), title()).prop_map(|(user, pick, owner, title)| {
+            Op::Rename {
+                user,
+                pick,
+                owner,
+                title,
+            }
+        });
+    let complete = (user(), any::<usize>(), user(), any::<bool>()).prop_map(
+        |(user, pick, owner, completed)| Op::Complete {
+            user,
+            pick,
+            owner,
+            completed,
+        },
+    );
+    let delete = (user(), any::<usize>(), user()).prop_map(|(user, pick, owner)| Op::Delete {
+        user,
+        pick,
+        owner,
+    });
+    let list = (
+        user(),
+        0..ORDERS.len(),
+        proptest::option::of(any::<bool>()),
+        1..4i32,
+    )
+        .prop_map(|(user, order, completed, page_size)| Op::List {
+            user,
+            order,
+            completed,
+            page_size,
+        });
+    prop_oneof![3 => create, 2 => rename, 2 => complete, 1 => delete, 2 => list]
 }
 
 /// What the model knows of one task.

@@ -105,3 +105,40 @@ async fn a_database_outage_is_unavailable_and_not_serving_then_recovers_by_itsel
     tasks.stop().await.unwrap();
     auth.stop().await;
 }
+
+#[tokio::test]
+async fn every_call_gets_a_request_id_and_a_given_one_is_kept() {
+    on_each_backend(|backend| async move {
+        let stack = Stack::start(backend).await;
+        let (_, mut alice) = stack.user("alice").await;
+        let response = alice
+            .list_tasks(pb::ListTasksRequest::default())
+            .await
+            .unwrap();
+        let generated = response
+            .metadata()
+            .get("x-request-id")
+            .expect("a request id is generated");
+        assert!(!generated.is_empty());
+
+        let mut request = tonic::Request::new(pb::ListTasksRequest::default());
+        request
+            .metadata_mut()
+            .insert("x-request-id", "trace-me-42".parse().unwrap());
+        let response = alice.list_tasks(request).await.unwrap();
+        assert_eq!(
+            response.metadata().get("x-request-id").unwrap(),
+            "trace-me-42"
+        );
+        // Refusals carry it too, so a client can quote it.
+        let mut anonymous = stack.tasks.client("not-a-token").await;
+        let status = anonymous
+            .list_tasks(pb::ListTasksRequest::default())
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated);
+        assert!(status.metadata().get("x-request-id").is_some());
+        stack.stop().await;
+    })
+    .await;
+}

@@ -12,7 +12,7 @@
 //! SIGTERM or SIGINT stops all three; if one of them fails, the others are
 //! stopped too and the process exits non-zero.
 
-use std::{net::SocketAddr, path::PathBuf};
+use std::{io::Write, net::SocketAddr, path::PathBuf};
 
 use anyhow::Context;
 use clap::Parser;
@@ -132,13 +132,16 @@ fn sqlite_url(data_dir: &std::path::Path, file: &str) -> String {
     format!("sqlite://{}", data_dir.join(file).display())
 }
 
+/// Prints where each service listens. A closed stdout is no reason to
+/// stop serving, so a failed write is ignored (`println!` would panic).
 fn print_banner(
     data_dir: &std::path::Path,
     auth: SocketAddr,
     tasks: SocketAddr,
     gateway: SocketAddr,
 ) {
-    println!(
+    let _ = writeln!(
+        std::io::stdout().lock(),
         "\
 todo stack (SQLite in {data}/)
   auth-service  http://{auth}

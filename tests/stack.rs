@@ -31,10 +31,10 @@ impl Drop for Running {
 fn read_addresses(stdout: impl BufRead + Send + 'static) -> [String; 3] {
     let (sender, receiver) = mpsc::channel();
     std::thread::spawn(move || {
+        // Read to the end even after the addresses are found: closing the
+        // pipe early would make the stack's next write fail.
         for line in stdout.lines().map_while(Result::ok) {
-            if sender.send(line).is_err() {
-                break;
-            }
+            let _ = sender.send(line);
         }
     });
     let mut found: [Option<String>; 3] = [None, None, None];

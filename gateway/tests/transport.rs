@@ -576,13 +576,37 @@ async fn a_list_call_carries_authorization_through() {
 #[tokio::test]
 async fn calls_over_the_concurrency_limit_are_refused_at_once() {
     let stack = Stack::start_with(|config| config.max_concurrent_requests = 1).await;
-    let token = stack.register("busy@example.com").await;
+    // A call's permit is released when the gateway has sent its last byte,
+    // which can be a moment after the client has read it: until then the
+    // next call may be refused, so these first two calls retry.
+    let token = loop {
+        let request = RegisterRequest {
+            email: "busy@example.com".into(),
+            password: "correct horse battery staple".into(),
+            display_name: String::new(),
+        };
+        match stack.auth_web(false).register(request).await {
+            Ok(response) => break response.into_inner().tokens.expect("tokens").access_token,
+            Err(status) if status.code() == Code::ResourceExhausted => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            Err(status) => panic!("Register failed: {status:?}"),
+        }
+    };
     // An open stream is a call in flight for as long as it is open.
-    let stream = stack
-        .tasks_web(false)
-        .watch_tasks(authorized(WatchTasksRequest {}, &token))
-        .await
-        .expect("WatchTasks opens");
+    let stream = loop {
+        match stack
+            .tasks_web(false)
+            .watch_tasks(authorized(WatchTasksRequest {}, &token))
+            .await
+        {
+            Ok(stream) => break stream,
+            Err(status) if status.code() == Code::ResourceExhausted => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            Err(status) => panic!("WatchTasks failed: {status:?}"),
+        }
+    };
     let started = Instant::now();
     let status = timeout(
         STEP,

@@ -8,7 +8,9 @@
 //! for its result instead of stampeding. When the auth-service cannot be
 //! reached, a copy that is too old is still better than nothing (keys are
 //! rotated with an overlap), so it is served; with no copy at all the
-//! answer is `503`.
+//! answer is `503`. After a failed fetch the next one waits
+//! [`RETRY_AFTER_FAILURE`], so an outage does not make every request queue
+//! behind a fetch that is bound to time out.
 
 use std::time::{Duration, Instant};
 
@@ -26,10 +28,19 @@ pub const PATH: &str = "/.well-known/jwks.json";
 /// Longest wait for the auth-service's answer.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Pause between a failed fetch and the next attempt.
+pub const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
+
 pub struct Jwks {
     auth: Upstream,
     ttl: Duration,
-    cached: Mutex<Option<Cached>>,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    cached: Option<Cached>,
+    last_failure: Option<Instant>,
 }
 
 struct Cached {
@@ -42,30 +53,37 @@ impl Jwks {
         Self {
             auth,
             ttl,
-            cached: Mutex::new(None),
+            state: Mutex::new(State::default()),
         }
     }
 
     /// The HTTP response for `GET /.well-known/jwks.json`.
     pub async fn respond(&self) -> Response<Body> {
-        let mut cached = self.cached.lock().await;
-        let fresh = cached
+        let mut state = self.state.lock().await;
+        let fresh = state
+            .cached
             .as_ref()
-            .is_some_and(|c| c.fetched.elapsed() < self.ttl);
-        if !fresh {
+            .is_some_and(|cached| cached.fetched.elapsed() < self.ttl);
+        let backing_off = state
+            .last_failure
+            .is_some_and(|failed| failed.elapsed() < RETRY_AFTER_FAILURE);
+        if !fresh && !backing_off {
             match self.fetch().await {
                 Ok(document) => {
-                    *cached = Some(Cached {
+                    state.cached = Some(Cached {
                         document,
                         fetched: Instant::now(),
-                    })
+                    });
+                    state.last_failure = None;
                 }
                 Err(error) => {
-                    tracing::warn!(%error, stale_copy = cached.is_some(), "cannot fetch the JWK Set")
+                    let stale_copy = state.cached.is_some();
+                    tracing::warn!(%error, stale_copy, "cannot fetch the JWK Set");
+                    state.last_failure = Some(Instant::now());
                 }
             }
         }
-        match cached.as_ref() {
+        match state.cached.as_ref() {
             Some(Cached { document, .. }) => self.document_response(document.clone()),
             None => error_response(),
         }

@@ -670,3 +670,27 @@ async fn shutdown_is_bounded_even_with_a_stream_open() {
     // And the listener is closed.
     assert!(tokio::net::TcpStream::connect(stack.gateway).await.is_err());
 }
+
+#[tokio::test]
+async fn the_jwks_document_is_503_while_the_auth_service_is_down() {
+    let down = stack::closed_port().await;
+    let stack = Stack::start_without_tasks(|config| config.auth_url = stack::origin(down)).await;
+    for _ in 0..2 {
+        let started = Instant::now();
+        let request = Request::builder()
+            .uri(format!("{}/.well-known/jwks.json", stack.url()))
+            .body(Full::new(Bytes::new()))
+            .expect("a valid request");
+        let response = timeout(STEP, raw_client(false).request(request))
+            .await
+            .expect("no hang")
+            .expect("HTTP works");
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()["content-type"], "application/json");
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "took {:?}",
+            started.elapsed()
+        );
+    }
+}

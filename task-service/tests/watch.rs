@@ -361,3 +361,24 @@ async fn losing_the_change_feed_ends_streams_with_unavailable_and_recovers() {
     assert_eq!(next_event(&mut again).await, (TaskEventType::Created, task));
     stack.stop().await;
 }
+
+#[tokio::test]
+async fn a_watch_outlives_the_unary_request_timeout() {
+    on_each_backend(|backend| async move {
+        let stack = Stack::start_with(backend, Clock::default(), |config| {
+            config.transport.request_timeout = Duration::from_secs(1)
+        })
+        .await;
+        let (_, mut alice) = stack.user("alice").await;
+        let mut events = watch(&mut alice).await;
+        // Time passing is the point here: well past the per-call timeout.
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let task = create(&mut alice, titled("still watching")).await;
+        assert_eq!(
+            next_event(&mut events).await,
+            (TaskEventType::Created, task)
+        );
+        stack.stop().await;
+    })
+    .await;
+}

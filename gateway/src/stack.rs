@@ -3,10 +3,12 @@
 //! ```text
 //! connection (server.rs)      peer address into the request's extensions
 //!  -> CORS (cors.rs)          preflights answered here; allowed origins marked
-//!  -> entry                   x-request-id, the call's span and log line,
-//!     |                       gRPC-Web callers marked;
-//!     |                       GET /.well-known/jwks.json answered (jwks.rs)
+//!  -> entry                   x-request-id set and echoed, gRPC-Web callers
+//!     |                       marked; GET /.well-known/jwks.json answered
+//!     |                       (jwks.rs)
 //!     -> gRPC-Web (tonic-web) grpc-web / grpc-web-text <-> gRPC; gRPC passes
+//!        -> trace (tower-http) the call's span; status (from the trailers
+//!           |                  too) and latency logged when it ends
 //!        -> router (router.rs) concurrency permit; for gRPC-Web callers a
 //!           |                  status in the headers moves to the trailers
 //!           |                  frame; then by service name:
@@ -16,7 +18,14 @@
 //! ```
 //!
 //! The JWKS document is answered *before* the gRPC-Web layer because that
-//! layer turns away every HTTP/1.1 request that is not gRPC-Web.
+//! layer turns away every HTTP/1.1 request that is not gRPC-Web. Tracing
+//! sits *below* it, where every call is plain gRPC and its status is a real
+//! trailer the classifier can read. Statuses that describe the caller's
+//! request (`NOT_FOUND`, `INVALID_ARGUMENT`, ...) are outcomes, logged at
+//! `INFO` with the rest; only the ones that say something went wrong on
+//! this side (`UNAVAILABLE`, `DEADLINE_EXCEEDED`, `RESOURCE_EXHAUSTED`,
+//! `INTERNAL`, ...) are logged as failures, at `WARN`: the upstream that
+//! produced them logs the cause.
 //! Everything below CORS answers with a response, never an error, so a
 //! failing call can never take its connection down with it.
 
@@ -26,17 +35,20 @@ use std::{
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
-    time::Instant,
 };
 
 use http::{Method, Request, Response};
 use serving::health::HealthReporter;
 use tokio::sync::Semaphore;
 use tonic::{body::Body, service::Routes};
-use tonic_web::{GrpcWebLayer, GrpcWebService};
-use tower::{Layer, Service, ServiceExt};
-use tower_http::cors::Cors;
-use tracing::Instrument;
+use tonic_web::GrpcWebLayer;
+use tower::{Layer, Service, ServiceExt, util::BoxCloneService};
+use tower_http::{
+    classify::{GrpcCode, GrpcErrorsAsFailures, SharedClassifier},
+    cors::Cors,
+    trace::{DefaultOnEos, DefaultOnFailure, DefaultOnResponse, TraceLayer},
+};
+use tracing::{Level, Span};
 
 use crate::{
     Config, Error, cors, headers,
@@ -82,8 +94,14 @@ impl Gateway {
                 request_timeout: config.request_timeout,
             },
         };
+        let traced = TraceLayer::new(SharedClassifier::new(classifier()))
+            .make_span_with(serving::telemetry::rpc_span::<Body> as fn(&Request<Body>) -> Span)
+            .on_response(DefaultOnResponse::new().level(Level::INFO))
+            .on_eos(DefaultOnEos::new().level(Level::INFO))
+            .on_failure(DefaultOnFailure::new().level(Level::WARN))
+            .layer(RouterService(Arc::new(router)));
         let entry = Entry {
-            grpc: GrpcWebLayer::new().layer(RouterService(Arc::new(router))),
+            grpc: BoxCloneService::new(GrpcWebLayer::new().layer(traced)),
             jwks: Arc::new(Jwks::new(auth.clone(), config.jwks_cache_ttl)),
         };
         let service = cors::layer(&config.allowed_origins)?.layer(entry);
@@ -115,11 +133,29 @@ impl Service<Request<Body>> for RouterService {
     }
 }
 
+/// gRPC statuses that answer the caller's request rather than report a
+/// fault of this system.
+fn classifier() -> GrpcErrorsAsFailures {
+    [
+        GrpcCode::Cancelled,
+        GrpcCode::InvalidArgument,
+        GrpcCode::NotFound,
+        GrpcCode::AlreadyExists,
+        GrpcCode::PermissionDenied,
+        GrpcCode::FailedPrecondition,
+        GrpcCode::Aborted,
+        GrpcCode::OutOfRange,
+        GrpcCode::Unauthenticated,
+    ]
+    .into_iter()
+    .fold(GrpcErrorsAsFailures::new(), GrpcErrorsAsFailures::with_success)
+}
+
 /// Below CORS: names the call, serves the JWKS document, and hands every
 /// other request to the gRPC-Web layer.
 #[derive(Clone)]
 pub struct Entry {
-    grpc: GrpcWebService<RouterService>,
+    grpc: BoxCloneService<Request<Body>, Response<Body>, Infallible>,
     jwks: Arc<Jwks>,
 }
 
@@ -137,11 +173,9 @@ impl Service<Request<Body>> for Entry {
         if is_grpc_web(&request) {
             request.extensions_mut().insert(GrpcWebCaller);
         }
-        let span = serving::telemetry::rpc_span(&request);
         let grpc = self.grpc.clone();
         let jwks = self.jwks.clone();
-        let future = async move {
-            let started = Instant::now();
+        Box::pin(async move {
             let mut response =
                 if request.method() == Method::GET && request.uri().path() == jwks::PATH {
                     jwks.respond().await
@@ -151,25 +185,11 @@ impl Service<Request<Body>> for Entry {
                         Err(infallible) => match infallible {},
                     }
                 };
-            // Set when the status came with the headers; a streamed answer
-            // carries it in the trailers, which the upstream logs.
-            let grpc_status = response
-                .headers()
-                .get("grpc-status")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("");
-            tracing::info!(
-                http_status = response.status().as_u16(),
-                grpc_status,
-                latency_ms = started.elapsed().as_millis() as u64,
-                "answered"
-            );
             response
                 .headers_mut()
                 .insert(headers::X_REQUEST_ID, request_id);
             Ok(response)
-        };
-        Box::pin(future.instrument(span))
+        })
     }
 }
 

@@ -148,7 +148,10 @@ fn classifier() -> GrpcErrorsAsFailures {
         GrpcCode::Unauthenticated,
     ]
     .into_iter()
-    .fold(GrpcErrorsAsFailures::new(), GrpcErrorsAsFailures::with_success)
+    .fold(
+        GrpcErrorsAsFailures::new(),
+        GrpcErrorsAsFailures::with_success,
+    )
 }
 
 /// Below CORS: names the call, serves the JWKS document, and hands every

@@ -238,7 +238,7 @@ async fn a_watcher_too_far_behind_is_ended_with_resource_exhausted() {
     on_each_backend(|backend| async move {
         let stack =
             Stack::start_with(backend, Clock::default(), |config| config.watch_buffer = 2).await;
-        let (alice, mut writer) = stack.user("alice").await;
+        let (alice, writer) = stack.user("alice").await;
         // A reader with a tiny HTTP/2 window that does not read: the
         // transport's buffers fill, then its queue overflows.
         let channel = tonic::transport::Channel::from_shared(stack.tasks.url())

@@ -32,10 +32,7 @@ use todo_proto::tasks::v1::task_service_server::TaskServiceServer;
 use tokio::net::TcpListener;
 use tonic::server::NamedService;
 use tower::ServiceBuilder;
-use tower_http::{
-    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
-    trace::TraceLayer,
-};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
 pub use config::Config;
 
@@ -137,7 +134,7 @@ pub async fn serve(
     let tasks = TaskServiceServer::new(api)
         .max_decoding_message_size(config.transport.max_message_bytes)
         .max_encoding_message_size(config.transport.max_message_bytes);
-    let (reflection_v1, reflection_v1alpha) = serving::reflection::services();
+    let (reflection_v1, reflection_v1alpha) = serving::reflection::services_for(&[SERVICE_NAME]);
     let reflection = !config.disable_reflection;
 
     // Every layer a request passes, outermost first. The per-call timeout
@@ -147,8 +144,9 @@ pub async fn serve(
         .layer(
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-                .layer(TraceLayer::new_for_grpc().make_span_with(serving::telemetry::rpc_span))
-                .layer(PropagateRequestIdLayer::x_request_id()),
+                .layer(serving::telemetry::rpc_trace_layer())
+                .layer(PropagateRequestIdLayer::x_request_id())
+                .layer(serving::transport::oversized_message_layer()),
         )
         .add_service(health_service)
         .add_optional_service(reflection.then_some(reflection_v1))

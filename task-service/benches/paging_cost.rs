@@ -1,8 +1,10 @@
-//! A measurement, not a behaviour test (run it with `--ignored --nocapture`):
+//! A measurement, not a behaviour test, so a benchmark binary
+//! (`TEST_POSTGRES_URL=... cargo bench -p task-service --bench paging_cost`):
 //! `ListTasks` for a user with 100,000 tasks costs about the same on the
 //! first page and the thousandth, on each backend, because every order is
 //! a keyset range scan over an index that starts with the owner.
 
+#[path = "../tests/support/mod.rs"]
 mod support;
 
 use std::time::{Duration, Instant};
@@ -75,9 +77,8 @@ async fn median(client: &mut Client, request: &pb::ListTasksRequest, runs: usize
     times[runs / 2]
 }
 
-#[tokio::test]
-#[ignore = "a measurement: cargo test -p task-service --test paging_cost -- --ignored --nocapture"]
-async fn the_thousandth_page_costs_about_the_same_as_the_first() {
+#[tokio::main]
+async fn main() {
     for backend in Backend::all() {
         let stack = Stack::start(backend).await;
         let (alice, mut client) = stack.user("alice").await;

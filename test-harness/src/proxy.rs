@@ -72,34 +72,32 @@ impl TcpProxy {
     }
 }
 
+/// Where the `host[:port]` part of a `scheme://[user@]host[:port][/db][?..]`
+/// URL starts and ends.
+fn host_span(url: &str) -> (usize, usize) {
+    let start = url.find("://").map(|i| i + 3).unwrap_or(0);
+    let start = url[start..]
+        .find('@')
+        .map(|i| start + i + 1)
+        .unwrap_or(start);
+    let end = url[start..]
+        .find(['/', '?'])
+        .map(|i| start + i)
+        .unwrap_or(url.len());
+    (start, end)
+}
+
 /// `url` (a `postgres://` URL) pointed at `addr` instead of its own host.
 pub fn via(url: &str, addr: SocketAddr) -> String {
-    let scheme_end = url.find("://").map(|i| i + 3).unwrap_or(0);
-    let rest = &url[scheme_end..];
-    let host_start = rest.find('@').map(|i| i + 1).unwrap_or(0);
-    let host_end = rest[host_start..]
-        .find(['/', '?'])
-        .map(|i| host_start + i)
-        .unwrap_or(rest.len());
-    format!(
-        "{}{}{addr}{}",
-        &url[..scheme_end],
-        &rest[..host_start],
-        &rest[host_end..]
-    )
+    let (start, end) = host_span(url);
+    format!("{}{addr}{}", &url[..start], &url[end..])
 }
 
 /// The host:port a `postgres://` URL points at.
 pub fn target(url: &str) -> SocketAddr {
     use std::net::ToSocketAddrs;
-    let scheme_end = url.find("://").map(|i| i + 3).unwrap_or(0);
-    let rest = &url[scheme_end..];
-    let host_start = rest.find('@').map(|i| i + 1).unwrap_or(0);
-    let host_end = rest[host_start..]
-        .find(['/', '?'])
-        .map(|i| host_start + i)
-        .unwrap_or(rest.len());
-    let host = &rest[host_start..host_end];
+    let (start, end) = host_span(url);
+    let host = &url[start..end];
     let host = if host.contains(':') {
         host.to_string()
     } else {

@@ -49,8 +49,11 @@ fn session(row: &PgRow) -> Result<Session> {
 
 const USER_COLUMNS: &str = "id, email, display_name, password_hash, create_time";
 const SESSION_COLUMNS: &str = "id, user_id, create_time, last_refresh_time, idle_expire_time, absolute_expire_time, user_agent";
-/// A session is live while not revoked and before both of its expiries.
-const LIVE: &str = "revoke_time IS NULL AND idle_expire_time > $3 AND absolute_expire_time > $3";
+/// A session is live while not revoked and before both of its expiries;
+/// `now` names the placeholder bound to the current time.
+fn live(now: &str) -> String {
+    format!("revoke_time IS NULL AND idle_expire_time > {now} AND absolute_expire_time > {now}")
+}
 
 async fn insert_session(conn: &mut sqlx::PgConnection, new: &NewSession) -> Result<()> {
     let s = &new.session;
@@ -189,15 +192,15 @@ impl AuthStore for PostgresStore {
         .fetch_optional(&mut *tx)
         .await?;
         if let Some(session_id) = spent_now {
-            let live: Option<i32> = sqlx::query_scalar(&format!(
-                "SELECT 1 FROM sessions WHERE id = $1 AND $2 AND {LIVE}"
+            let is_live: Option<i32> = sqlx::query_scalar(&format!(
+                "SELECT 1 FROM sessions WHERE id = $1 AND {}",
+                live("$2")
             ))
             .bind(session_id)
-            .bind(true)
             .bind(now)
             .fetch_optional(&mut *tx)
             .await?;
-            if live.is_none() {
+            if is_live.is_none() {
                 tx.commit().await?;
                 return Ok(Rotation::Invalid);
             }
@@ -261,7 +264,8 @@ impl AuthStore for PostgresStore {
         now: Time,
     ) -> Result<Option<Session>> {
         sqlx::query(&format!(
-            "SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1 AND user_id = $2 AND {LIVE}"
+            "SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1 AND user_id = $2 AND {}",
+            live("$3")
         ))
         .bind(session_id)
         .bind(user_id)
@@ -275,9 +279,8 @@ impl AuthStore for PostgresStore {
 
     async fn list_sessions(&self, user_id: Uuid, now: Time) -> Result<Vec<Session>> {
         sqlx::query(&format!(
-            "SELECT {SESSION_COLUMNS} FROM sessions WHERE $1 AND user_id = $2 AND {LIVE} ORDER BY create_time DESC, id DESC"
+            "SELECT {SESSION_COLUMNS} FROM sessions WHERE user_id = $1 AND {} ORDER BY create_time DESC, id DESC", live("$2")
         ))
-        .bind(true)
         .bind(user_id)
         .bind(now)
         .fetch_all(&self.pool)
@@ -310,15 +313,16 @@ impl AuthStore for PostgresStore {
         let mut tx = self.pool.begin().await?;
         // FOR UPDATE: a concurrent revocation of this session waits for us
         // (or we for it), so the new token is never issued to a dead session.
-        let live: Option<i32> = sqlx::query_scalar(&format!(
-            "SELECT 1 FROM sessions WHERE id = $1 AND user_id = $2 AND {LIVE} FOR UPDATE"
+        let is_live: Option<i32> = sqlx::query_scalar(&format!(
+            "SELECT 1 FROM sessions WHERE id = $1 AND user_id = $2 AND {} FOR UPDATE",
+            live("$3")
         ))
         .bind(session_id)
         .bind(user_id)
         .bind(now)
         .fetch_optional(&mut *tx)
         .await?;
-        if live.is_none() {
+        if is_live.is_none() {
             return Ok(None);
         }
         sqlx::query("UPDATE users SET password_hash = $2, update_time = $3 WHERE id = $1")

@@ -67,8 +67,11 @@ fn session(row: &SqliteRow) -> Result<Session> {
 
 const USER_COLUMNS: &str = "id, email, display_name, password_hash, create_time";
 const SESSION_COLUMNS: &str = "id, user_id, create_time, last_refresh_time, idle_expire_time, absolute_expire_time, user_agent";
-/// A session is live while not revoked and before both of its expiries.
-const LIVE: &str = "revoke_time IS NULL AND idle_expire_time > ?3 AND absolute_expire_time > ?3";
+/// A session is live while not revoked and before both of its expiries;
+/// `now` names the placeholder bound to the current time.
+fn live(now: &str) -> String {
+    format!("revoke_time IS NULL AND idle_expire_time > {now} AND absolute_expire_time > {now}")
+}
 
 async fn insert_session(conn: &mut sqlx::SqliteConnection, new: &NewSession) -> Result<()> {
     let s = &new.session;
@@ -210,14 +213,15 @@ impl AuthStore for SqliteStore {
         .await?;
         if let Some(session_id) = spent_now {
             let session_id = uuid(&session_id)?;
-            let live: Option<i64> =
-                sqlx::query_scalar(&format!("SELECT 1 FROM sessions WHERE id = ?1 AND {LIVE}"))
-                    .bind(session_id.to_string())
-                    .bind(0)
-                    .bind(micros(now))
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            if live.is_none() {
+            let is_live: Option<i64> = sqlx::query_scalar(&format!(
+                "SELECT 1 FROM sessions WHERE id = ?1 AND {}",
+                live("?2")
+            ))
+            .bind(session_id.to_string())
+            .bind(micros(now))
+            .fetch_optional(&mut *tx)
+            .await?;
+            if is_live.is_none() {
                 tx.commit().await?;
                 return Ok(Rotation::Invalid);
             }
@@ -281,7 +285,8 @@ impl AuthStore for SqliteStore {
         now: Time,
     ) -> Result<Option<Session>> {
         sqlx::query(&format!(
-            "SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?1 AND user_id = ?2 AND {LIVE}"
+            "SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?1 AND user_id = ?2 AND {}",
+            live("?3")
         ))
         .bind(session_id.to_string())
         .bind(user_id.to_string())
@@ -295,9 +300,8 @@ impl AuthStore for SqliteStore {
 
     async fn list_sessions(&self, user_id: Uuid, now: Time) -> Result<Vec<Session>> {
         sqlx::query(&format!(
-            "SELECT {SESSION_COLUMNS} FROM sessions WHERE user_id = ?2 AND {LIVE} ORDER BY create_time DESC, id DESC"
+            "SELECT {SESSION_COLUMNS} FROM sessions WHERE user_id = ?1 AND {} ORDER BY create_time DESC, id DESC", live("?2")
         ))
-        .bind(0)
         .bind(user_id.to_string())
         .bind(micros(now))
         .fetch_all(&self.reader)
@@ -328,15 +332,16 @@ impl AuthStore for SqliteStore {
         idle: TimeDelta,
     ) -> Result<Option<Session>> {
         let mut tx = self.begin().await?;
-        let live: Option<i64> = sqlx::query_scalar(&format!(
-            "SELECT 1 FROM sessions WHERE id = ?1 AND user_id = ?2 AND {LIVE}"
+        let is_live: Option<i64> = sqlx::query_scalar(&format!(
+            "SELECT 1 FROM sessions WHERE id = ?1 AND user_id = ?2 AND {}",
+            live("?3")
         ))
         .bind(session_id.to_string())
         .bind(user_id.to_string())
         .bind(micros(now))
         .fetch_optional(&mut *tx)
         .await?;
-        if live.is_none() {
+        if is_live.is_none() {
             return Ok(None);
         }
         sqlx::query("UPDATE users SET password_hash = ?2, update_time = ?3 WHERE id = ?1")

@@ -59,13 +59,21 @@ impl Email {
 pub struct Password(SecretString);
 
 impl Password {
-    /// A password for a new account or a new password: 8 to 128 characters.
+    /// A password for a new account or a new password: 8 to 128
+    /// characters, and not one of the most common passwords (NIST SP
+    /// 800-63B asks for a blocklist; no composition rules are imposed).
     pub fn new_password(field: &'static str, raw: &str) -> Result<Self, Violation> {
         let password = Self::normalised(field, raw)?;
         if password.0.expose_secret().chars().count() < PASSWORD_MIN_CHARS {
             return Err(Violation::new(
                 field,
                 format!("must be at least {PASSWORD_MIN_CHARS} characters"),
+            ));
+        }
+        if is_common(password.0.expose_secret()) {
+            return Err(Violation::new(
+                field,
+                "is one of the most common passwords; choose another",
             ));
         }
         Ok(password)
@@ -103,6 +111,14 @@ impl Password {
     pub fn expose(&self) -> &str {
         self.0.expose_secret()
     }
+}
+
+/// The most common passwords of at least 8 characters, lower-cased.
+const COMMON_PASSWORDS: &str = include_str!("common_passwords.txt");
+
+fn is_common(password: &str) -> bool {
+    let lowered = password.to_lowercase();
+    COMMON_PASSWORDS.lines().any(|common| common == lowered)
 }
 
 /// A display name: trimmed, at most 100 characters, no control characters
@@ -184,6 +200,22 @@ mod tests {
         assert!(Password::new_password("password", &"a".repeat(128)).is_ok());
         assert!(Password::new_password("password", &"a".repeat(129)).is_err());
         assert!(Password::new_password("password", "with spaces ok").is_ok());
+    }
+
+    #[test]
+    fn the_most_common_passwords_are_refused_with_the_reason() {
+        for common in [
+            "password",
+            "Password123",
+            "12345678",
+            "qwertyuiop",
+            "iloveyou",
+        ] {
+            let violation = Password::new_password("password", common).unwrap_err();
+            assert!(violation.description.contains("common"), "{common}");
+        }
+        // Signing in with one still works (accounts made before the list).
+        assert!(Password::offered("password", "password").is_ok());
     }
 
     #[test]

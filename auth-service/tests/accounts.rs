@@ -517,3 +517,21 @@ async fn the_address_comes_from_x_forwarded_for_only_behind_a_trusted_proxy() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn the_most_common_passwords_are_refused_with_the_reason() {
+    let db = test_harness::TestDatabase::sqlite();
+    let server = AuthServer::start(&db).await;
+    let mut client = server.client().await;
+    let status = client
+        .register(pb::RegisterRequest {
+            email: unique_email(),
+            password: "Password123".into(),
+            display_name: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(violated_fields(&status), ["password"]);
+    assert!(status.message().contains("common"), "{}", status.message());
+    server.stop().await;
+}

@@ -201,7 +201,10 @@ impl AuthApi {
         let identity = match verifier.verify(token, now.timestamp()) {
             Err(VerifyError::UnknownKey) => {
                 // Another replica may have rotated; reload at most every few seconds.
-                self.keyring.reload(true).await?;
+                if let Err(error) = self.keyring.reload(true).await {
+                    // Cannot learn new keys now; the token stays unverifiable.
+                    tracing::warn!(%error, "could not reload signing keys for an unknown kid");
+                }
                 verifier.verify(token, now.timestamp())
             }
             result => result,
@@ -318,15 +321,30 @@ impl AuthApi {
             return Err(AuthError::BadCredentials);
         };
         self.store.clear_login_attempts(email.as_str()).await?;
-        if self.hasher.needs_rehash(&credentials.password_hash) {
-            let stronger = self.hasher.hash(&password).await?;
-            self.store
-                .set_password_hash(credentials.user.id, &stronger, now)
-                .await?;
+        let rehash = if self.hasher.needs_rehash(&credentials.password_hash) {
+            Some(self.hasher.hash(&password).await?)
+        } else {
+            None
+        };
+        let (new_session, refresh) = self.new_session(credentials.user.id, user_agent, now);
+        let started = self
+            .store
+            .start_session(
+                &new_session,
+                &credentials.password_hash,
+                rehash.as_deref(),
+                now,
+            )
+            .await?;
+        if !started {
+            // The password changed between our check and now: the old one
+            // no longer signs in.
+            tracing::warn!(user_id = %credentials.user.id, "sign-in raced a password change; refused");
+            return Err(AuthError::BadCredentials);
+        }
+        if rehash.is_some() {
             tracing::info!(user_id = %credentials.user.id, "password rehashed at current parameters");
         }
-        let (new_session, refresh) = self.new_session(credentials.user.id, user_agent, now);
-        self.store.create_session(&new_session).await?;
         tracing::info!(user_id = %credentials.user.id, session_id = %new_session.session.id, "signed in");
         let tokens = self.token_pair(&new_session.session, &refresh, now)?;
         Ok(pb::LoginResponse {

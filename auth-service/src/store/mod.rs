@@ -137,10 +137,20 @@ pub trait AuthStore: Send + Sync + 'static {
 
     async fn user_by_id(&self, id: Uuid) -> Result<Option<Credentials>>;
 
-    /// Replaces a password hash (a rehash at stronger parameters).
-    async fn set_password_hash(&self, user_id: Uuid, password_hash: &str, now: Time) -> Result<()>;
-
-    async fn create_session(&self, session: &NewSession) -> Result<()>;
+    /// Starts a session for a sign-in whose password was checked against
+    /// `verified_hash`, in one transaction that holds the user's row and
+    /// goes ahead only while the stored hash is still that one: a
+    /// ChangePassword that committed after the check makes this `false`
+    /// (and creates nothing), so a sign-in with the old password can never
+    /// outlive the change. With `rehash`, the stored hash is replaced by it
+    /// in the same transaction (an upgrade to stronger parameters).
+    async fn start_session(
+        &self,
+        session: &NewSession,
+        verified_hash: &str,
+        rehash: Option<&str>,
+        now: Time,
+    ) -> Result<bool>;
 
     /// Spends `spent` and, if it was live, stores `next` for the same session
     /// with the session's idle expiry moved to `now + idle`, capped by its
@@ -172,7 +182,9 @@ pub trait AuthStore: Send + Sync + 'static {
     async fn revoke_session(&self, user_id: Uuid, session_id: Uuid, now: Time) -> Result<bool>;
 
     /// In one transaction: sets the new hash, revokes every other session of
-    /// the user, spends every token of `session_id` and stores `next` for it.
+    /// the user, removes the live token of `session_id` and stores `next`
+    /// for it. The removed token then answers "invalid", not "reused": only
+    /// tokens spent by a refresh count as reuse.
     /// Returns the session with its new expiry, or `None` if it has ended.
     async fn change_password(
         &self,

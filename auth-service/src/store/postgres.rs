@@ -157,21 +157,37 @@ impl AuthStore for PostgresStore {
             .transpose()
     }
 
-    async fn set_password_hash(&self, user_id: Uuid, password_hash: &str, now: Time) -> Result<()> {
-        sqlx::query("UPDATE users SET password_hash = $2, update_time = $3 WHERE id = $1")
-            .bind(user_id)
-            .bind(password_hash)
-            .bind(now)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    async fn create_session(&self, new: &NewSession) -> Result<()> {
+    async fn start_session(
+        &self,
+        new: &NewSession,
+        verified_hash: &str,
+        rehash: Option<&str>,
+        now: Time,
+    ) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
+        // FOR UPDATE: ChangePassword's UPDATE of this row waits for us (and
+        // then revokes this session too), or we see its new hash and stop.
+        let unchanged: Option<i32> = sqlx::query_scalar(
+            "SELECT 1 FROM users WHERE id = $1 AND password_hash = $2 FOR UPDATE",
+        )
+        .bind(new.session.user_id)
+        .bind(verified_hash)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if unchanged.is_none() {
+            return Ok(false);
+        }
+        if let Some(stronger) = rehash {
+            sqlx::query("UPDATE users SET password_hash = $2, update_time = $3 WHERE id = $1")
+                .bind(new.session.user_id)
+                .bind(stronger)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+        }
         insert_session(&mut tx, new).await?;
         tx.commit().await?;
-        Ok(())
+        Ok(true)
     }
 
     async fn rotate_refresh_token(
@@ -337,9 +353,8 @@ impl AuthStore for PostgresStore {
             .bind(now)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("UPDATE refresh_tokens SET spent_time = $2 WHERE session_id = $1 AND spent_time IS NULL")
+        sqlx::query("DELETE FROM refresh_tokens WHERE session_id = $1 AND spent_time IS NULL")
             .bind(session_id)
-            .bind(now)
             .execute(&mut *tx)
             .await?;
         let session = touch_session(&mut tx, session_id, now, idle).await?;

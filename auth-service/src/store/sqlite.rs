@@ -177,21 +177,36 @@ impl AuthStore for SqliteStore {
             .transpose()
     }
 
-    async fn set_password_hash(&self, user_id: Uuid, password_hash: &str, now: Time) -> Result<()> {
-        sqlx::query("UPDATE users SET password_hash = ?2, update_time = ?3 WHERE id = ?1")
-            .bind(user_id.to_string())
-            .bind(password_hash)
-            .bind(micros(now))
-            .execute(&self.writer)
-            .await?;
-        Ok(())
-    }
-
-    async fn create_session(&self, new: &NewSession) -> Result<()> {
+    async fn start_session(
+        &self,
+        new: &NewSession,
+        verified_hash: &str,
+        rehash: Option<&str>,
+        now: Time,
+    ) -> Result<bool> {
+        // BEGIN IMMEDIATE holds the write lock: ChangePassword waits for us or we for it.
         let mut tx = self.begin().await?;
+        let user_id = new.session.user_id.to_string();
+        let unchanged: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM users WHERE id = ?1 AND password_hash = ?2")
+                .bind(&user_id)
+                .bind(verified_hash)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if unchanged.is_none() {
+            return Ok(false);
+        }
+        if let Some(stronger) = rehash {
+            sqlx::query("UPDATE users SET password_hash = ?2, update_time = ?3 WHERE id = ?1")
+                .bind(&user_id)
+                .bind(stronger)
+                .bind(micros(now))
+                .execute(&mut *tx)
+                .await?;
+        }
         insert_session(&mut tx, new).await?;
         tx.commit().await?;
-        Ok(())
+        Ok(true)
     }
 
     async fn rotate_refresh_token(
@@ -358,9 +373,8 @@ impl AuthStore for SqliteStore {
         .bind(micros(now))
         .execute(&mut *tx)
         .await?;
-        sqlx::query("UPDATE refresh_tokens SET spent_time = ?2 WHERE session_id = ?1 AND spent_time IS NULL")
+        sqlx::query("DELETE FROM refresh_tokens WHERE session_id = ?1 AND spent_time IS NULL")
             .bind(session_id.to_string())
-            .bind(micros(now))
             .execute(&mut *tx)
             .await?;
         let session = touch_session(&mut tx, session_id, now, idle).await?;

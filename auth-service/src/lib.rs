@@ -31,6 +31,7 @@ pub use config::Config;
 use serving::{CancellationToken, database::Database, health, transport};
 use todo_proto::auth::v1::auth_service_server::AuthServiceServer;
 use tokio::net::TcpListener;
+use tonic::codec::CompressionEncoding;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
 use crate::{
@@ -138,7 +139,10 @@ pub async fn serve(
         .add_optional_service(reflection.then_some(reflection_v1alpha))
         .add_service(
             AuthServiceServer::new(api)
-                .max_decoding_message_size(config.transport.max_message_bytes),
+                .max_decoding_message_size(config.transport.max_message_bytes)
+                // The size limit applies to the inflated message (G1).
+                .accept_compressed(CompressionEncoding::Gzip)
+                .send_compressed(CompressionEncoding::Gzip),
         );
     let serve = router.serve_with_incoming_shutdown(
         transport::incoming(listener),

@@ -162,3 +162,28 @@ async fn a_message_over_the_limit_is_resource_exhausted_and_changes_nothing() {
     register(&mut client, "big@example.com").await;
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_compressed_message_is_limited_by_its_inflated_size() {
+    use tonic::codec::CompressionEncoding;
+    let db = TestDatabase::sqlite();
+    let mut config = test_config(&db);
+    config.transport.max_message_bytes = 4 * 1024;
+    let server = AuthServer::start_with(config).await;
+    let mut client = server
+        .client()
+        .await
+        .send_compressed(CompressionEncoding::Gzip);
+    // 10 kB of one letter gzips to a few dozen bytes, far under the limit.
+    let status = client
+        .register(todo_proto::auth::v1::RegisterRequest {
+            email: "zip@example.com".into(),
+            password: PASSWORD.into(),
+            display_name: "x".repeat(10_000),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    register(&mut client, "zip@example.com").await;
+    server.stop().await;
+}

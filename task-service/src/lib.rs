@@ -131,9 +131,13 @@ pub async fn serve(
         config.clock.clone(),
         shutdown.clone(),
     );
+    // Only requests are bounded: a full ListTasks page (500 tasks of up to
+    // 4,000 characters each) can legitimately exceed the request limit.
+    // Requests may be gzip-compressed; the limit applies once inflated (G1).
     let tasks = TaskServiceServer::new(api)
         .max_decoding_message_size(config.transport.max_message_bytes)
-        .max_encoding_message_size(config.transport.max_message_bytes);
+        .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+        .send_compressed(tonic::codec::CompressionEncoding::Gzip);
     let (reflection_v1, reflection_v1alpha) = serving::reflection::services_for(&[SERVICE_NAME]);
     let reflection = !config.disable_reflection;
 

@@ -847,3 +847,37 @@ async fn the_owner_cannot_be_set_by_a_request_and_ids_are_generated() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_page_may_be_larger_than_the_request_size_limit() {
+    on_each_backend(|backend| async move {
+        // Requests are capped at 16 KiB here; a page of 20 tasks with
+        // 4,000-character descriptions is about 80 KB and must still arrive.
+        let stack = Stack::start_with(backend, serving::clock::Clock::default(), |config| {
+            config.transport.max_message_bytes = 16 * 1024;
+        })
+        .await;
+        let (_, mut alice) = stack.user("alice").await;
+        for i in 0..20 {
+            create(
+                &mut alice,
+                pb::CreateTaskRequest {
+                    description: "d".repeat(4000),
+                    ..titled(&format!("long {i}"))
+                },
+            )
+            .await;
+        }
+        let page = alice
+            .list_tasks(pb::ListTasksRequest {
+                page_size: 50,
+                ..Default::default()
+            })
+            .await
+            .expect("a large page")
+            .into_inner();
+        assert_eq!(page.tasks.len(), 20);
+        stack.stop().await;
+    })
+    .await;
+}

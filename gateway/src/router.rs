@@ -83,8 +83,10 @@ impl Router {
         };
         let Ok(permit) = self.permits.clone().try_acquire_owned() else {
             tracing::warn!("concurrency limit reached; refusing a call");
-            return in_trailers(crate::status_response(Status::resource_exhausted(
+            // A load limit, like a rate limit: tell the client when to retry.
+            return in_trailers(crate::status_response(serving::status::resource_exhausted(
                 "the gateway is at its concurrency limit; retry later",
+                std::time::Duration::from_secs(1),
             )));
         };
         let response = in_trailers(self.dispatch(request).await);

@@ -619,6 +619,12 @@ async fn calls_over_the_concurrency_limit_are_refused_at_once() {
     .expect_err("over the limit");
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
     assert!(
+        tonic_types::StatusExt::get_error_details(&status)
+            .retry_info()
+            .is_some(),
+        "a load refusal says when to retry: {status:?}"
+    );
+    assert!(
         started.elapsed() < Duration::from_secs(1),
         "refused at once, took {:?}",
         started.elapsed()

@@ -48,7 +48,7 @@ use tower_http::{
     cors::Cors,
     trace::{DefaultOnEos, DefaultOnFailure, DefaultOnResponse, TraceLayer},
 };
-use tracing::{Level, Span};
+use tracing::Level;
 
 use crate::{
     Config, Error, cors, headers,
@@ -95,7 +95,7 @@ impl Gateway {
             },
         };
         let traced = TraceLayer::new(SharedClassifier::new(classifier()))
-            .make_span_with(serving::telemetry::rpc_span::<Body> as fn(&Request<Body>) -> Span)
+            .make_span_with(serving::telemetry::RpcSpan)
             .on_response(DefaultOnResponse::new().level(Level::INFO))
             .on_eos(DefaultOnEos::new().level(Level::INFO))
             .on_failure(DefaultOnFailure::new().level(Level::WARN))

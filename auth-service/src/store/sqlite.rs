@@ -134,6 +134,20 @@ async fn touch_session(
     session(&row)
 }
 
+/// Moves a session on after a refresh or a password change: its idle
+/// expiry slides, and `next` becomes its refresh token.
+async fn renew_session(
+    conn: &mut sqlx::SqliteConnection,
+    session_id: Uuid,
+    next: &TokenHash,
+    now: Time,
+    idle: TimeDelta,
+) -> Result<Session> {
+    let session = touch_session(conn, session_id, now, idle).await?;
+    insert_token(conn, next, session_id, now, session.refresh_expire_time()).await?;
+    Ok(session)
+}
+
 #[async_trait]
 impl AuthStore for SqliteStore {
     async fn create_user(&self, credentials: &Credentials, new: &NewSession) -> Result<()> {
@@ -240,15 +254,7 @@ impl AuthStore for SqliteStore {
                 tx.commit().await?;
                 return Ok(Rotation::Invalid);
             }
-            let session = touch_session(&mut tx, session_id, now, idle).await?;
-            insert_token(
-                &mut tx,
-                next,
-                session_id,
-                now,
-                session.refresh_expire_time(),
-            )
-            .await?;
+            let session = renew_session(&mut tx, session_id, next, now, idle).await?;
             tx.commit().await?;
             return Ok(Rotation::Rotated(session));
         }
@@ -377,15 +383,7 @@ impl AuthStore for SqliteStore {
             .bind(session_id.to_string())
             .execute(&mut *tx)
             .await?;
-        let session = touch_session(&mut tx, session_id, now, idle).await?;
-        insert_token(
-            &mut tx,
-            next,
-            session_id,
-            now,
-            session.refresh_expire_time(),
-        )
-        .await?;
+        let session = renew_session(&mut tx, session_id, next, now, idle).await?;
         tx.commit().await?;
         Ok(Some(session))
     }

@@ -4,11 +4,13 @@
 //! A load balancer in front of the gateway asks the gateway, not the
 //! services, so the gateway's health must fold in theirs: a gateway whose
 //! auth-service is down can answer nothing useful. Each probe asks both
-//! upstreams' overall health (`""`) with a short deadline through the same
-//! pooled connections that carry calls; [`serving::health::track`] runs it
-//! in the background, logs changes once and flips everything to
-//! `NOT_SERVING` at shutdown. The process (`""`) and both service names
-//! report that one combined status.
+//! upstreams' overall health (`""`) with a short deadline, through a
+//! connection pool apart from the one that carries clients' calls: a call
+//! connection full of open streams would make the probe queue and time
+//! out, reporting the gateway's load as the upstream's failure.
+//! [`serving::health::track`] runs it in the background, logs changes once
+//! and flips everything to `NOT_SERVING` at shutdown. The process (`""`)
+//! and both service names report that one combined status.
 
 use std::time::Duration;
 

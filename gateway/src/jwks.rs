@@ -3,9 +3,11 @@
 //! libraries).
 //!
 //! The document is fetched with the auth-service's `GetJwks` and passed on
-//! as it is. It is cached for `--jwks-cache-ttl`, so a burst of verifiers
-//! costs one upstream call; one fetch runs at a time, and the others wait
-//! for its result instead of stampeding. When the auth-service cannot be
+//! as it is, over the gateway's own connection (not the one clients' calls
+//! share, whose streams may all be taken). It is cached for
+//! `--jwks-cache-ttl`, so a burst of verifiers costs one upstream call; one
+//! fetch runs at a time, and the others wait for its result instead of
+//! stampeding. When the auth-service cannot be
 //! reached, a copy that is too old is still better than nothing (keys are
 //! rotated with an overlap), so it is served; with no copy at all the
 //! answer is `503`. After a failed fetch the next one waits

@@ -67,15 +67,25 @@ pub struct Gateway {
     pub service: GatewayService,
     /// Feeds the gateway's health from the upstreams' (see health.rs).
     pub health_reporter: HealthReporter,
+    /// The upstreams for the gateway's own calls (health probes), on a
+    /// connection pool apart from the one clients' calls share.
     pub auth: Upstream,
     pub tasks: Upstream,
 }
 
 impl Gateway {
     pub fn build(config: &Config) -> Result<Self, Error> {
-        let client = upstream::http2_client(config.connect_timeout);
-        let auth = Upstream::new("auth-service", &config.auth_url, client.clone())?;
-        let tasks = Upstream::new("task-service", &config.tasks_url, client)?;
+        // Clients' calls share one pool: one connection per service. The
+        // gateway's own calls (health probes, the JWKS fetch) get a pool of
+        // their own, so a call connection whose streams are all taken by
+        // long `WatchTasks` streams cannot make them queue and time out:
+        // health reports the upstream, not how busy the gateway is.
+        let calls = upstream::http2_client(config.connect_timeout);
+        let auth = Upstream::new("auth-service", &config.auth_url, calls.clone())?;
+        let tasks = Upstream::new("task-service", &config.tasks_url, calls)?;
+        let own = upstream::http2_client(config.connect_timeout);
+        let auth_own = Upstream::new("auth-service", &config.auth_url, own.clone())?;
+        let tasks_own = Upstream::new("task-service", &config.tasks_url, own)?;
 
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         let (reflection_v1, reflection_v1alpha) = serving::reflection::services();
@@ -84,8 +94,8 @@ impl Gateway {
             .add_service(reflection_v1alpha);
 
         let router = Router {
-            auth: auth.clone(),
-            tasks: tasks.clone(),
+            auth,
+            tasks,
             local,
             reflection: !config.disable_reflection,
             permits: Arc::new(Semaphore::new(config.max_concurrent_requests)),
@@ -102,14 +112,14 @@ impl Gateway {
             .layer(RouterService(Arc::new(router)));
         let entry = Entry {
             grpc: BoxCloneService::new(GrpcWebLayer::new().layer(traced)),
-            jwks: Arc::new(Jwks::new(auth.clone(), config.jwks_cache_ttl)),
+            jwks: Arc::new(Jwks::new(auth_own.clone(), config.jwks_cache_ttl)),
         };
         let service = cors::layer(&config.allowed_origins)?.layer(entry);
         Ok(Self {
             service,
             health_reporter,
-            auth,
-            tasks,
+            auth: auth_own,
+            tasks: tasks_own,
         })
     }
 }

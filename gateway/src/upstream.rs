@@ -3,6 +3,10 @@
 //! Each upstream is reached through one pooled HTTP/2 client (hyper-util's
 //! `Client` with `http2_only`): a single multiplexed connection per service,
 //! opened on first use, re-opened after a failure, kept alive with pings.
+//! hyper never opens a second connection when that one's streams are all
+//! taken (calls queue), so the gateway's own calls (health probes, the JWKS
+//! fetch) go through a second client, a pool and connection of their own
+//! (see stack.rs).
 //! The request is rewritten only at the edges (absolute URI of the upstream,
 //! metadata as described in [`crate::headers`]); the body streams through
 //! without being decoded, so any RPC a service adds works with no change here.
@@ -34,7 +38,7 @@ use crate::{
     limits::{Exceeded, LimitedBody, body_too_large},
 };
 
-/// The pooled HTTP/2 client shared by every upstream.
+/// A pooled HTTP/2 client: one connection per upstream origin.
 pub type HttpClient = Client<HttpConnector, Body>;
 
 /// How often an idle upstream connection is pinged, and how long a ping
@@ -100,7 +104,7 @@ impl Upstream {
         &self.origin
     }
 
-    /// The shared client, for the gateway's own calls (health, JWKS).
+    /// The client this upstream's calls go through.
     pub fn client(&self) -> &HttpClient {
         &self.client
     }

@@ -1,12 +1,14 @@
 //! The gateway's edges, spoken to byte by byte: gRPC-Web text mode over
 //! HTTP/1.1 and HTTP/2, CORS preflights, the body limit, an upstream that is
-//! down or silent, unknown paths, the headers it sets, and the JWKS document.
+//! down or silent, unknown paths, the headers it sets, the JWKS document,
+//! and the gateway's own calls upstream when the call connection is full.
 
 mod stack;
 
 use std::{
     convert::Infallible,
     net::SocketAddr,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -16,7 +18,8 @@ use base64::{
 };
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body::Frame;
+use http_body_util::{BodyExt, Full, StreamBody};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use prost::Message;
 use stack::{STEP, Stack, authorized, raw_client};
@@ -24,8 +27,9 @@ use todo_proto::{
     auth::v1::{GetJwksRequest, GetJwksResponse, RegisterRequest},
     tasks::v1::{ListTasksRequest, WatchTasksRequest},
 };
-use tokio::time::timeout;
+use tokio::{sync::Notify, time::timeout};
 use tonic::Code;
+use tonic_health::pb::health_check_response::ServingStatus;
 
 /// What a gRPC-Web text client sends to get a text answer back.
 const TEXT: &[(&str, &str)] = &[("accept", "application/grpc-web-text")];
@@ -699,4 +703,163 @@ async fn the_jwks_document_is_503_while_the_auth_service_is_down() {
             started.elapsed()
         );
     }
+}
+
+#[tokio::test]
+async fn health_stays_serving_while_the_call_connection_is_full_of_streams() {
+    // Every client call to the task-service shares one connection, which
+    // here allows 40 streams: 40 open WatchTasks fill it and later calls
+    // queue behind them. The gateway's own health probe must not queue
+    // with them, or a busy gateway would report its upstream as down.
+    let mut stack = Stack::start_without_tasks(|_| {}).await;
+    stack
+        .start_tasks_with(|config| config.transport.max_concurrent_streams = 40)
+        .await;
+    stack.wait_for_gateway_health(ServingStatus::Serving).await;
+    // The task-service caps each user's watchers; two users share the load.
+    let tokens = [
+        stack.register("full-a@example.com").await,
+        stack.register("full-b@example.com").await,
+    ];
+    let client = stack.tasks_web(true);
+    let mut streams = Vec::new();
+    for i in 0..40 {
+        let stream = timeout(
+            STEP,
+            client
+                .clone()
+                .watch_tasks(authorized(WatchTasksRequest {}, &tokens[i % 2])),
+        )
+        .await
+        .expect("no hang")
+        .expect("WatchTasks opens");
+        streams.push(stream);
+    }
+    // Ten more queue behind them: 50 streams asked for in all.
+    let queued: Vec<_> = (0..10)
+        .map(|i| {
+            let mut client = client.clone();
+            let token = tokens[i % 2].clone();
+            tokio::spawn(async move {
+                client
+                    .watch_tasks(authorized(WatchTasksRequest {}, &token))
+                    .await
+            })
+        })
+        .collect();
+    // Probes run every 2 s and give up after 1 s: several rounds pass.
+    let until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < until {
+        assert_eq!(
+            stack.gateway_health().await,
+            Some(ServingStatus::Serving),
+            "a full call connection made the gateway report NOT_SERVING"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(
+        queued.iter().all(|call| !call.is_finished()),
+        "the call connection was not full, so this test proved nothing"
+    );
+    for call in queued {
+        call.abort();
+    }
+    drop(streams);
+}
+
+/// A stand-in auth-service whose connections allow one stream at a time.
+/// It answers `GetJwks`, holds every `Login` open without answering
+/// (notifying `held`), and answers anything else `UNIMPLEMENTED`.
+async fn one_stream_auth_upstream(held: Arc<Notify>) -> SocketAddr {
+    let listener = stack::bind().await;
+    let address = listener.local_addr().expect("bound");
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let held = held.clone();
+            let service =
+                hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
+                    let held = held.clone();
+                    async move {
+                        let path = request.uri().path().to_owned();
+                        let mut frames = Vec::new();
+                        let mut response =
+                            http::Response::builder().header("content-type", "application/grpc");
+                        if path == "/auth.v1.AuthService/Login" {
+                            held.notify_one();
+                            std::future::pending::<()>().await;
+                        } else if path == "/auth.v1.AuthService/GetJwks" {
+                            let message = GetJwksResponse {
+                                jwks_json: r#"{"keys":[]}"#.into(),
+                            };
+                            let mut trailers = HeaderMap::new();
+                            trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+                            frames.push(Ok::<_, Infallible>(Frame::data(Bytes::from(frame(
+                                &message,
+                            )))));
+                            frames.push(Ok(Frame::trailers(trailers)));
+                        } else {
+                            response = response.header("grpc-status", "12");
+                        }
+                        let body = StreamBody::new(tokio_stream::iter(frames));
+                        Ok::<_, Infallible>(response.body(body).expect("a valid response"))
+                    }
+                });
+            tokio::spawn(
+                hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .max_concurrent_streams(1)
+                    .serve_connection(TokioIo::new(stream), service),
+            );
+        }
+    });
+    address
+}
+
+#[tokio::test]
+async fn the_jwks_fetch_does_not_queue_behind_a_full_call_connection() {
+    // The auth-service's call connection holds one stream, taken by a call
+    // that never answers: a JWKS fetch on that connection would wait out
+    // its timeout and the document would be 503.
+    let held = Arc::new(Notify::new());
+    let upstream = one_stream_auth_upstream(held.clone()).await;
+    let stack = Stack::start_without_tasks(|config| {
+        config.auth_url = stack::origin(upstream);
+        config.request_timeout = Duration::from_secs(60);
+    })
+    .await;
+    let mut auth = stack.auth_web(true);
+    let hanging = tokio::spawn(async move {
+        auth.login(todo_proto::auth::v1::LoginRequest {
+            email: "someone@example.com".into(),
+            password: "whatever password".into(),
+        })
+        .await
+    });
+    timeout(STEP, held.notified())
+        .await
+        .expect("the call reached the upstream");
+
+    let started = Instant::now();
+    let request = Request::builder()
+        .uri(format!("{}/.well-known/jwks.json", stack.url()))
+        .body(Full::new(Bytes::new()))
+        .expect("a valid request");
+    let response = timeout(STEP, raw_client(false).request(request))
+        .await
+        .expect("no hang")
+        .expect("HTTP works");
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("a body")
+        .to_bytes();
+    assert_eq!(&body[..], br#"{"keys":[]}"#);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the fetch queued behind the call: took {:?}",
+        started.elapsed()
+    );
+    assert!(!hanging.is_finished(), "the call connection was not held");
+    hanging.abort();
 }

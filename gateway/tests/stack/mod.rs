@@ -119,16 +119,23 @@ impl Stack {
 
     /// Starts the task-service on its reserved port.
     pub async fn start_tasks(&mut self) {
+        self.start_tasks_with(|_| {}).await;
+    }
+
+    /// Starts the task-service on its reserved port, its settings changed
+    /// by `configure`.
+    pub async fn start_tasks_with(&mut self, configure: impl FnOnce(&mut task_service::Config)) {
         let listener = self
             .tasks_listener
             .take()
             .expect("the task-service is started once");
-        let config = task_service::Config {
+        let mut config = task_service::Config {
             listen: self.tasks,
             database_url: self.tasks_db.url.clone(),
             auth_url: format!("http://{}", self.auth),
             ..task_service::Config::default()
         };
+        configure(&mut config);
         tokio::spawn(run(
             "task-service",
             task_service::serve(config, listener, self.shutdown.clone()),

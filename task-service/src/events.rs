@@ -104,6 +104,11 @@ struct State {
     available: bool,
     next_id: u64,
     watchers: HashMap<Uuid, Vec<Slot>>,
+    /// Open subscriptions per owner, counted until each is dropped: a
+    /// watcher the hub has let go (too far behind, feed lost) still holds
+    /// a stream until its client reads the end, so it still counts against
+    /// [`MAX_WATCHERS_PER_USER`].
+    open: HashMap<Uuid, usize>,
 }
 
 /// The fan-out point of one process.
@@ -141,13 +146,10 @@ impl Hub {
         if !state.available {
             return Err(Refused::FeedDown);
         }
-        if state
-            .watchers
-            .get(&owner)
-            .is_some_and(|slots| slots.len() >= MAX_WATCHERS_PER_USER)
-        {
+        if state.open.get(&owner).copied().unwrap_or(0) >= MAX_WATCHERS_PER_USER {
             return Err(Refused::TooManyWatchers);
         }
+        *state.open.entry(owner).or_default() += 1;
         let (queue, receiver) = mpsc::channel(self.queue_len);
         let end = Arc::new(OnceLock::new());
         state.next_id += 1;
@@ -209,6 +211,12 @@ impl Hub {
 
     fn unsubscribe(&self, owner: Uuid, id: u64) {
         let mut state = self.state();
+        if let Some(open) = state.open.get_mut(&owner) {
+            *open -= 1;
+            if *open == 0 {
+                state.open.remove(&owner);
+            }
+        }
         if let Some(slots) = state.watchers.get_mut(&owner) {
             slots.retain(|slot| slot.id != id);
             if slots.is_empty() {
@@ -328,6 +336,27 @@ mod tests {
             "other users are not affected"
         );
         drop(watchers);
+        assert!(hub.subscribe(owner).is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_watcher_let_go_still_counts_until_its_stream_is_dropped() {
+        let hub = Hub::new(1, true);
+        let owner = Uuid::now_v7();
+        let mut watchers: Vec<_> = (0..MAX_WATCHERS_PER_USER)
+            .map(|_| hub.subscribe(owner).unwrap())
+            .collect();
+        // Nobody reads: every queue overflows and the hub lets them all go.
+        for i in 0..3 {
+            hub.publish(owner, some_event(&format!("flood {i}")));
+        }
+        assert_eq!(hub.watcher_count(), 0);
+        assert_eq!(
+            hub.subscribe(owner).err(),
+            Some(Refused::TooManyWatchers),
+            "stalled streams are still open"
+        );
+        watchers.pop();
         assert!(hub.subscribe(owner).is_ok());
     }
 

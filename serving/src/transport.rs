@@ -22,8 +22,11 @@ pub struct TransportArgs {
     /// Largest gRPC message accepted, in bytes.
     #[arg(long, env = "MAX_MESSAGE_BYTES", default_value_t = 1024 * 1024)]
     pub max_message_bytes: usize,
-    /// HTTP/2 concurrent streams allowed per connection.
-    #[arg(long, env = "MAX_CONCURRENT_STREAMS", default_value_t = 200)]
+    /// HTTP/2 concurrent streams allowed per connection. The gateway
+    /// multiplexes all its callers (open WatchTasks streams included) over
+    /// one connection per service, so this must stay above the gateway's
+    /// `--max-concurrent-requests`, or calls would queue behind streams.
+    #[arg(long, env = "MAX_CONCURRENT_STREAMS", default_value_t = DEFAULT_MAX_CONCURRENT_STREAMS)]
     pub max_concurrent_streams: u32,
     /// Longest time one unary call may take before it is cancelled.
     #[arg(long, env = "REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
@@ -37,12 +40,15 @@ impl Default for TransportArgs {
     fn default() -> Self {
         Self {
             max_message_bytes: 1024 * 1024,
-            max_concurrent_streams: 200,
+            max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
             request_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
         }
     }
 }
+
+/// See [`TransportArgs::max_concurrent_streams`].
+const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 2048;
 
 /// HTTP/2 header list limit: generous for a bearer token, small enough that
 /// header floods are cheap to refuse.

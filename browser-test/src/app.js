@@ -58,6 +58,8 @@ async function main() {
   window.todo = { token };
   const events = tasks.watchTasks({}, { headers, onHeader: () => show("status", "watching") });
   for await (const event of events) {
+    // A heartbeat (no task) only keeps the stream open through proxies.
+    if (event.eventType === TaskEventType.UNSPECIFIED) continue;
     const item = document.createElement("li");
     item.textContent = `${TaskEventType[event.eventType]} ${event.task?.title ?? ""}`;
     document.getElementById("events").append(item);

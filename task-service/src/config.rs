@@ -18,6 +18,7 @@ const DEFAULT_ISSUER: &str = "todo-auth";
 const DEFAULT_AUDIENCE: &str = "todo-api";
 const DEFAULT_JWKS_REFRESH: Duration = Duration::from_secs(5 * 60);
 const DEFAULT_TOKEN_LEEWAY_SECS: u64 = 30;
+const DEFAULT_WATCH_HEARTBEAT: Duration = Duration::from_secs(30);
 const DEFAULT_WATCH_BUFFER: usize = 256;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -65,6 +66,12 @@ pub struct Config {
     #[arg(long, env = "TASK_WATCH_BUFFER", default_value_t = DEFAULT_WATCH_BUFFER)]
     pub watch_buffer: usize,
 
+    /// After this long without a change, a WatchTasks stream sends a
+    /// heartbeat (`TASK_EVENT_TYPE_UNSPECIFIED`, no task), so proxies with
+    /// idle timeouts (commonly 60 s) keep the stream open.
+    #[arg(long, env = "TASK_WATCH_HEARTBEAT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub watch_heartbeat: Duration,
+
     /// Do not serve grpc.reflection (for production setups that do not
     /// publish their schema).
     #[arg(long, env = "TASK_DISABLE_REFLECTION")]
@@ -94,6 +101,7 @@ impl Default for Config {
             audience: DEFAULT_AUDIENCE.into(),
             token_leeway_secs: DEFAULT_TOKEN_LEEWAY_SECS,
             watch_buffer: DEFAULT_WATCH_BUFFER,
+            watch_heartbeat: DEFAULT_WATCH_HEARTBEAT,
             disable_reflection: false,
             transport: TransportArgs::default(),
             clock: Clock::default(),
@@ -124,5 +132,6 @@ mod tests {
         assert_eq!(parsed.issuer, default.issuer);
         assert_eq!(parsed.audience, default.audience);
         assert_eq!(parsed.watch_buffer, default.watch_buffer);
+        assert_eq!(parsed.watch_heartbeat, default.watch_heartbeat);
     }
 }

@@ -130,6 +130,7 @@ pub async fn serve(
         page_tokens,
         config.clock.clone(),
         shutdown.clone(),
+        config.watch_heartbeat,
     );
     // Only requests are bounded: a full ListTasks page (500 tasks of up to
     // 4,000 characters each) can legitimately exceed the request limit.

@@ -11,7 +11,10 @@
 //! ends by itself: with `UNAUTHENTICATED` when the token that opened it
 //! expires (by the injected clock), `RESOURCE_EXHAUSTED` when the watcher
 //! fell too far behind, `UNAVAILABLE` when the change feed or the server
-//! goes away. Idle streams are kept alive by the transport's HTTP/2 pings.
+//! goes away. An idle stream sends a heartbeat (`TASK_EVENT_TYPE_UNSPECIFIED`
+//! with no task) every `--watch-heartbeat`: HTTP/2 pings keep only the next
+//! hop alive, and gRPC-Web over HTTP/1.1 has none, so without data a proxy
+//! with an idle timeout would cut a quiet stream.
 
 use std::{pin::Pin, sync::Arc, time::Duration};
 
@@ -44,6 +47,7 @@ pub struct TaskApi {
     page_tokens: PageTokenKey,
     clock: Clock,
     shutdown: CancellationToken,
+    heartbeat: Duration,
 }
 
 impl TaskApi {
@@ -53,6 +57,7 @@ impl TaskApi {
         page_tokens: PageTokenKey,
         clock: Clock,
         shutdown: CancellationToken,
+        heartbeat: Duration,
     ) -> Self {
         Self {
             store,
@@ -60,6 +65,7 @@ impl TaskApi {
             page_tokens,
             clock,
             shutdown,
+            heartbeat,
         }
     }
 }
@@ -335,6 +341,7 @@ impl TaskService for TaskApi {
             expires_at_micros: identity.expires_at.saturating_mul(1_000_000),
             clock: self.clock.clone(),
             shutdown: self.shutdown.clone(),
+            heartbeat: self.heartbeat,
             ended: false,
         };
         tracing::debug!(user = %identity.user_id, "watcher connected");
@@ -351,6 +358,8 @@ struct Watch {
     expires_at_micros: i64,
     clock: Clock,
     shutdown: CancellationToken,
+    /// Idle time after which a heartbeat is sent.
+    heartbeat: Duration,
     ended: bool,
 }
 
@@ -368,6 +377,12 @@ impl Watch {
                 Err(Status::unauthenticated("the access token expired; reconnect with a fresh one"))
             }
             next = self.subscription.next() => next.map(|event| (*event).clone()).map_err(ended),
+            // Restarted by every step, so it fires only after `heartbeat` of silence.
+            () = tokio::time::sleep(self.heartbeat) => Ok(proto::WatchTasksResponse {
+                event_type: proto::TaskEventType::Unspecified as i32,
+                task: None,
+                event_time: Some(crate::domain::timestamp(self.clock.now())),
+            }),
         };
         self.ended = item.is_err();
         Some((item, self))

@@ -388,3 +388,33 @@ async fn a_watch_outlives_the_unary_request_timeout() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_quiet_stream_sends_heartbeats_and_then_the_next_change() {
+    on_each_backend(|backend| async move {
+        let stack = Stack::start_with(backend, Clock::default(), |config| {
+            config.watch_heartbeat = Duration::from_millis(200)
+        })
+        .await;
+        let (_, mut alice) = stack.user("alice").await;
+        let mut events = watch(&mut alice).await;
+        // Nothing changes: the stream still carries data, so an idle proxy
+        // sees it alive.
+        let heartbeat = next(&mut events)
+            .await
+            .expect("a heartbeat, not an error")
+            .expect("a heartbeat, not the end");
+        assert_eq!(heartbeat.event_type(), TaskEventType::Unspecified);
+        assert!(heartbeat.task.is_none() && heartbeat.event_time.is_some());
+        let task = create(&mut alice, titled("after the silence")).await;
+        let (kind, received) = loop {
+            let event = next(&mut events).await.unwrap().unwrap();
+            if event.event_type() != TaskEventType::Unspecified {
+                break (event.event_type(), event.task.unwrap());
+            }
+        };
+        assert_eq!((kind, received), (TaskEventType::Created, task));
+        stack.stop().await;
+    })
+    .await;
+}

@@ -441,6 +441,8 @@ export declare const PrioritySchema: GenEnum<Priority>;
  */
 export enum TaskEventType {
   /**
+   * A heartbeat that keeps an idle stream open through proxies; no task.
+   *
    * @generated from enum value: TASK_EVENT_TYPE_UNSPECIFIED = 0;
    */
   UNSPECIFIED = 0,
@@ -535,7 +537,9 @@ export declare const TaskService: GenService<{
     output: typeof SetTaskCompletedResponseSchema;
   },
   /**
-   * WatchTasks streams changes to the caller's tasks as they happen.
+   * WatchTasks streams changes to the caller's tasks as they happen. After
+   * a quiet spell (30 s by default) it sends a heartbeat: event_type
+   * TASK_EVENT_TYPE_UNSPECIFIED with no task, which clients ignore.
    *
    * @generated from rpc tasks.v1.TaskService.WatchTasks
    */

@@ -70,6 +70,18 @@ impl TaskApi {
     }
 }
 
+/// Runs a write to its end even if the call is cancelled (the client left,
+/// or a deadline fired). On SQLite a change reaches watchers from the store
+/// right after its commit; cancelling between the two would leave a
+/// committed change that no watcher ever hears of.
+async fn detached<T: Send + 'static>(
+    write: impl std::future::Future<Output = Result<T, Error>> + Send + 'static,
+) -> Result<T, Error> {
+    tokio::spawn(write)
+        .await
+        .map_err(|error| Error::Internal(format!("the write task failed: {error}")))?
+}
+
 /// The caller proven by the authentication layer. Its absence is a wiring
 /// bug, answered as unauthenticated rather than trusted.
 fn caller<T>(request: &Request<T>) -> Result<Identity, Status> {
@@ -148,7 +160,8 @@ impl TaskService for TaskApi {
             due_time,
             request_id,
         };
-        let created = self.store.create(owner, task, self.clock.now()).await?;
+        let (store, now) = (self.store.clone(), self.clock.now());
+        let created = detached(async move { store.create(owner, task, now).await }).await?;
         Ok(Response::new(proto::CreateTaskResponse {
             task: Some((&created.task).into()),
         }))
@@ -263,11 +276,8 @@ impl TaskService for TaskApi {
         violations.finish()?;
         let id = id.ok_or_else(|| Error::Internal("validated id missing".into()))?;
         let etag = parse_etag(&task.etag);
-        match self
-            .store
-            .update(owner, id, &patch, etag, self.clock.now())
-            .await?
-        {
+        let (store, now) = (self.store.clone(), self.clock.now());
+        match detached(async move { store.update(owner, id, &patch, etag, now).await }).await? {
             Written::Done(task) => Ok(Response::new(proto::UpdateTaskResponse {
                 task: Some((&task).into()),
             })),
@@ -283,11 +293,12 @@ impl TaskService for TaskApi {
         let owner = caller(&request)?.user_id;
         let message = request.into_inner();
         let id = parse_one(parse_id("id", &message.id))?;
-        match self
-            .store
-            .delete(owner, id, parse_etag(&message.etag), self.clock.now())
-            .await?
-        {
+        let (store, now, etag) = (
+            self.store.clone(),
+            self.clock.now(),
+            parse_etag(&message.etag),
+        );
+        match detached(async move { store.delete(owner, id, etag, now).await }).await? {
             Written::Done(()) => Ok(Response::new(proto::DeleteTaskResponse {})),
             Written::NotFound => Err(not_found(owner, id)),
             Written::EtagMismatch => Err(Error::EtagMismatch.into()),
@@ -301,11 +312,8 @@ impl TaskService for TaskApi {
         let owner = caller(&request)?.user_id;
         let message = request.into_inner();
         let id = parse_one(parse_id("id", &message.id))?;
-        match self
-            .store
-            .set_completed(owner, id, message.completed, self.clock.now())
-            .await?
-        {
+        let (store, now, completed) = (self.store.clone(), self.clock.now(), message.completed);
+        match detached(async move { store.set_completed(owner, id, completed, now).await }).await? {
             Completion::Changed(task) | Completion::Unchanged(task) => {
                 Ok(Response::new(proto::SetTaskCompletedResponse {
                     task: Some((&task).into()),

@@ -61,6 +61,19 @@ pub struct Config {
     #[arg(long, env = "GATEWAY_MAX_CONCURRENT_REQUESTS", default_value_t = 1024)]
     pub max_concurrent_requests: usize,
 
+    /// Calls (open streams included) in flight at once from one client IP
+    /// address, the connection's peer; more are refused at once with
+    /// `RESOURCE_EXHAUSTED`. Keeps one client from taking every
+    /// `--max-concurrent-requests` permit. Behind a proxy or load balancer
+    /// every client arrives from the proxy's address: raise this to
+    /// `--max-concurrent-requests` there.
+    #[arg(
+        long,
+        env = "GATEWAY_MAX_CONCURRENT_REQUESTS_PER_ADDRESS",
+        default_value_t = 256
+    )]
+    pub max_concurrent_requests_per_address: usize,
+
     /// HTTP/2 concurrent streams allowed per client connection.
     #[arg(long, env = "GATEWAY_MAX_CONCURRENT_STREAMS", default_value_t = 200)]
     pub max_concurrent_streams: u32,
@@ -91,6 +104,7 @@ impl Default for Config {
             request_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(2),
             max_concurrent_requests: 1024,
+            max_concurrent_requests_per_address: 256,
             max_concurrent_streams: 200,
             jwks_cache_ttl: Duration::from_secs(30),
             disable_reflection: false,

@@ -1,5 +1,5 @@
 //! The bounds on one call: how large its request body may grow, and how
-//! many calls may be open at once.
+//! many calls may be open at once, in all and from one client address.
 //!
 //! Both work on the body *stream*, so the gateway never buffers a request
 //! or decodes a message:
@@ -16,11 +16,20 @@
 //!   in flight, not only the moment it opened. When no permit is left the
 //!   call is refused at once (`RESOURCE_EXHAUSTED`) rather than queued, so
 //!   an overloaded gateway answers fast instead of hanging.
+//! - [`PerAddress`] counts the calls in flight from each client IP address
+//!   (`--max-concurrent-requests-per-address`), its [`AddressPermit`] held
+//!   by [`Guarded`] beside the global one: without it, one client opening
+//!   streams that never end (health `Watch`, reflection, `WatchTasks`) on a
+//!   few connections could take every global permit. An address's entry is
+//!   removed when its last call ends, so the table holds only addresses
+//!   with calls open.
 
 use std::{
+    collections::HashMap,
+    net::IpAddr,
     pin::Pin,
     sync::{
-        Arc,
+        Arc, Mutex, PoisonError,
         atomic::{AtomicBool, Ordering},
     },
     task::{Context, Poll},
@@ -111,17 +120,87 @@ where
     }
 }
 
-/// A response body that holds a concurrency permit until it is dropped.
+/// Calls in flight per client address, each address capped at `limit`.
+#[derive(Debug, Clone)]
+pub struct PerAddress {
+    limit: usize,
+    /// Only addresses with at least one call open have an entry.
+    counts: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl PerAddress {
+    pub fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            counts: Arc::default(),
+        }
+    }
+
+    /// A place for one more call from `address`, or `None` when it already
+    /// has `limit` calls in flight.
+    pub fn try_acquire(&self, address: IpAddr) -> Option<AddressPermit> {
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = counts.entry(address).or_insert(0);
+        if *count >= self.limit {
+            if *count == 0 {
+                // A limit of 0: leave no empty entry behind.
+                counts.remove(&address);
+            }
+            return None;
+        }
+        *count += 1;
+        Some(AddressPermit {
+            counts: self.counts.clone(),
+            address,
+        })
+    }
+
+    /// How many addresses have calls in flight.
+    pub fn addresses(&self) -> usize {
+        self.counts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+}
+
+/// One call's place in its address's count, given back when dropped.
+#[derive(Debug)]
+pub struct AddressPermit {
+    counts: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    address: IpAddr,
+}
+
+impl Drop for AddressPermit {
+    fn drop(&mut self) {
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = counts.get_mut(&self.address) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.address);
+            }
+        }
+    }
+}
+
+/// What a call holds while it is in flight: a global permit and, when the
+/// client's address is known, its place in that address's count.
+pub struct CallPermits {
+    pub global: OwnedSemaphorePermit,
+    pub address: Option<AddressPermit>,
+}
+
+/// A response body that holds a call's permits until it is dropped.
 pub struct Guarded<B> {
     inner: B,
-    _permit: OwnedSemaphorePermit,
+    _permits: CallPermits,
 }
 
 impl<B> Guarded<B> {
-    pub fn new(inner: B, permit: OwnedSemaphorePermit) -> Self {
+    pub fn new(inner: B, permits: CallPermits) -> Self {
         Self {
             inner,
-            _permit: permit,
+            _permits: permits,
         }
     }
 }
@@ -173,6 +252,26 @@ mod tests {
             .to_bytes();
         assert_eq!(&collected[..], b"abcde");
         assert!(!exceeded.get());
+    }
+
+    #[test]
+    fn each_address_is_capped_and_forgotten_when_its_calls_end() {
+        let per_address = PerAddress::new(2);
+        let one: IpAddr = [192, 0, 2, 1].into();
+        let other: IpAddr = [192, 0, 2, 2].into();
+        let first = per_address.try_acquire(one).expect("under the cap");
+        let second = per_address.try_acquire(one).expect("at the cap");
+        assert!(per_address.try_acquire(one).is_none(), "over the cap");
+        // Another address has its own count.
+        let elsewhere = per_address.try_acquire(other).expect("its own cap");
+        assert_eq!(per_address.addresses(), 2);
+        drop(first);
+        let third = per_address.try_acquire(one).expect("a place was freed");
+        drop((second, third, elsewhere));
+        assert_eq!(per_address.addresses(), 0, "no entry outlives its calls");
+        let none = PerAddress::new(0);
+        assert!(none.try_acquire(one).is_none());
+        assert_eq!(none.addresses(), 0);
     }
 
     #[tokio::test]

@@ -11,7 +11,10 @@
 //!   both APIs, unless switched off);
 //! - anything else is `UNIMPLEMENTED`, as a gRPC server would answer.
 //!
-//! Every call first takes a concurrency permit (see [`crate::limits`]).
+//! Every call, the gateway's own health and reflection calls included,
+//! first takes a place in its client address's count, then a global
+//! concurrency permit (see [`crate::limits`]); either refusal is
+//! `RESOURCE_EXHAUSTED` with a `RetryInfo`.
 //!
 //! One more translation happens here for gRPC-Web callers: a gRPC server
 //! answers an error with a "trailers-only" response, the status in the
@@ -32,7 +35,7 @@ use tonic::{Status, body::Body, service::Routes};
 use tower::ServiceExt;
 
 use crate::{
-    limits::Guarded,
+    limits::{CallPermits, Guarded, PerAddress},
     upstream::{CallLimits, Upstream},
 };
 
@@ -67,6 +70,9 @@ pub struct Router {
     pub local: Routes,
     pub reflection: bool,
     pub permits: Arc<Semaphore>,
+    /// Calls in flight per client address (the connection's peer, the
+    /// same address sent upstream in `x-forwarded-for`).
+    pub per_address: PerAddress,
     pub limits: CallLimits,
 }
 
@@ -81,16 +87,29 @@ impl Router {
                 response
             }
         };
-        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+        // First the client's own cap, so a client over it never holds a
+        // global permit, even for a moment.
+        let address = match peer_ip(&request) {
+            Some(peer) => match self.per_address.try_acquire(peer) {
+                Some(permit) => Some(permit),
+                None => {
+                    tracing::warn!(%peer, "per-address concurrency limit reached; refusing a call");
+                    return in_trailers(refusal(
+                        "too many calls in flight from your address; retry later",
+                    ));
+                }
+            },
+            None => None,
+        };
+        let Ok(global) = self.permits.clone().try_acquire_owned() else {
             tracing::warn!("concurrency limit reached; refusing a call");
-            // A load limit, like a rate limit: tell the client when to retry.
-            return in_trailers(crate::status_response(serving::status::resource_exhausted(
+            return in_trailers(refusal(
                 "the gateway is at its concurrency limit; retry later",
-                std::time::Duration::from_secs(1),
-            )));
+            ));
         };
         let response = in_trailers(self.dispatch(request).await);
-        response.map(|body| Body::new(Guarded::new(body, permit)))
+        let permits = CallPermits { global, address };
+        response.map(|body| Body::new(Guarded::new(body, permits)))
     }
 
     async fn dispatch(&self, request: Request<Body>) -> Response<Body> {
@@ -110,6 +129,15 @@ impl Router {
             crate::status_response(Status::unimplemented("unknown service or method"))
         }
     }
+}
+
+/// A load limit's refusal, which like a rate limit's tells the client
+/// when to retry.
+fn refusal(message: &str) -> Response<Body> {
+    crate::status_response(serving::status::resource_exhausted(
+        message,
+        std::time::Duration::from_secs(1),
+    ))
 }
 
 fn is_reflection(path: &str) -> bool {

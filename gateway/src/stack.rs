@@ -9,9 +9,10 @@
 //!     -> gRPC-Web (tonic-web) grpc-web / grpc-web-text <-> gRPC; gRPC passes
 //!        -> trace (tower-http) the call's span; status (from the trailers
 //!           |                  too) and latency logged when it ends
-//!        -> router (router.rs) concurrency permit; for gRPC-Web callers a
-//!           |                  status in the headers moves to the trailers
-//!           |                  frame; then by service name:
+//!        -> router (router.rs) per-address and global concurrency
+//!           |                  permits; for gRPC-Web callers a status in
+//!           |                  the headers moves to the trailers frame;
+//!           |                  then by service name:
 //!           -> upstream        auth-service or task-service (upstream.rs)
 //!           -> local           health (health.rs), reflection
 //!           -> UNIMPLEMENTED
@@ -53,6 +54,7 @@ use tracing::Level;
 use crate::{
     Config, Error, cors, headers,
     jwks::{self, Jwks},
+    limits::PerAddress,
     router::{GrpcWebCaller, Router},
     upstream::{self, CallLimits, Upstream},
 };
@@ -99,6 +101,7 @@ impl Gateway {
             local,
             reflection: !config.disable_reflection,
             permits: Arc::new(Semaphore::new(config.max_concurrent_requests)),
+            per_address: PerAddress::new(config.max_concurrent_requests_per_address),
             limits: CallLimits {
                 max_body_bytes: config.max_body_bytes,
                 request_timeout: config.request_timeout,

@@ -29,7 +29,9 @@ use todo_proto::{
 };
 use tokio::{sync::Notify, time::timeout};
 use tonic::Code;
-use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
 
 /// What a gRPC-Web text client sends to get a text answer back.
 const TEXT: &[(&str, &str)] = &[("accept", "application/grpc-web-text")];
@@ -862,4 +864,131 @@ async fn the_jwks_fetch_does_not_queue_behind_a_full_call_connection() {
     );
     assert!(!hanging.is_finished(), "the call connection was not held");
     hanging.abort();
+}
+
+/// Calls `call` until it is not refused for load (a finished call's permits
+/// are released a moment after the client has read its answer).
+async fn admitted<T, F, Fut>(what: &str, mut call: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    let deadline = Instant::now() + STEP;
+    loop {
+        match call().await {
+            Ok(response) => return response.into_inner(),
+            Err(status)
+                if status.code() == Code::ResourceExhausted && Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(status) => panic!("{what} failed: {status:?}"),
+        }
+    }
+}
+
+/// Asserts that `status` is the per-address refusal, with its RetryInfo.
+fn assert_refused_for_the_address(status: &tonic::Status) {
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().contains("from your address"),
+        "refused by the per-address cap, not the global one: {status:?}"
+    );
+    assert!(
+        tonic_types::StatusExt::get_error_details(status)
+            .retry_info()
+            .is_some(),
+        "a load refusal says when to retry: {status:?}"
+    );
+}
+
+#[tokio::test]
+async fn one_address_cannot_hold_more_calls_than_its_cap() {
+    let stack = Stack::start_with(|config| config.max_concurrent_requests_per_address = 3).await;
+    let token = admitted("Register", || {
+        let mut auth = stack.auth_web(false);
+        async move {
+            auth.register(RegisterRequest {
+                email: "greedy@example.com".into(),
+                password: "correct horse battery staple".into(),
+                display_name: String::new(),
+            })
+            .await
+        }
+    })
+    .await
+    .tokens
+    .expect("tokens")
+    .access_token;
+
+    // Three streams that never end by themselves: two of the gateway's own
+    // health Watch (plain gRPC) and a WatchTasks (gRPC-Web).
+    let channel = tonic::transport::Endpoint::from(stack.uri())
+        .connect()
+        .await
+        .expect("the gateway accepts gRPC");
+    let health = HealthClient::new(channel);
+    let watch = || {
+        let mut health = health.clone();
+        async move {
+            health
+                .watch(HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await
+        }
+    };
+    let first_health_watch = admitted("Health/Watch", watch).await;
+    let second_health_watch = admitted("Health/Watch", watch).await;
+    let watch_tasks = admitted("WatchTasks", || {
+        let mut tasks = stack.tasks_web(false);
+        let request = authorized(WatchTasksRequest {}, &token);
+        async move { tasks.watch_tasks(request).await }
+    })
+    .await;
+
+    // A fourth call from the same address is refused at once, whether it
+    // goes upstream (gRPC-Web: the status travels in the trailers) or is
+    // the gateway's own.
+    let started = Instant::now();
+    let status = timeout(
+        STEP,
+        stack
+            .tasks_web(false)
+            .list_tasks(authorized(ListTasksRequest::default(), &token)),
+    )
+    .await
+    .expect("no hang")
+    .expect_err("over the per-address cap");
+    assert_refused_for_the_address(&status);
+    let status = timeout(
+        STEP,
+        health.clone().check(HealthCheckRequest {
+            service: String::new(),
+        }),
+    )
+    .await
+    .expect("no hang")
+    .expect_err("over the per-address cap");
+    assert_refused_for_the_address(&status);
+    let status = timeout(STEP, watch())
+        .await
+        .expect("no hang")
+        .expect_err("over the per-address cap");
+    assert_refused_for_the_address(&status);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "refused at once, took {:?}",
+        started.elapsed()
+    );
+
+    // Closing a stream frees its place.
+    drop(first_health_watch);
+    admitted("ListTasks", || {
+        let mut tasks = stack.tasks_web(false);
+        let request = authorized(ListTasksRequest::default(), &token);
+        async move { tasks.list_tasks(request).await }
+    })
+    .await;
+    drop((second_health_watch, watch_tasks));
 }

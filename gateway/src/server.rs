@@ -100,11 +100,23 @@ pub async fn serve(
                 request
             })
             .service(gateway.service.clone());
-        let connection =
-            builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
-        let connection = graceful.watch(connection.into_owned());
+        let (builder, watcher) = (builder.clone(), graceful.watcher());
         connections.spawn(async move {
-            if let Err(error) = connection.await {
+            // A client must start talking within the header timeout: the
+            // auto builder waits for the first bytes (to tell HTTP/1.1 from
+            // HTTP/2) with no timer of its own, so a silent connection
+            // would otherwise hold its task and file descriptor forever.
+            let mut first = [0u8; 1];
+            match tokio::time::timeout(HEADER_READ_TIMEOUT, stream.peek(&mut first)).await {
+                Ok(Ok(read)) if read > 0 => {}
+                _ => {
+                    tracing::debug!(%peer, "closed a connection that sent nothing");
+                    return;
+                }
+            }
+            let connection =
+                builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+            if let Err(error) = watcher.watch(connection.into_owned()).await {
                 tracing::debug!(%peer, %error, "connection ended with an error");
             }
         });

@@ -992,3 +992,18 @@ async fn one_address_cannot_hold_more_calls_than_its_cap() {
     .await;
     drop((second_health_watch, watch_tasks));
 }
+
+#[tokio::test]
+async fn a_connection_that_never_speaks_is_closed() {
+    use tokio::io::AsyncReadExt;
+    let stack = Stack::start().await;
+    let mut silent = tokio::net::TcpStream::connect(stack.gateway).await.unwrap();
+    // The gateway waits up to its 10 s header timeout for the first bytes,
+    // then closes: a read sees the end of the stream (or a reset).
+    let mut buffer = [0u8; 16];
+    let read = tokio::time::timeout(Duration::from_secs(20), silent.read(&mut buffer))
+        .await
+        .expect("the gateway closed the silent connection");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    stack.stop();
+}

@@ -74,6 +74,16 @@ pub struct Page {
     pub total: i64,
 }
 
+impl Page {
+    /// The page from rows fetched with one extra beyond `limit`: that extra
+    /// row only says that more follow.
+    pub fn from_rows(mut tasks: Vec<Task>, limit: usize, total: i64) -> Self {
+        let more = tasks.len() > limit;
+        tasks.truncate(limit);
+        Self { tasks, more, total }
+    }
+}
+
 #[async_trait]
 pub trait TaskStore: Send + Sync + 'static {
     /// Creates a task, or returns the one an earlier call with the same

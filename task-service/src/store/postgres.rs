@@ -316,10 +316,8 @@ impl TaskStore for PgStore {
         let total: i64 = count.build().fetch_one(&mut *tx).await?.try_get(0)?;
         tx.commit().await?;
 
-        let mut tasks = rows.iter().map(task_from_row).collect::<Result<Vec<_>>>()?;
-        let more = tasks.len() > limit;
-        tasks.truncate(limit);
-        Ok(Page { tasks, more, total })
+        let tasks = rows.iter().map(task_from_row).collect::<Result<Vec<_>>>()?;
+        Ok(Page::from_rows(tasks, limit, total))
     }
 
     async fn update(

@@ -87,7 +87,8 @@ pub struct Config {
     #[arg(long, env = "GATEWAY_DISABLE_REFLECTION")]
     pub disable_reflection: bool,
 
-    /// How long in-flight calls get to finish after SIGTERM.
+    /// How long in-flight calls get to finish after SIGTERM; calls still
+    /// open then (watch streams) end with `UNAVAILABLE`.
     #[arg(long, env = "GATEWAY_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
 }

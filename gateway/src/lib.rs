@@ -17,6 +17,7 @@
 
 mod config;
 pub mod cors;
+pub mod drain;
 pub mod headers;
 pub mod health;
 pub mod jwks;

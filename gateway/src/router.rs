@@ -30,11 +30,13 @@ use std::{net::SocketAddr, sync::Arc};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, Request, Response};
 use http_body::Frame;
+use serving::CancellationToken;
 use tokio::sync::Semaphore;
 use tonic::{Status, body::Body, service::Routes};
 use tower::ServiceExt;
 
 use crate::{
+    drain::Closing,
     limits::{CallPermits, Guarded, PerAddress},
     upstream::{CallLimits, Upstream},
 };
@@ -74,6 +76,8 @@ pub struct Router {
     /// same address sent upstream in `x-forwarded-for`).
     pub per_address: PerAddress,
     pub limits: CallLimits,
+    /// Fires when the shutdown grace has run out (see [`crate::drain`]).
+    pub closing: CancellationToken,
 }
 
 impl Router {
@@ -109,7 +113,8 @@ impl Router {
         };
         let response = in_trailers(self.dispatch(request).await);
         let permits = CallPermits { global, address };
-        response.map(|body| Body::new(Guarded::new(body, permits)))
+        let closing = &self.closing;
+        response.map(|body| Body::new(Guarded::new(Closing::new(body, closing), permits)))
     }
 
     async fn dispatch(&self, request: Request<Body>) -> Response<Body> {

@@ -19,8 +19,10 @@
 //! Shutdown: when the token fires the listener closes, every connection is
 //! asked to finish (HTTP/2 GOAWAY, HTTP/1.1 close after the current
 //! response), health flips to `NOT_SERVING`, and open calls get
-//! `--shutdown-grace` before the server returns regardless, so an open
-//! `WatchTasks` cannot hang a rollout.
+//! `--shutdown-grace` to end. Calls still open then (an open `WatchTasks`
+//! never ends by itself) are ended with `UNAVAILABLE` (see drain.rs), the
+//! connections get [`FINAL_STATUS_DELIVERY`] to deliver that status, and
+//! the server returns: a rollout waits at most the grace and a second.
 
 use std::time::Duration;
 
@@ -47,6 +49,9 @@ const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time an HTTP/1.1 client gets to send its request headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time the connections get to deliver the `UNAVAILABLE` that ends calls
+/// still open after the shutdown grace.
+const FINAL_STATUS_DELIVERY: Duration = Duration::from_secs(1);
 /// Pause after a failed `accept` (for example, out of file descriptors).
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -126,10 +131,22 @@ pub async fn serve(
     drop(listener);
 
     tracing::info!(open_connections = graceful.count(), "gateway draining");
+    let drained = graceful.shutdown();
+    tokio::pin!(drained);
     tokio::select! {
-        () = graceful.shutdown() => tracing::info!("gateway drained"),
+        () = &mut drained => tracing::info!("gateway drained"),
         () = tokio::time::sleep(config.shutdown_grace) => {
-            tracing::warn!(grace = ?config.shutdown_grace, "drain time exceeded; abandoning open calls");
+            tracing::warn!(
+                grace = ?config.shutdown_grace,
+                "drain time exceeded; ending open calls with UNAVAILABLE"
+            );
+            gateway.closing.cancel();
+            tokio::select! {
+                () = &mut drained => tracing::info!("gateway drained"),
+                () = tokio::time::sleep(FINAL_STATUS_DELIVERY) => {
+                    tracing::warn!("connections still open; closing them");
+                }
+            }
         }
     }
     connections.shutdown().await;

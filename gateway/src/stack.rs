@@ -12,6 +12,9 @@
 //!        -> router (router.rs) per-address and global concurrency
 //!           |                  permits; for gRPC-Web callers a status in
 //!           |                  the headers moves to the trailers frame;
+//!           |                  responses end with UNAVAILABLE if still
+//!           |                  open when the shutdown grace runs out
+//!           |                  (drain.rs);
 //!           |                  then by service name:
 //!           -> upstream        auth-service or task-service (upstream.rs)
 //!           -> local           health (health.rs), reflection
@@ -39,7 +42,7 @@ use std::{
 };
 
 use http::{Method, Request, Response};
-use serving::health::HealthReporter;
+use serving::{CancellationToken, health::HealthReporter};
 use tokio::sync::Semaphore;
 use tonic::{body::Body, service::Routes};
 use tonic_web::GrpcWebLayer;
@@ -73,6 +76,9 @@ pub struct Gateway {
     /// connection pool apart from the one clients' calls share.
     pub auth: Upstream,
     pub tasks: Upstream,
+    /// Cancelled by the server when the shutdown grace runs out: every
+    /// response still open then ends with `UNAVAILABLE` (see drain.rs).
+    pub closing: CancellationToken,
 }
 
 impl Gateway {
@@ -95,6 +101,7 @@ impl Gateway {
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha);
 
+        let closing = CancellationToken::new();
         let router = Router {
             auth,
             tasks,
@@ -106,6 +113,7 @@ impl Gateway {
                 max_body_bytes: config.max_body_bytes,
                 request_timeout: config.request_timeout,
             },
+            closing: closing.clone(),
         };
         let traced = TraceLayer::new(SharedClassifier::new(classifier()))
             .make_span_with(serving::telemetry::RpcSpan)
@@ -123,6 +131,7 @@ impl Gateway {
             health_reporter,
             auth: auth_own,
             tasks: tasks_own,
+            closing,
         })
     }
 }

@@ -25,7 +25,10 @@ use prost::Message;
 use stack::{STEP, Stack, authorized, raw_client};
 use todo_proto::{
     auth::v1::{GetJwksRequest, GetJwksResponse, RegisterRequest},
-    tasks::v1::{ListTasksRequest, WatchTasksRequest},
+    tasks::v1::{
+        CreateTaskRequest, ListTasksRequest, WatchTasksRequest,
+        task_service_client::TaskServiceClient,
+    },
 };
 use tokio::{sync::Notify, time::timeout};
 use tonic::Code;
@@ -657,28 +660,73 @@ async fn calls_over_the_concurrency_limit_are_refused_at_once() {
 }
 
 #[tokio::test]
-async fn shutdown_is_bounded_even_with_a_stream_open() {
+async fn streams_open_at_the_end_of_the_shutdown_grace_end_with_unavailable() {
     let grace = Duration::from_millis(500);
     let mut stack = Stack::start_with(|config| config.shutdown_grace = grace).await;
     let token = stack.register("leaving@example.com").await;
-    let mut stream = stack
-        .tasks_web(false)
-        .watch_tasks(authorized(WatchTasksRequest {}, &token))
+    // One watcher per way in: gRPC-Web over HTTP/1.1 and HTTP/2, plain gRPC.
+    let channel = tonic::transport::Endpoint::from(stack.uri())
+        .connect()
         .await
-        .expect("WatchTasks opens")
-        .into_inner();
-    // Only the gateway stops; the task-service would keep the stream open.
+        .expect("the gateway accepts gRPC");
+    let mut streams = vec![
+        (
+            "gRPC-Web HTTP/1.1",
+            stack
+                .tasks_web(false)
+                .watch_tasks(authorized(WatchTasksRequest {}, &token))
+                .await,
+        ),
+        (
+            "gRPC-Web HTTP/2",
+            stack
+                .tasks_web(true)
+                .watch_tasks(authorized(WatchTasksRequest {}, &token))
+                .await,
+        ),
+        (
+            "gRPC",
+            TaskServiceClient::new(channel)
+                .watch_tasks(authorized(WatchTasksRequest {}, &token))
+                .await,
+        ),
+    ]
+    .into_iter()
+    .map(|(way, opened)| (way, opened.expect("WatchTasks opens").into_inner()))
+    .collect::<Vec<_>>();
+    // An event first, so the cut comes after a message that went through.
+    stack
+        .tasks_web(false)
+        .create_task(authorized(
+            CreateTaskRequest {
+                title: "before the cut".into(),
+                ..Default::default()
+            },
+            &token,
+        ))
+        .await
+        .expect("CreateTask succeeds");
+    for (way, stream) in &mut streams {
+        let event = timeout(STEP, stream.message())
+            .await
+            .expect("the event arrives");
+        let event = event.expect("no error yet").expect("the stream is open");
+        assert_eq!(event.task.expect("a task").title, "before the cut", "{way}");
+    }
+
+    // Only the gateway stops; the task-service would keep the streams open.
     timeout(grace + Duration::from_secs(3), stack.stop_gateway())
         .await
-        .expect("the gateway stops within its grace");
-    // The abandoned stream ends instead of hanging on.
-    let ended = timeout(STEP, stream.message())
-        .await
-        .expect("the stream ends");
-    assert!(
-        !matches!(ended, Ok(Some(_))),
-        "no event was expected: {ended:?}"
-    );
+        .expect("the gateway stops within its grace and a second");
+    for (way, stream) in &mut streams {
+        let ended = timeout(STEP, stream.message())
+            .await
+            .expect("the stream ends");
+        match ended {
+            Err(status) => assert_eq!(status.code(), Code::Unavailable, "{way}: {status:?}"),
+            Ok(other) => panic!("{way}: expected UNAVAILABLE, got {other:?}"),
+        }
+    }
     // And the listener is closed.
     assert!(tokio::net::TcpStream::connect(stack.gateway).await.is_err());
 }

@@ -447,8 +447,16 @@ impl AuthApi {
     ) -> Result<pb::RevokeSessionResponse, AuthError> {
         let (identity, _) = self.authenticate(request.metadata()).await?;
         let raw = request.into_inner().session_id;
-        let session_id = Uuid::parse_str(raw.trim())
-            .map_err(|_| Violation::new("session_id", "must be a session id (UUID)"))?;
+        let raw = raw.trim();
+        if raw.is_empty() {
+            return Err(Violation::new("session_id", "is required").into());
+        }
+        // A value that is not a UUID names no session: it answers like any
+        // session that is not the caller's.
+        let Ok(session_id) = Uuid::parse_str(raw) else {
+            tracing::info!(user_id = %identity.user_id, "revocation of a malformed session id");
+            return Err(AuthError::NotFound);
+        };
         if !self
             .store
             .revoke_session(identity.user_id, session_id, self.clock.now())

@@ -238,10 +238,23 @@ async fn sessions_are_listed_with_the_current_one_marked_and_can_be_revoked() {
             .into_inner()
             .sessions;
         assert!(sessions.iter().all(|s| s.id != other.id));
-        let status = client
+        // An id that is not a UUID names no session: NOT_FOUND, as for an
+        // unknown one; only a missing id is a validation error.
+        let malformed = client
             .revoke_session(authorized(
                 pb::RevokeSessionRequest {
                     session_id: "not-a-uuid".into(),
+                },
+                &laptop.access_token,
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(malformed.code(), Code::NotFound);
+        assert_eq!(malformed.message(), made_up.message());
+        let status = client
+            .revoke_session(authorized(
+                pb::RevokeSessionRequest {
+                    session_id: String::new(),
                 },
                 &laptop.access_token,
             ))

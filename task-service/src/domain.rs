@@ -94,9 +94,17 @@ pub fn parse_time(
     Ok(time)
 }
 
-/// A task id: a UUID in any standard spelling.
-pub fn parse_id(field: &'static str, value: &str) -> Result<Uuid, Violation> {
-    Uuid::try_parse(value.trim()).map_err(|_| Violation::new(field, "must be a task id (a UUID)"))
+/// A task id: a UUID in any standard spelling, or `None` for a value that
+/// is not one. Such a value names no task, so it answers like any unknown
+/// id (`NOT_FOUND`, byte-identical, as the contract's errors table has it)
+/// instead of teaching the caller what ids look like; only a missing id is
+/// a validation error.
+pub fn parse_id(field: &'static str, value: &str) -> Result<Option<Uuid>, Violation> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Err(Violation::new(field, "is required"));
+    }
+    Ok(Uuid::try_parse(value).ok())
 }
 
 /// A title: trimmed, 1 to 200 characters.

@@ -172,7 +172,9 @@ impl TaskService for TaskApi {
         request: Request<proto::GetTaskRequest>,
     ) -> Result<Response<proto::GetTaskResponse>, Status> {
         let owner = caller(&request)?.user_id;
-        let id = parse_one(parse_id("id", &request.get_ref().id))?;
+        let Some(id) = parse_one(parse_id("id", &request.get_ref().id))? else {
+            return Err(Error::NotFound.into());
+        };
         let Some(task) = self.store.get(owner, id).await? else {
             return Err(not_found(owner, id));
         };
@@ -274,7 +276,11 @@ impl TaskService for TaskApi {
             }
         }
         violations.finish()?;
-        let id = id.ok_or_else(|| Error::Internal("validated id missing".into()))?;
+        // A missing id was a violation above; one that is not a UUID names
+        // no task.
+        let Some(Some(id)) = id else {
+            return Err(Error::NotFound.into());
+        };
         let etag = parse_etag(&task.etag);
         let (store, now) = (self.store.clone(), self.clock.now());
         match detached(async move { store.update(owner, id, &patch, etag, now).await }).await? {
@@ -292,7 +298,9 @@ impl TaskService for TaskApi {
     ) -> Result<Response<proto::DeleteTaskResponse>, Status> {
         let owner = caller(&request)?.user_id;
         let message = request.into_inner();
-        let id = parse_one(parse_id("id", &message.id))?;
+        let Some(id) = parse_one(parse_id("id", &message.id))? else {
+            return Err(Error::NotFound.into());
+        };
         let (store, now, etag) = (
             self.store.clone(),
             self.clock.now(),
@@ -311,7 +319,9 @@ impl TaskService for TaskApi {
     ) -> Result<Response<proto::SetTaskCompletedResponse>, Status> {
         let owner = caller(&request)?.user_id;
         let message = request.into_inner();
-        let id = parse_one(parse_id("id", &message.id))?;
+        let Some(id) = parse_one(parse_id("id", &message.id))? else {
+            return Err(Error::NotFound.into());
+        };
         let (store, now, completed) = (self.store.clone(), self.clock.now(), message.completed);
         match detached(async move { store.set_completed(owner, id, completed, now).await }).await? {
             Completion::Changed(task) | Completion::Unchanged(task) => {

@@ -22,9 +22,10 @@ async fn another_users_task_is_not_found_and_unchanged() {
         let made_up = uuid::Uuid::now_v7().to_string();
 
         // Each of bob's calls on alice's task answers exactly like the same
-        // call on an id that does not exist: same code, same message.
+        // call on an id that does not exist, whether or not it looks like
+        // an id: same code, same message, same details.
         let mut answers = Vec::new();
-        for id in [task.id.clone(), made_up] {
+        for id in [task.id.clone(), made_up, "does-not-exist".to_owned()] {
             let get = bob
                 .get_task(pb::GetTaskRequest { id: id.clone() })
                 .await
@@ -77,6 +78,10 @@ async fn another_users_task_is_not_found_and_unchanged() {
         assert_eq!(
             answers[0], answers[1],
             "a foreign id and an unknown id answer byte-identically"
+        );
+        assert_eq!(
+            answers[0], answers[2],
+            "a foreign id and a malformed id answer byte-identically"
         );
 
         let after = alice

@@ -13,7 +13,8 @@ pub struct Config {
     #[arg(long, env = "GATEWAY_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
-    /// Where `auth.v1.AuthService` runs (plain-text HTTP/2).
+    /// Where `auth.v1.AuthService` runs (plain-text HTTP/2). A host name is
+    /// re-resolved every 10 s and calls are spread over its addresses.
     #[arg(
         long,
         env = "GATEWAY_AUTH_URL",
@@ -21,7 +22,8 @@ pub struct Config {
     )]
     pub auth_url: Uri,
 
-    /// Where `tasks.v1.TaskService` runs (plain-text HTTP/2).
+    /// Where `tasks.v1.TaskService` runs (plain-text HTTP/2); a host name
+    /// is balanced over like `--auth-url`'s.
     #[arg(
         long,
         env = "GATEWAY_TASKS_URL",

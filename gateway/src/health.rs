@@ -49,8 +49,7 @@ pub async fn track(
 
 /// Whether `upstream` answers its health check with `SERVING`.
 async fn is_serving(upstream: &Upstream) -> bool {
-    let mut client =
-        HealthClient::with_origin(upstream.client().clone(), upstream.origin().clone());
+    let mut client = HealthClient::with_origin(upstream.client().clone(), upstream.origin());
     let mut request = tonic::Request::new(HealthCheckRequest {
         service: String::new(),
     });

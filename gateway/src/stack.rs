@@ -83,9 +83,9 @@ pub struct Gateway {
 
 impl Gateway {
     pub fn build(config: &Config) -> Result<Self, Error> {
-        // Clients' calls share one pool: one connection per service. The
-        // gateway's own calls (health probes, the JWKS fetch) get a pool of
-        // their own, so a call connection whose streams are all taken by
+        // Clients' calls share one pool: one connection per upstream
+        // address. The gateway's own calls (health probes, the JWKS fetch)
+        // get a pool of their own, so a call connection whose streams are all taken by
         // long `WatchTasks` streams cannot make them queue and time out:
         // health reports the upstream, not how busy the gateway is.
         let calls = upstream::http2_client(config.connect_timeout);

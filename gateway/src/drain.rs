@@ -9,11 +9,15 @@
 //! by the gateway itself with `UNAVAILABLE`, the status clients reconnect
 //! on, and the server gives the connections a moment to deliver it (see
 //! server.rs). The status goes out at a gRPC message boundary, never in the
-//! middle of a message, so the client parses everything it received.
+//! middle of a message, and only while the service has nothing to send, so
+//! the client parses everything it received and a real status that is
+//! ready is never replaced. A call still waiting for its response headers
+//! then is answered `UNAVAILABLE` by the router.
 
 use std::{
     future::Future,
     pin::Pin,
+    sync::Arc,
     task::{Context, Poll},
 };
 
@@ -23,38 +27,44 @@ use http_body::{Body, Frame};
 use serving::CancellationToken;
 use tonic::Status;
 
-/// A response body that ends with `UNAVAILABLE` once `closing` fires.
+/// The status of a call the gateway ends because it is shutting down.
+pub fn shutting_down() -> Status {
+    Status::unavailable("the gateway is shutting down; reconnect")
+}
+
+/// A response body that ends with `UNAVAILABLE` once `closing` fires, at a
+/// message boundary while the body below has nothing to send. Whatever the
+/// body below has ready (a message, its real status) still goes first.
 pub struct Closing<B> {
     inner: B,
-    /// Resolves when the grace has run out; `None` once it has.
-    closing: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    closing: Arc<CancellationToken>,
+    /// Resolves when the grace has run out; made the first time the body
+    /// below has nothing ready, so a call that never waits pays nothing.
+    wait: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
     framing: Framing,
     ended: bool,
 }
 
 impl<B> Closing<B> {
-    pub fn new(inner: B, closing: &CancellationToken) -> Self {
+    pub fn new(inner: B, closing: Arc<CancellationToken>) -> Self {
         Self {
             inner,
-            closing: Some(Box::pin(closing.clone().cancelled_owned())),
+            closing,
+            wait: None,
             framing: Framing::default(),
             ended: false,
         }
     }
 
-    /// Whether the grace has run out (and, if `cx` is given, a wake-up
-    /// registered for when it does).
-    fn poll_closing(&mut self, cx: &mut Context<'_>) -> bool {
-        match &mut self.closing {
-            None => true,
-            Some(closing) => {
-                let closed = closing.as_mut().poll(cx).is_ready();
-                if closed {
-                    self.closing = None;
-                }
-                closed
-            }
-        }
+    /// Whether the grace has run out, registering `cx` to be woken when it
+    /// does.
+    fn closed(&mut self, cx: &mut Context<'_>) -> bool {
+        let closing = &self.closing;
+        self.wait
+            .get_or_insert_with(|| Box::pin(CancellationToken::clone(closing).cancelled_owned()))
+            .as_mut()
+            .poll(cx)
+            .is_ready()
     }
 }
 
@@ -73,10 +83,6 @@ where
         if this.ended {
             return Poll::Ready(None);
         }
-        if this.poll_closing(cx) && this.framing.at_boundary() {
-            this.ended = true;
-            return Poll::Ready(Some(Ok(Frame::trailers(unavailable()))));
-        }
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
@@ -87,7 +93,12 @@ where
                 }
             }
             Poll::Ready(None | Some(Err(_))) => this.ended = true,
-            Poll::Pending => {}
+            Poll::Pending => {
+                if this.framing.at_boundary() && this.closed(cx) {
+                    this.ended = true;
+                    return Poll::Ready(Some(Ok(Frame::trailers(unavailable()))));
+                }
+            }
         }
         polled
     }
@@ -100,7 +111,7 @@ where
 
 /// The trailers that end a call cut short by shutdown.
 fn unavailable() -> HeaderMap {
-    let status = Status::unavailable("the gateway is shutting down; reconnect");
+    let status = shutting_down();
     let mut trailers = HeaderMap::new();
     // A status built here always encodes; an empty map would still end the
     // stream, only without its reason.
@@ -184,6 +195,89 @@ mod tests {
         assert!(
             framing.at_boundary(),
             "an empty message ends where its prefix does"
+        );
+    }
+
+    /// A body that plays a script: each entry is one poll's answer.
+    struct Scripted(std::collections::VecDeque<Poll<Option<Frame<Bytes>>>>);
+
+    impl Body for Scripted {
+        type Data = Bytes;
+        type Error = Status;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+            match self.0.pop_front() {
+                Some(Poll::Ready(frame)) => Poll::Ready(frame.map(Ok)),
+                Some(Poll::Pending) => Poll::Pending,
+                None => Poll::Ready(None),
+            }
+        }
+    }
+
+    fn ok_trailers() -> HeaderMap {
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", "0".parse().unwrap());
+        trailers
+    }
+
+    /// Polls `body` once per scripted step, returning the grpc-status of
+    /// every trailers frame and the number of data frames seen.
+    fn drive(mut body: Closing<Scripted>, polls: usize) -> (Vec<String>, usize) {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let (mut statuses, mut data) = (Vec::new(), 0);
+        for _ in 0..polls {
+            match Pin::new(&mut body).poll_frame(&mut cx) {
+                Poll::Ready(Some(Ok(frame))) => match frame.into_trailers() {
+                    Ok(trailers) => statuses.push(trailers["grpc-status"].to_str().unwrap().into()),
+                    Err(_) => data += 1,
+                },
+                Poll::Ready(None) => break,
+                Poll::Ready(Some(Err(status))) => panic!("{status:?}"),
+                Poll::Pending => {}
+            }
+        }
+        (statuses, data)
+    }
+
+    fn closed() -> Arc<CancellationToken> {
+        let token = CancellationToken::new();
+        token.cancel();
+        Arc::new(token)
+    }
+
+    #[test]
+    fn what_the_service_has_ready_goes_first_and_its_status_is_kept() {
+        let script = [
+            Poll::Ready(Some(Frame::data(Bytes::from(message(b"answer"))))),
+            Poll::Ready(Some(Frame::trailers(ok_trailers()))),
+        ];
+        let body = Closing::new(Scripted(script.into()), closed());
+        assert_eq!(drive(body, 5), (vec!["0".to_owned()], 1));
+    }
+
+    #[test]
+    fn a_waiting_stream_ends_with_unavailable_only_between_messages() {
+        let framed = message(b"event");
+        let (head, tail) = framed.split_at(7);
+        let script = [
+            Poll::Ready(Some(Frame::data(Bytes::copy_from_slice(head)))),
+            // Mid-message: the rest must come before any status.
+            Poll::Pending,
+            Poll::Ready(Some(Frame::data(Bytes::copy_from_slice(tail)))),
+            Poll::Pending,
+        ];
+        let body = Closing::new(Scripted(script.into()), closed());
+        assert_eq!(drive(body, 10), (vec!["14".to_owned()], 2));
+
+        let open = Arc::new(CancellationToken::new());
+        let body = Closing::new(Scripted([Poll::Pending].into()), open);
+        assert_eq!(
+            drive(body, 3),
+            (Vec::new(), 0),
+            "nothing ends before the grace"
         );
     }
 

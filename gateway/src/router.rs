@@ -36,7 +36,7 @@ use tonic::{Status, body::Body, service::Routes};
 use tower::ServiceExt;
 
 use crate::{
-    drain::Closing,
+    drain::{self, Closing},
     limits::{CallPermits, Guarded, PerAddress},
     upstream::{CallLimits, Upstream},
 };
@@ -77,7 +77,7 @@ pub struct Router {
     pub per_address: PerAddress,
     pub limits: CallLimits,
     /// Fires when the shutdown grace has run out (see [`crate::drain`]).
-    pub closing: CancellationToken,
+    pub closing: Arc<CancellationToken>,
 }
 
 impl Router {
@@ -111,9 +111,13 @@ impl Router {
                 "the gateway is at its concurrency limit; retry later",
             ));
         };
-        let response = in_trailers(self.dispatch(request).await);
+        let response = tokio::select! {
+            response = self.dispatch(request) => response,
+            () = self.closing.cancelled() => crate::status_response(drain::shutting_down()),
+        };
+        let response = in_trailers(response);
         let permits = CallPermits { global, address };
-        let closing = &self.closing;
+        let closing = self.closing.clone();
         response.map(|body| Body::new(Guarded::new(Closing::new(body, closing), permits)))
     }
 

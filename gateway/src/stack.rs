@@ -113,7 +113,7 @@ impl Gateway {
                 max_body_bytes: config.max_body_bytes,
                 request_timeout: config.request_timeout,
             },
-            closing: closing.clone(),
+            closing: Arc::new(closing.clone()),
         };
         let traced = TraceLayer::new(SharedClassifier::new(classifier()))
             .make_span_with(serving::telemetry::RpcSpan)

@@ -732,6 +732,31 @@ async fn streams_open_at_the_end_of_the_shutdown_grace_end_with_unavailable() {
 }
 
 #[tokio::test]
+async fn a_call_still_waiting_for_its_upstream_when_the_grace_runs_out_gets_unavailable() {
+    // Nothing answers on the task-service's port, and the request timeout
+    // is far away: only the end of the shutdown grace can end the call.
+    let grace = Duration::from_millis(300);
+    let mut stack = Stack::start_without_tasks(|config| {
+        config.shutdown_grace = grace;
+        config.request_timeout = Duration::from_secs(60);
+    })
+    .await;
+    let mut client = stack.tasks_web(true);
+    let call = tokio::spawn(async move { client.list_tasks(ListTasksRequest::default()).await });
+    // Let the call reach the gateway before it starts shutting down.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    timeout(grace + Duration::from_secs(3), stack.stop_gateway())
+        .await
+        .expect("the gateway stops within its grace and a second");
+    let status = timeout(STEP, call)
+        .await
+        .expect("the call ends")
+        .expect("the client task did not panic")
+        .expect_err("the call was cut");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+}
+
+#[tokio::test]
 async fn the_jwks_document_is_503_while_the_auth_service_is_down() {
     let down = stack::closed_port().await;
     let stack = Stack::start_without_tasks(|config| config.auth_url = stack::origin(down)).await;

@@ -14,7 +14,8 @@ pub struct Config {
     pub listen: SocketAddr,
 
     /// Where `auth.v1.AuthService` runs (plain-text HTTP/2). A host name is
-    /// re-resolved every 10 s and calls are spread over its addresses.
+    /// re-resolved every 10 s and calls are spread over its addresses that
+    /// report `SERVING`.
     #[arg(
         long,
         env = "GATEWAY_AUTH_URL",

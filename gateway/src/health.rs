@@ -20,7 +20,9 @@ use tonic_health::pb::{
 };
 use tracing::Instrument;
 
-use crate::upstream::Upstream;
+use http::Uri;
+
+use crate::upstream::{HttpClient, Upstream};
 
 /// Services the gateway reports health for, besides the process (`""`).
 pub const SERVICES: [&str; 2] = ["auth.v1.AuthService", "tasks.v1.TaskService"];
@@ -47,9 +49,15 @@ pub async fn track(
     track.instrument(span).await;
 }
 
-/// Whether `upstream` answers its health check with `SERVING`.
+/// Whether `upstream` answers its health check with `SERVING` (one of its
+/// serving replicas, when there are several).
 async fn is_serving(upstream: &Upstream) -> bool {
-    let mut client = HealthClient::with_origin(upstream.client().clone(), upstream.origin());
+    is_serving_at(upstream.client(), upstream.origin()).await
+}
+
+/// Whether the service at `origin` answers its health check with `SERVING`.
+pub async fn is_serving_at(client: &HttpClient, origin: Uri) -> bool {
+    let mut client = HealthClient::with_origin(client.clone(), origin);
     let mut request = tonic::Request::new(HealthCheckRequest {
         service: String::new(),
     });

@@ -89,11 +89,11 @@ impl Gateway {
         // long `WatchTasks` streams cannot make them queue and time out:
         // health reports the upstream, not how busy the gateway is.
         let calls = upstream::http2_client(config.connect_timeout);
-        let auth = Upstream::new("auth-service", &config.auth_url, calls.clone())?;
-        let tasks = Upstream::new("task-service", &config.tasks_url, calls)?;
         let own = upstream::http2_client(config.connect_timeout);
-        let auth_own = Upstream::new("auth-service", &config.auth_url, own.clone())?;
-        let tasks_own = Upstream::new("task-service", &config.tasks_url, own)?;
+        let auth = Upstream::new("auth-service", &config.auth_url, calls.clone(), own.clone())?;
+        let tasks = Upstream::new("task-service", &config.tasks_url, calls, own.clone())?;
+        let auth_own = auth.through(own.clone());
+        let tasks_own = tasks.through(own);
 
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         let (reflection_v1, reflection_v1alpha) = serving::reflection::services();

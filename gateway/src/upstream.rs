@@ -9,13 +9,19 @@
 //! own (see stack.rs).
 //!
 //! Replicas: gRPC's long-lived connections would pin every call to one pod
-//! behind an L4 load balancer, so the gateway balances itself (DESIGN.md).
-//! An upstream's host name is resolved again every [`RESOLVE_INTERVAL`],
-//! and calls go round-robin over the addresses it stands for, each with its
-//! own connection: behind a Kubernetes headless Service (one name, an
-//! address per ready pod) every replica takes calls, and replicas that come
-//! and go are followed. An address that cannot be connected to is left out
-//! until the next resolution. An IP address in the URL is used as given.
+//! behind an L4 load balancer, so the gateway balances itself (DESIGN.md),
+//! the way gRPC's own health-checked round-robin does. Every
+//! [`RESOLVE_INTERVAL`] an upstream's host name is resolved again and each
+//! address it stands for is asked its `grpc.health.v1` status; calls then go
+//! round-robin over the addresses that answered `SERVING`, each with its
+//! own connection. Behind a Kubernetes headless Service (one name, an
+//! address per ready pod) every replica takes calls and replicas that come
+//! and go are followed; an address that refuses a connection is left out at
+//! once, until the next check. While no address is known to serve (before
+//! the first check, or when every check failed) calls go to the name
+//! itself, which the client resolves and connects to as it always would,
+//! so balancing never makes things worse than no balancing. An IP address
+//! in the URL is used as given.
 //! The request is rewritten only at the edges (absolute URI of the upstream,
 //! metadata as described in [`crate::headers`]); the body streams through
 //! without being decoded, so any RPC a service adds works with no change here.
@@ -97,8 +103,15 @@ pub struct CallLimits {
 }
 
 impl Upstream {
-    /// An upstream at `url`, which must be `http://host[:port]`.
-    pub fn new(name: &'static str, url: &Uri, client: HttpClient) -> Result<Self, Error> {
+    /// An upstream at `url`, which must be `http://host[:port]`, whose
+    /// calls go through `client`. Its addresses are health-checked through
+    /// `probe`, the gateway's own pool.
+    pub fn new(
+        name: &'static str,
+        url: &Uri,
+        client: HttpClient,
+        probe: HttpClient,
+    ) -> Result<Self, Error> {
         let invalid = || Error::InvalidUpstream(url.to_string());
         if url.scheme_str() != Some("http") {
             return Err(invalid());
@@ -120,9 +133,18 @@ impl Upstream {
         };
         Ok(Self {
             name,
-            endpoints: Arc::new(Endpoints::new(origin, to_resolve)),
+            endpoints: Arc::new(Endpoints::new(name, origin, to_resolve, probe)),
             client,
         })
+    }
+
+    /// The same upstream, the same replicas, reached through `client`.
+    pub fn through(&self, client: HttpClient) -> Self {
+        Self {
+            name: self.name,
+            endpoints: self.endpoints.clone(),
+            client,
+        }
     }
 
     /// `http://address:port/` of the replica the next call goes to.
@@ -193,53 +215,70 @@ impl Upstream {
 
 /// The addresses behind an upstream, taken in turn.
 struct Endpoints {
+    /// The service's name, for logs.
+    name: &'static str,
+    /// `http://host:port/` as configured: where calls go while no address
+    /// is known to serve.
+    configured: Uri,
     /// The host name and port to resolve; `None` for an IP address.
     to_resolve: Option<(String, u16)>,
-    state: Mutex<Resolved>,
+    /// The client that asks each address for its health.
+    probe: HttpClient,
+    state: Mutex<Checked>,
     /// Round-robin position.
     next: AtomicUsize,
 }
 
-struct Resolved {
-    /// `http://address:port/` per address; never empty. Until the first
-    /// resolution, the configured origin (the client resolves it itself).
+struct Checked {
+    /// `http://address:port/` per serving address, or the configured
+    /// origin alone; never empty.
     origins: Arc<[Uri]>,
-    resolved_at: Option<Instant>,
-    resolving: bool,
+    checked_at: Option<Instant>,
+    checking: bool,
 }
 
 impl Endpoints {
-    fn new(configured: Uri, to_resolve: Option<(String, u16)>) -> Self {
+    fn new(
+        name: &'static str,
+        configured: Uri,
+        to_resolve: Option<(String, u16)>,
+        probe: HttpClient,
+    ) -> Self {
         Self {
-            to_resolve,
-            state: Mutex::new(Resolved {
-                origins: Arc::from([configured]),
-                resolved_at: None,
-                resolving: false,
+            name,
+            state: Mutex::new(Checked {
+                origins: Arc::from([configured.clone()]),
+                checked_at: None,
+                checking: false,
             }),
+            configured,
+            to_resolve,
+            probe,
             next: AtomicUsize::new(0),
         }
     }
 
-    /// The origin for the next call. When the last resolution is older
-    /// than [`RESOLVE_INTERVAL`], a new one starts in the background; no
-    /// call waits for it.
+    fn state(&self) -> std::sync::MutexGuard<'_, Checked> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The origin for the next call. When the last check is older than
+    /// [`RESOLVE_INTERVAL`], a new one starts in the background; no call
+    /// waits for it.
     fn pick(self: &Arc<Self>) -> Uri {
         let origins = {
-            let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut state = self.state();
             let stale = state
-                .resolved_at
+                .checked_at
                 .is_none_or(|at| at.elapsed() >= RESOLVE_INTERVAL);
             if let Some((host, port)) = &self.to_resolve
                 && stale
-                && !state.resolving
+                && !state.checking
             {
-                state.resolving = true;
-                let (endpoints, host, port) = (self.clone(), host.clone(), *port);
-                tokio::spawn(async move {
-                    let found = tokio::net::lookup_host((host.as_str(), port)).await;
-                    endpoints.resolved(&host, found.map(Iterator::collect));
-                });
+                state.checking = true;
+                let check = Checking(self.clone());
+                let (host, port) = (host.clone(), *port);
+                tokio::spawn(async move { check.run(&host, port).await });
             }
             state.origins.clone()
         };
@@ -247,44 +286,76 @@ impl Endpoints {
         origins[turn % origins.len()].clone()
     }
 
-    /// Takes in a resolution; a failed or empty one keeps the addresses
-    /// known so far, so a DNS hiccup does not take the upstream away.
-    fn resolved(&self, host: &str, found: std::io::Result<Vec<SocketAddr>>) {
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        state.resolving = false;
-        state.resolved_at = Some(Instant::now());
-        match found {
-            Ok(mut addresses) if !addresses.is_empty() => {
-                addresses.sort_unstable();
-                addresses.dedup();
-                let origins: Arc<[Uri]> = addresses.iter().filter_map(origin_of).collect();
-                if !origins.is_empty() && origins != state.origins {
-                    tracing::info!(host, addresses = ?addresses, "upstream addresses changed");
-                    state.origins = origins;
-                }
-            }
-            Ok(_) => tracing::warn!(
-                host,
-                "upstream name resolved to no address; keeping the last ones"
-            ),
-            Err(error) => {
-                tracing::warn!(host, %error, "cannot resolve the upstream name; keeping the last addresses");
-            }
+    /// Takes in the addresses found serving; with none, calls go to the
+    /// configured name again.
+    fn serving(&self, host: &str, mut addresses: Vec<SocketAddr>) {
+        addresses.sort_unstable();
+        addresses.dedup();
+        let mut origins: Vec<Uri> = addresses.iter().filter_map(origin_of).collect();
+        if origins.is_empty() {
+            origins.push(self.configured.clone());
+        }
+        let mut state = self.state();
+        if *state.origins != *origins {
+            tracing::info!(upstream = self.name, host, serving = ?addresses, "upstream replicas changed");
+            state.origins = origins.into();
         }
     }
 
     /// Leaves out an address that refused a connection, until the next
-    /// resolution brings it back. The last address is always kept.
+    /// check. The last address is always kept.
     fn forget(&self, origin: &Uri) {
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut state = self.state();
         if state.origins.len() > 1 && state.origins.contains(origin) {
             state.origins = state
                 .origins
                 .iter()
-                .filter(|o| *o != origin)
+                .filter(|known| *known != origin)
                 .cloned()
                 .collect();
         }
+    }
+}
+
+/// One background check of an upstream's addresses. However it ends
+/// (finished, failed, or dropped with its runtime), the next one is
+/// allowed after [`RESOLVE_INTERVAL`].
+struct Checking(Arc<Endpoints>);
+
+impl Checking {
+    async fn run(&self, host: &str, port: u16) {
+        let addresses: Vec<SocketAddr> = match tokio::net::lookup_host((host, port)).await {
+            Ok(found) => found.collect(),
+            Err(error) => {
+                tracing::warn!(upstream = self.0.name, host, %error, "cannot resolve the upstream name; keeping the replicas known");
+                return;
+            }
+        };
+        let mut checks = tokio::task::JoinSet::new();
+        for address in addresses {
+            let Some(origin) = origin_of(&address) else {
+                continue;
+            };
+            let probe = self.0.probe.clone();
+            checks.spawn(async move {
+                crate::health::is_serving_at(&probe, origin)
+                    .await
+                    .then_some(address)
+            });
+        }
+        let mut serving = Vec::new();
+        while let Some(checked) = checks.join_next().await {
+            serving.extend(checked.ok().flatten());
+        }
+        self.0.serving(host, serving);
+    }
+}
+
+impl Drop for Checking {
+    fn drop(&mut self) {
+        let mut state = self.0.state();
+        state.checking = false;
+        state.checked_at = Some(Instant::now());
     }
 }
 
@@ -311,62 +382,62 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
+    use http_body::Frame;
+
     use super::*;
 
     fn client() -> HttpClient {
         http2_client(Duration::from_secs(1))
     }
 
-    #[tokio::test]
-    async fn upstream_urls_must_be_plain_http_origins() {
-        let upstream = Upstream::new(
-            "auth",
-            &Uri::from_static("http://127.0.0.1:50051"),
-            client(),
-        )
-        .unwrap();
-        assert_eq!(
-            upstream.origin(),
-            Uri::from_static("http://127.0.0.1:50051/")
-        );
-        assert!(
-            Upstream::new(
-                "auth",
-                &Uri::from_static("https://auth.example:443"),
-                client()
-            )
-            .is_err()
-        );
-        assert!(Upstream::new("auth", &Uri::from_static("/relative"), client()).is_err());
+    fn upstream(url: &'static str) -> Upstream {
+        Upstream::new("tasks", &Uri::from_static(url), client(), client()).unwrap()
     }
 
-    /// A plain HTTP/2 server on a fresh port that answers every request
-    /// with an empty OK gRPC response and counts them.
-    async fn counting_server() -> (SocketAddr, Arc<AtomicUsize>) {
+    #[tokio::test]
+    async fn upstream_urls_must_be_plain_http_origins() {
+        assert_eq!(
+            upstream("http://127.0.0.1:50051").origin(),
+            Uri::from_static("http://127.0.0.1:50051/")
+        );
+        for url in ["https://auth.example:443", "/relative"] {
+            let url = Uri::from_static(url);
+            assert!(Upstream::new("auth", &url, client(), client()).is_err());
+        }
+    }
+
+    /// A plain HTTP/2 server on a fresh port that answers every call with
+    /// one health response of `status` (1 `SERVING`, 2 `NOT_SERVING`) and
+    /// counts the calls.
+    async fn replica(status: u8) -> (SocketAddr, Arc<AtomicUsize>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let count = Arc::new(AtomicUsize::new(0));
         let counted = count.clone();
         tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
-                };
+            while let Ok((stream, _)) = listener.accept().await {
                 let counted = counted.clone();
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |_| {
-                        counted.fetch_add(1, Ordering::SeqCst);
-                        async {
-                            http::Response::builder()
-                                .header("content-type", "application/grpc")
-                                .header("grpc-status", "0")
-                                .body(http_body_util::Empty::<bytes::Bytes>::new())
-                        }
-                    });
-                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                        .await;
+                let service = hyper::service::service_fn(move |_| {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    // HealthCheckResponse { status }, framed, then an OK status.
+                    let message = Bytes::from(vec![0, 0, 0, 0, 2, 0x08, status]);
+                    let mut trailers = http::HeaderMap::new();
+                    trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+                    let frames = [Frame::data(message), Frame::trailers(trailers)];
+                    let body = http_body_util::StreamBody::new(tokio_stream::iter(
+                        frames.map(Ok::<_, std::convert::Infallible>),
+                    ));
+                    async move {
+                        http::Response::builder()
+                            .header("content-type", "application/grpc")
+                            .body(body)
+                    }
                 });
+                tokio::spawn(
+                    hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
+                );
             }
         });
         (address, count)
@@ -385,61 +456,63 @@ mod tests {
     };
 
     #[tokio::test]
-    async fn calls_are_spread_over_every_address_and_a_refusing_one_is_left_out() {
-        let (first, first_calls) = counting_server().await;
-        let (second, second_calls) = counting_server().await;
-        let refusing = {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            listener.local_addr().unwrap()
-        };
-        let upstream = Upstream::new(
-            "task-service",
-            &Uri::from_static("http://127.0.0.1:1"),
-            client(),
-        )
-        .unwrap();
-        // What a resolution of a headless Service's name would bring.
+    async fn calls_are_spread_over_every_replica_and_a_refusing_one_is_left_out() {
+        let (first, first_calls) = replica(1).await;
+        let (second, second_calls) = replica(1).await;
+        // Bound but not listening: every connection is refused. Kept
+        // until the end so that nobody else takes the port.
+        let refusing_socket = tokio::net::TcpSocket::new_v4().unwrap();
+        refusing_socket
+            .bind("127.0.0.1:0".parse().unwrap())
+            .unwrap();
+        let refusing = refusing_socket.local_addr().unwrap();
+        let upstream = upstream("http://127.0.0.1:1");
+        // What a check of a headless Service's name would find.
         upstream
             .endpoints
-            .resolved("tasks", Ok(vec![first, second, refusing]));
+            .serving("tasks", vec![first, second, refusing]);
 
         let mut failures = 0;
         for _ in 0..30 {
             let response = upstream.forward(call(), None, LIMITS).await;
-            if response.headers()["grpc-status"] != "0" {
+            if response.headers().get("grpc-status").is_some() {
                 failures += 1;
             }
         }
         assert_eq!(
             failures, 1,
-            "the refusing address is tried once, then left out"
+            "the refusing replica is tried once, then left out"
         );
-        assert_eq!(
-            first_calls.load(Ordering::SeqCst) + second_calls.load(Ordering::SeqCst),
-            29
+        let (first, second) = (
+            first_calls.load(Ordering::SeqCst),
+            second_calls.load(Ordering::SeqCst),
         );
-        assert!(first_calls.load(Ordering::SeqCst) >= 14, "round-robin");
-        assert!(second_calls.load(Ordering::SeqCst) >= 14, "round-robin");
+        assert_eq!(first + second, 29);
+        assert!(
+            first >= 14 && second >= 14,
+            "round-robin: {first} and {second}"
+        );
+        drop(refusing_socket);
     }
 
     #[tokio::test]
-    async fn the_last_address_is_never_left_out_and_a_failed_resolution_keeps_the_known_ones() {
-        let endpoints = Endpoints::new(Uri::from_static("http://tasks:50052/"), None);
+    async fn the_last_replica_is_never_left_out_and_with_none_serving_calls_go_to_the_name() {
+        let endpoints = Arc::new(Endpoints::new(
+            "tasks",
+            Uri::from_static("http://tasks:50052/"),
+            None,
+            client(),
+        ));
         let only: SocketAddr = "10.0.0.1:50052".parse().unwrap();
-        endpoints.resolved("tasks", Ok(vec![only]));
-        let endpoints = Arc::new(endpoints);
+        endpoints.serving("tasks", vec![only]);
         let origin = endpoints.pick();
         assert_eq!(origin, Uri::from_static("http://10.0.0.1:50052/"));
         endpoints.forget(&origin);
         assert_eq!(endpoints.pick(), origin);
 
-        endpoints.resolved("tasks", Err(std::io::Error::other("no DNS")));
-        endpoints.resolved("tasks", Ok(Vec::new()));
-        assert_eq!(endpoints.pick(), origin);
-
         let v6: SocketAddr = "[fd00::2]:50052".parse().unwrap();
-        endpoints.resolved("tasks", Ok(vec![only, v6, only]));
-        let mut seen = [endpoints.pick(), endpoints.pick(), endpoints.pick()].to_vec();
+        endpoints.serving("tasks", vec![only, v6, only]);
+        let mut seen = vec![endpoints.pick(), endpoints.pick(), endpoints.pick()];
         seen.sort_by_key(ToString::to_string);
         seen.dedup();
         assert_eq!(
@@ -449,47 +522,46 @@ mod tests {
                 Uri::from_static("http://[fd00::2]:50052/"),
             ]
         );
+
+        endpoints.serving("tasks", Vec::new());
+        assert_eq!(endpoints.pick(), Uri::from_static("http://tasks:50052/"));
     }
 
-    #[tokio::test]
-    async fn a_host_name_is_resolved_to_its_addresses() {
-        let upstream = Upstream::new(
-            "auth-service",
-            &Uri::from_static("http://localhost:50051"),
-            client(),
-        )
-        .unwrap();
-        // The first call goes to the name itself while it is resolved.
-        assert_eq!(
-            upstream.origin(),
-            Uri::from_static("http://localhost:50051/")
-        );
+    /// Picks until the origin is no longer the configured name, or 5 s.
+    async fn first_checked_origin(upstream: &Upstream) -> Uri {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
+            let checked = upstream.endpoints.state().checked_at.is_some();
             let origin = upstream.origin();
-            if origin.host() != Some("localhost") {
-                let host = origin
-                    .host()
-                    .unwrap()
-                    .trim_start_matches('[')
-                    .trim_end_matches(']');
-                assert!(host.parse::<IpAddr>().unwrap().is_loopback(), "{origin}");
-                assert_eq!(origin.port_u16(), Some(50051));
-                break;
+            if checked || Instant::now() > deadline {
+                return origin;
             }
-            assert!(Instant::now() < deadline, "localhost was never resolved");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 
     #[tokio::test]
+    async fn a_host_name_is_balanced_over_its_serving_addresses_only() {
+        let (serving, _) = replica(1).await;
+        let url = format!("http://localhost:{}", serving.port());
+        let upstream = Upstream::new("tasks", &url.parse().unwrap(), client(), client()).unwrap();
+        // Until the first check, calls go to the name itself.
+        assert_eq!(upstream.origin(), format!("{url}/").parse::<Uri>().unwrap());
+        let origin = first_checked_origin(&upstream).await;
+        assert_eq!(origin, format!("http://{serving}/").parse::<Uri>().unwrap());
+
+        // A replica that answers NOT_SERVING takes no calls; with no other,
+        // calls keep going to the name.
+        let (not_serving, _) = replica(2).await;
+        let url = format!("http://localhost:{}", not_serving.port());
+        let upstream = Upstream::new("tasks", &url.parse().unwrap(), client(), client()).unwrap();
+        let origin = first_checked_origin(&upstream).await;
+        assert_eq!(origin, format!("{url}/").parse::<Uri>().unwrap());
+    }
+
+    #[tokio::test]
     async fn an_ip_address_is_used_as_given() {
-        let upstream = Upstream::new(
-            "auth-service",
-            &Uri::from_static("http://[::1]:50051"),
-            client(),
-        )
-        .unwrap();
+        let upstream = upstream("http://[::1]:50051");
         assert!(upstream.endpoints.to_resolve.is_none());
         assert_eq!(upstream.origin(), Uri::from_static("http://[::1]:50051/"));
     }

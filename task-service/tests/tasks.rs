@@ -338,6 +338,92 @@ async fn a_retried_create_with_the_same_request_id_returns_the_first_task() {
 }
 
 #[tokio::test]
+async fn a_deadline_that_fires_mid_write_leaves_no_partial_write() {
+    on_each_backend(|backend| async move {
+        let stack = Stack::start(backend).await;
+        let (_, mut alice) = stack.user("alice").await;
+        // Deadlines from nothing to a few milliseconds: some calls are cut
+        // before their write, some during it, some after.
+        let deadline = |i: u64| std::time::Duration::from_micros(100 * i);
+        let cut = |status: &tonic::Status| {
+            assert!(
+                matches!(status.code(), Code::DeadlineExceeded | Code::Cancelled),
+                "{status:?}"
+            );
+        };
+        let create_request = |i: u64, request_id: &str| pb::CreateTaskRequest {
+            title: format!("task {i}"),
+            description: format!("{i} ").repeat(500),
+            request_id: request_id.to_owned(),
+            ..Default::default()
+        };
+        let mut first_answers = Vec::new();
+        for i in 0..40 {
+            let request_id = uuid::Uuid::new_v4().to_string();
+            let mut request = tonic::Request::new(create_request(i, &request_id));
+            request.set_timeout(deadline(i));
+            let answer = match alice.create_task(request).await {
+                Ok(response) => response.into_inner().task,
+                Err(status) => {
+                    cut(&status);
+                    None
+                }
+            };
+            first_answers.push((i, request_id, answer));
+        }
+        assert!(first_answers[0].2.is_none(), "a zero deadline cuts the call");
+        // Retrying each create converges on one whole task per request id.
+        for (i, request_id, answer) in &first_answers {
+            let task = create(&mut alice, create_request(*i, request_id)).await;
+            assert_eq!(task.title, format!("task {i}"));
+            assert_eq!(task.description, format!("{i} ").repeat(500));
+            if let Some(answer) = answer {
+                assert_eq!(answer.id, task.id, "the retry returns the first task");
+            }
+        }
+        let tasks = list_all(&mut alice, Default::default()).await;
+        assert_eq!(tasks.len(), 40, "no duplicate and no lost task");
+
+        // An update of two fields either happens whole or not at all.
+        let id = tasks[0].id.clone();
+        for i in 0..40 {
+            let mut request = tonic::Request::new(pb::UpdateTaskRequest {
+                task: Some(pb::Task {
+                    id: id.clone(),
+                    title: format!("update {i}"),
+                    description: format!("{i} ").repeat(500),
+                    ..Default::default()
+                }),
+                update_mask: mask(&["title", "description"]),
+            });
+            request.set_timeout(deadline(i));
+            if let Err(status) = alice.update_task(request).await {
+                cut(&status);
+            }
+        }
+        let task = alice
+            .get_task(pb::GetTaskRequest { id })
+            .await
+            .expect("GetTask")
+            .into_inner()
+            .task
+            .expect("a task");
+        let n = task
+            .title
+            .strip_prefix("update ")
+            .map(str::to_owned)
+            .unwrap_or_else(|| task.title.strip_prefix("task ").unwrap().to_owned());
+        assert_eq!(
+            task.description,
+            format!("{n} ").repeat(500),
+            "both fields from one write"
+        );
+        stack.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn set_task_completed_is_idempotent() {
     on_each_backend(|backend| async move {
         let stack = Stack::start(backend).await;

@@ -535,3 +535,70 @@ async fn the_most_common_passwords_are_refused_with_the_reason() {
     assert!(status.message().contains("common"), "{}", status.message());
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_deadline_that_fires_mid_write_leaves_no_partial_account_or_password() {
+    on_each_backend(|db| async move {
+        let server = AuthServer::start(&db).await;
+        let mut client = server.client().await;
+        // Deadlines from nothing to 40 ms, around one argon2id hash and
+        // the writes that follow it: cut before, during and after.
+        let deadline = |i: u64| Duration::from_millis(2 * i);
+        let cut = |status: &tonic::Status| {
+            assert!(
+                matches!(status.code(), Code::DeadlineExceeded | Code::Cancelled),
+                "{status:?}"
+            );
+        };
+        for i in 0..20 {
+            let email = unique_email();
+            let mut request = tonic::Request::new(pb::RegisterRequest {
+                email: email.clone(),
+                password: PASSWORD.into(),
+                display_name: String::new(),
+            });
+            request.set_timeout(deadline(i));
+            match client.register(request).await {
+                // Acknowledged: the account is whole.
+                Ok(_) => login(&mut client, &email, PASSWORD)
+                    .await
+                    .map(drop)
+                    .unwrap(),
+                // Cut: the account exists whole, or not at all.
+                Err(status) => {
+                    cut(&status);
+                    match login(&mut client, &email, PASSWORD).await {
+                        Ok(_) => {}
+                        Err(status) => {
+                            assert_eq!(status.code(), Code::Unauthenticated);
+                            register(&mut client, &email).await;
+                        }
+                    }
+                }
+            }
+
+            // A cut ChangePassword leaves exactly one password working.
+            let session = login(&mut client, &email, PASSWORD).await.unwrap();
+            let new_password = format!("a new passphrase {i}");
+            let mut request = authorized(
+                pb::ChangePasswordRequest {
+                    current_password: PASSWORD.into(),
+                    new_password: new_password.clone(),
+                },
+                &tokens(&session.tokens).access_token,
+            );
+            request.set_timeout(deadline(20 - i));
+            if let Err(status) = client.change_password(request).await {
+                cut(&status);
+            }
+            let old = login(&mut client, &email, PASSWORD).await.is_ok();
+            let new = login(&mut client, &email, &new_password).await.is_ok();
+            assert!(
+                old != new,
+                "exactly one password works (old: {old}, new: {new})"
+            );
+        }
+        server.stop().await;
+    })
+    .await;
+}

@@ -371,7 +371,10 @@ async fn a_deadline_that_fires_mid_write_leaves_no_partial_write() {
             };
             first_answers.push((i, request_id, answer));
         }
-        assert!(first_answers[0].2.is_none(), "a zero deadline cuts the call");
+        assert!(
+            first_answers[0].2.is_none(),
+            "a zero deadline cuts the call"
+        );
         // Retrying each create converges on one whole task per request id.
         for (i, request_id, answer) in &first_answers {
             let task = create(&mut alice, create_request(*i, request_id)).await;

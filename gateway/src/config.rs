@@ -77,6 +77,13 @@ pub struct Config {
     )]
     pub max_concurrent_requests_per_address: usize,
 
+    /// Client connections open at once. At the limit the gateway stops
+    /// accepting (new connections wait in the kernel's backlog) until one
+    /// closes, so a flood of idle connections cannot exhaust its file
+    /// descriptors. Keep it below the process's open-file limit.
+    #[arg(long, env = "GATEWAY_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+
     /// HTTP/2 concurrent streams allowed per client connection.
     #[arg(long, env = "GATEWAY_MAX_CONCURRENT_STREAMS", default_value_t = 200)]
     pub max_concurrent_streams: u32,
@@ -109,6 +116,7 @@ impl Default for Config {
             connect_timeout: Duration::from_secs(2),
             max_concurrent_requests: 1024,
             max_concurrent_requests_per_address: 256,
+            max_connections: 10_000,
             max_concurrent_streams: 200,
             jwks_cache_ttl: Duration::from_secs(30),
             disable_reflection: false,

@@ -13,6 +13,9 @@
 //!   max locally reset streams and pending-accept resets (the "Rapid
 //!   Reset"/"MadeYouReset" floods), keepalive pings that drop dead peers;
 //! - HTTP/1.1: a deadline for reading request headers (slowloris);
+//! - at most `--max-connections` client connections: at the limit the
+//!   listener is not read until one closes (new connections wait in the
+//!   kernel's backlog), so idle connections cannot exhaust descriptors;
 //! - each connection records its peer address in the request's
 //!   extensions, the only source of `x-forwarded-for` (see headers.rs).
 //!
@@ -24,7 +27,7 @@
 //! connections get [`FINAL_STATUS_DELIVERY`] to deliver that status, and
 //! the server returns: a rollout waits at most the grace and a second.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use hyper::body::Incoming;
 use hyper_util::{
@@ -33,7 +36,7 @@ use hyper_util::{
     service::TowerToHyperService,
 };
 use serving::{CancellationToken, health::ServingStatus};
-use tokio::net::TcpListener;
+use tokio::{net::TcpListener, sync::Semaphore};
 use tonic::body::Body;
 use tower::ServiceBuilder;
 
@@ -83,7 +86,24 @@ pub async fn serve(
     // Every connection's task, so the ones still open after the grace are
     // ended, not left running behind a server that has returned.
     let mut connections = tokio::task::JoinSet::new();
+    let connection_permits = Arc::new(Semaphore::new(config.max_connections.max(1)));
     loop {
+        // At the connection limit, stop accepting until one closes.
+        let permit = match connection_permits.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                tracing::warn!(
+                    max_connections = config.max_connections,
+                    "connection limit reached; waiting for a connection to close"
+                );
+                tokio::select! {
+                    permit = connection_permits.clone().acquire_owned() => {
+                        permit.expect("the semaphore is never closed")
+                    }
+                    () = shutdown.cancelled() => break,
+                }
+            }
+        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -107,6 +127,7 @@ pub async fn serve(
             .service(gateway.service.clone());
         let (builder, watcher) = (builder.clone(), graceful.watcher());
         connections.spawn(async move {
+            let _permit = permit;
             // A client must start talking within the header timeout: the
             // auto builder waits for the first bytes (to tell HTTP/1.1 from
             // HTTP/2) with no timer of its own, so a silent connection

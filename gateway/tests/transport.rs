@@ -757,6 +757,45 @@ async fn a_call_still_waiting_for_its_upstream_when_the_grace_runs_out_gets_unav
 }
 
 #[tokio::test]
+async fn at_the_connection_limit_new_connections_wait_until_one_closes() {
+    let stack = Stack::start_with(|config| config.max_connections = 2).await;
+    let health = |channel: tonic::transport::Channel| async move {
+        HealthClient::new(channel)
+            .check(HealthCheckRequest::default())
+            .await
+    };
+    let connect = |uri: http::Uri| async move {
+        tonic::transport::Endpoint::from(uri)
+            .connect()
+            .await
+            .expect("TCP connects (the kernel's backlog takes it)")
+    };
+    // Two clients hold a connection each, both served.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let channel = connect(stack.uri()).await;
+        health(channel.clone()).await.expect("served");
+        held.push(channel);
+    }
+    // A third is not served while they are open...
+    let third = connect(stack.uri()).await;
+    let mut waiting = tokio::spawn(health(third));
+    assert!(
+        timeout(Duration::from_millis(500), &mut waiting)
+            .await
+            .is_err(),
+        "a connection over the limit was served"
+    );
+    // ...and is, once one of them closes.
+    drop(held.pop());
+    timeout(STEP, waiting)
+        .await
+        .expect("served once a connection closed")
+        .expect("no panic")
+        .expect("the health check answers");
+}
+
+#[tokio::test]
 async fn the_jwks_document_is_503_while_the_auth_service_is_down() {
     let down = stack::closed_port().await;
     let stack = Stack::start_without_tasks(|config| config.auth_url = stack::origin(down)).await;

@@ -55,6 +55,8 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time the connections get to deliver the `UNAVAILABLE` that ends calls
 /// still open after the shutdown grace.
 const FINAL_STATUS_DELIVERY: Duration = Duration::from_secs(1);
+/// Smallest gap between two "connection limit reached" warnings.
+const LIMIT_LOG_INTERVAL: Duration = Duration::from_secs(60);
 /// Pause after a failed `accept` (for example, out of file descriptors).
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -87,15 +89,21 @@ pub async fn serve(
     // ended, not left running behind a server that has returned.
     let mut connections = tokio::task::JoinSet::new();
     let connection_permits = Arc::new(Semaphore::new(config.max_connections.max(1)));
+    let mut limit_logged: Option<std::time::Instant> = None;
     loop {
         // At the connection limit, stop accepting until one closes.
         let permit = match connection_permits.clone().try_acquire_owned() {
             Ok(permit) => permit,
             Err(_) => {
-                tracing::warn!(
-                    max_connections = config.max_connections,
-                    "connection limit reached; waiting for a connection to close"
-                );
+                // Once a minute at most: under a flood this is hit for
+                // every connection that closes.
+                if limit_logged.is_none_or(|at| at.elapsed() >= LIMIT_LOG_INTERVAL) {
+                    limit_logged = Some(std::time::Instant::now());
+                    tracing::warn!(
+                        max_connections = config.max_connections,
+                        "connection limit reached; waiting for connections to close"
+                    );
+                }
                 tokio::select! {
                     permit = connection_permits.clone().acquire_owned() => {
                         permit.expect("the semaphore is never closed")

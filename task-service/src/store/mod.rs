@@ -175,9 +175,19 @@ pub(crate) fn apply_patch(current: &Task, patch: &TaskPatch, now: DateTime<Utc>)
     next
 }
 
+/// The task after `SetTaskCompleted` at `now`: an update of the completion
+/// alone, by the same rules.
+pub(crate) fn with_completion(current: &Task, completed: bool, now: DateTime<Utc>) -> Task {
+    let patch = TaskPatch {
+        completed: Some(completed),
+        ..TaskPatch::default()
+    };
+    apply_patch(current, &patch, now)
+}
+
 /// Sets the completion state; `complete_time` is kept while it stays
 /// completed and cleared when it is reopened.
-pub(crate) fn set_completion(task: &mut Task, completed: bool, now: DateTime<Utc>) {
+fn set_completion(task: &mut Task, completed: bool, now: DateTime<Utc>) {
     if completed && !task.completed {
         task.complete_time = Some(now);
     } else if !completed {

@@ -27,7 +27,7 @@ use sqlx::{
 use todo_proto::tasks::v1 as proto;
 use uuid::Uuid;
 
-use super::{Completion, Created, Page, TaskStore, Written, apply_patch, set_completion};
+use super::{Completion, Created, Page, TaskStore, Written, apply_patch, with_completion};
 use crate::{
     domain::{
         Cursor, Etag, ListQuery, NO_DUE_TIME, NewTask, OrderBy, SortKey, Task, TaskPatch, fold_case,
@@ -385,10 +385,7 @@ impl TaskStore for PgStore {
         if current.completed == completed {
             return Ok(Completion::Unchanged(current));
         }
-        let mut next = current.clone();
-        set_completion(&mut next, completed, now);
-        next.update_time = now;
-        next.version += 1;
+        let next = with_completion(&current, completed, now);
         if !write_task(&mut tx, &next, current.version).await? {
             return Err(Error::Internal("a row locked FOR UPDATE changed".into()));
         }

@@ -16,7 +16,7 @@ use sqlx::{
 };
 use uuid::Uuid;
 
-use super::{Completion, Created, Page, TaskStore, Written, apply_patch, set_completion};
+use super::{Completion, Created, Page, TaskStore, Written, apply_patch, with_completion};
 use crate::{
     domain::{Cursor, Etag, ListQuery, NewTask, OrderBy, SortKey, Task, TaskPatch, fold_case},
     error::{Error, Result},
@@ -321,10 +321,7 @@ impl TaskStore for SqliteStore {
         if current.completed == completed {
             return Ok(Completion::Unchanged(current));
         }
-        let mut next = current.clone();
-        set_completion(&mut next, completed, now);
-        next.update_time = now;
-        next.version += 1;
+        let next = with_completion(&current, completed, now);
         if !write_task(&mut tx, &next, current.version).await? {
             return Err(Error::Internal(
                 "a row locked by BEGIN IMMEDIATE changed".into(),

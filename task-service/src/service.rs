@@ -125,6 +125,13 @@ fn parse_one<T>(result: Result<T, Violation>) -> Result<T, Status> {
     result.map_err(|violation| invalid_argument(&[violation]))
 }
 
+/// The task a call names in `field`: a missing id is `INVALID_ARGUMENT`;
+/// one that is not a UUID names no task and answers `NOT_FOUND` like any
+/// unknown id.
+fn task_id(field: &'static str, value: &str) -> Result<Uuid, Status> {
+    parse_one(parse_id(field, value))?.ok_or_else(|| Error::NotFound.into())
+}
+
 type WatchStream = Pin<Box<dyn Stream<Item = Result<proto::WatchTasksResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -172,9 +179,7 @@ impl TaskService for TaskApi {
         request: Request<proto::GetTaskRequest>,
     ) -> Result<Response<proto::GetTaskResponse>, Status> {
         let owner = caller(&request)?.user_id;
-        let Some(id) = parse_one(parse_id("id", &request.get_ref().id))? else {
-            return Err(Error::NotFound.into());
-        };
+        let id = task_id("id", &request.get_ref().id)?;
         let Some(task) = self.store.get(owner, id).await? else {
             return Err(not_found(owner, id));
         };
@@ -298,9 +303,7 @@ impl TaskService for TaskApi {
     ) -> Result<Response<proto::DeleteTaskResponse>, Status> {
         let owner = caller(&request)?.user_id;
         let message = request.into_inner();
-        let Some(id) = parse_one(parse_id("id", &message.id))? else {
-            return Err(Error::NotFound.into());
-        };
+        let id = task_id("id", &message.id)?;
         let (store, now, etag) = (
             self.store.clone(),
             self.clock.now(),
@@ -319,9 +322,7 @@ impl TaskService for TaskApi {
     ) -> Result<Response<proto::SetTaskCompletedResponse>, Status> {
         let owner = caller(&request)?.user_id;
         let message = request.into_inner();
-        let Some(id) = parse_one(parse_id("id", &message.id))? else {
-            return Err(Error::NotFound.into());
-        };
+        let id = task_id("id", &message.id)?;
         let (store, now, completed) = (self.store.clone(), self.clock.now(), message.completed);
         match detached(async move { store.set_completed(owner, id, completed, now).await }).await? {
             Completion::Changed(task) | Completion::Unchanged(task) => {

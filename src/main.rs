@@ -16,10 +16,7 @@ use std::{io::Write, net::SocketAddr, path::PathBuf};
 
 use anyhow::Context;
 use clap::Parser;
-use serving::{
-    CancellationToken,
-    telemetry::{self, LogFormat},
-};
+use serving::{CancellationToken, telemetry::LogArgs};
 
 /// auth-service, task-service and gateway in one process, on SQLite.
 #[derive(Debug, Parser)]
@@ -50,15 +47,14 @@ struct Cli {
     )]
     allowed_origins: Vec<String>,
 
-    /// Log format.
-    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
-    log_format: LogFormat,
+    #[command(flatten)]
+    logs: LogArgs,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    telemetry::init(cli.log_format);
+    cli.logs.init();
     std::fs::create_dir_all(&cli.data_dir)
         .with_context(|| format!("cannot create the data folder {}", cli.data_dir.display()))?;
 

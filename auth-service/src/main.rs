@@ -1,7 +1,7 @@
 //! `auth-service`: parses flags, starts logging, and serves until SIGTERM.
 
 use clap::{Parser, Subcommand};
-use serving::telemetry::{self, LogFormat};
+use serving::telemetry::LogArgs;
 
 /// The identity service of the todo backend (gRPC: auth.v1.AuthService).
 #[derive(Debug, Parser)]
@@ -10,9 +10,8 @@ struct Cli {
     #[command(flatten)]
     config: auth_service::Config,
 
-    /// Log format.
-    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Human, global = true)]
-    log_format: LogFormat,
+    #[command(flatten)]
+    logs: LogArgs,
 
     #[command(subcommand)]
     command: Option<Command>,
@@ -30,7 +29,7 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    telemetry::init(cli.log_format);
+    cli.logs.init();
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             let listener = serving::transport::bind(cli.config.listen).await?;

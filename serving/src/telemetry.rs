@@ -22,6 +22,22 @@ pub enum LogFormat {
     Json,
 }
 
+/// The `--log-format` flag, the same on every binary.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LogArgs {
+    /// Log as human-readable lines or as JSON objects (filter with
+    /// `RUST_LOG`).
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Human, global = true)]
+    pub log_format: LogFormat,
+}
+
+impl LogArgs {
+    /// Installs the global subscriber in the chosen format (see [`init`]).
+    pub fn init(&self) {
+        init(self.log_format);
+    }
+}
+
 /// Installs the global subscriber. Safe to call more than once (later calls
 /// do nothing), so an all-in-one process can start several services.
 pub fn init(format: LogFormat) {

@@ -117,12 +117,7 @@ impl Upstream {
             return Err(invalid());
         }
         let authority = url.authority().ok_or_else(invalid)?;
-        let origin = Uri::builder()
-            .scheme("http")
-            .authority(authority.clone())
-            .path_and_query("/")
-            .build()
-            .map_err(|_| invalid())?;
+        let origin = http_origin(authority.as_str()).ok_or_else(invalid)?;
         let host = authority
             .host()
             .trim_start_matches('[')
@@ -359,13 +354,18 @@ impl Drop for Checking {
     }
 }
 
-fn origin_of(address: &SocketAddr) -> Option<Uri> {
+/// `http://<authority>/`, where calls to one upstream address go.
+fn http_origin(authority: &str) -> Option<Uri> {
     Uri::builder()
         .scheme("http")
-        .authority(address.to_string())
+        .authority(authority)
         .path_and_query("/")
         .build()
         .ok()
+}
+
+fn origin_of(address: &SocketAddr) -> Option<Uri> {
+    http_origin(&address.to_string())
 }
 
 /// An error with its causes, for a log line.

@@ -404,10 +404,11 @@ async fn a_session_ends_at_its_absolute_lifetime_however_often_refreshed() {
 async fn a_sign_in_checked_against_the_old_password_cannot_start_a_session_after_a_change() {
     use auth_service::store::{self, Credentials, NewSession, Session, User};
     on_each_backend(|db| async move {
-        let database = serving::database::Database::connect(&db.url, 2)
+        let options = serving::database::PoolOptions::new(2, std::time::Duration::from_secs(5));
+        let database = serving::database::Database::open(&db.url, options, store::MIGRATIONS)
             .await
             .unwrap();
-        let store = store::open(&database).await.unwrap();
+        let store = store::open(&database);
         let now = serving::clock::Clock::default().now();
         let day = chrono::TimeDelta::days(1);
         let session = |user_id| NewSession {

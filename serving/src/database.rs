@@ -8,17 +8,46 @@
 //! never reaches a client; writers still start transactions with `BEGIN
 //! IMMEDIATE` so that another process on the same file (a CLI subcommand)
 //! waits on the busy timeout instead of failing mid-transaction.
+//!
+//! Three guards hold on every connection, whatever the backend:
+//!
+//! - **Every statement has a time limit** (`statement_timeout`), so no
+//!   single call can hold a connection for long (checklist I3).
+//!   PostgreSQL enforces it itself (`statement_timeout`, error 57014);
+//!   SQLite gets a progress handler, armed each time a connection is handed
+//!   out, that interrupts whatever runs past the limit (`SQLITE_INTERRUPT`).
+//!   Both are reported by [`is_timeout`]. Migrations run before the limit
+//!   applies, on a connection of their own.
+//! - **A connection never goes back to the pool inside a transaction.** A
+//!   call cancelled at the wrong moment (a client's deadline firing just as
+//!   sqlx acknowledged `BEGIN IMMEDIATE` but before it built the
+//!   `Transaction` that would roll it back) can leave a SQLite connection
+//!   in an open transaction that nobody owns. Every later write on the one
+//!   writer connection would then run inside it, uncommitted, and the next
+//!   `BEGIN` would fail. Each released connection is checked, and one
+//!   still in a transaction is closed (which rolls it back) instead.
+//! - Acquiring waits at most [`ACQUIRE_TIMEOUT`]; past it the caller gets an
+//!   error that [`is_unavailable`] recognises.
 
-use std::{str::FromStr, time::Duration};
+use std::{
+    str::FromStr,
+    time::{Duration, Instant},
+};
 
 use sqlx::{
-    PgPool, SqlitePool,
+    Connection, PgPool, SqliteConnection, SqlitePool,
+    migrate::Migrator,
     postgres::{PgConnectOptions, PgPoolOptions},
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
 
 /// How long a call waits for a connection before answering `UNAVAILABLE`.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Virtual-machine steps SQLite runs between two looks at the clock: about
+/// a tenth of a millisecond of work, so the limit is kept closely at no
+/// measurable cost.
+const SQLITE_PROGRESS_STEPS: i32 = 10_000;
 
 /// A connected database.
 #[derive(Debug, Clone)]
@@ -28,6 +57,32 @@ pub enum Database {
         writer: SqlitePool,
     },
     Postgres(PgPool),
+}
+
+/// How pools are sized and bounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolOptions {
+    /// Most pooled connections (PostgreSQL; SQLite readers). SQLite always
+    /// has exactly one writer.
+    pub max_connections: u32,
+    /// Longest time one statement may run before it is stopped.
+    pub statement_timeout: Duration,
+}
+
+impl PoolOptions {
+    pub const fn new(max_connections: u32, statement_timeout: Duration) -> Self {
+        Self {
+            max_connections,
+            statement_timeout,
+        }
+    }
+}
+
+/// The migrations of a service, one set per backend.
+#[derive(Debug, Clone, Copy)]
+pub struct Migrations {
+    pub sqlite: &'static Migrator,
+    pub postgres: &'static Migrator,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -41,19 +96,27 @@ pub enum ConnectError {
     },
     #[error("cannot open the database: {0}")]
     Sqlx(#[from] sqlx::Error),
+    #[error("cannot migrate the database: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
 impl Database {
-    /// Connects to `url`. A PostgreSQL pool holds at most `max_connections`.
-    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, ConnectError> {
+    /// Connects to `url`, brings its schema up to date with `migrations`
+    /// (under sqlx's lock, so replicas starting together are safe), and
+    /// returns pools bounded by `options`.
+    pub async fn open(
+        url: &str,
+        options: PoolOptions,
+        migrations: Migrations,
+    ) -> Result<Self, ConnectError> {
         if url.starts_with("sqlite:") {
-            let options = SqliteConnectOptions::from_str(url)?
+            let connect = SqliteConnectOptions::from_str(url)?
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Full)
                 .busy_timeout(Duration::from_secs(5))
                 .foreign_keys(true);
-            if let Some(folder) = options.get_filename().parent()
+            if let Some(folder) = connect.get_filename().parent()
                 && !folder.as_os_str().is_empty()
             {
                 std::fs::create_dir_all(folder).map_err(|source| ConnectError::Folder {
@@ -61,23 +124,31 @@ impl Database {
                     source,
                 })?;
             }
-            let writer = SqlitePoolOptions::new()
-                .max_connections(1)
-                .acquire_timeout(ACQUIRE_TIMEOUT)
-                .connect_with(options.clone())
+            let mut migrating = SqliteConnection::connect_with(&connect).await?;
+            migrations.sqlite.run_direct(&mut migrating).await?;
+            migrating.close().await?;
+
+            let writer = sqlite_pool(1, options.statement_timeout)
+                .connect_with(connect.clone())
                 .await?;
-            let reader = SqlitePoolOptions::new()
-                .max_connections(max_connections.max(2))
-                .acquire_timeout(ACQUIRE_TIMEOUT)
-                .connect_with(options.read_only(true))
+            let reader = sqlite_pool(options.max_connections.max(2), options.statement_timeout)
+                .connect_with(connect.read_only(true))
                 .await?;
             Ok(Self::Sqlite { reader, writer })
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            let options = PgConnectOptions::from_str(url)?;
+            let connect = PgConnectOptions::from_str(url)?;
+            let mut migrating = sqlx::PgConnection::connect_with(&connect).await?;
+            migrations.postgres.run_direct(&mut migrating).await?;
+            migrating.close().await?;
+
+            let limited = connect.options([(
+                "statement_timeout",
+                options.statement_timeout.as_millis().max(1).to_string(),
+            )]);
             let pool = PgPoolOptions::new()
-                .max_connections(max_connections)
+                .max_connections(options.max_connections)
                 .acquire_timeout(ACQUIRE_TIMEOUT)
-                .connect_with(options)
+                .connect_with(limited)
                 .await?;
             Ok(Self::Postgres(pool))
         } else {
@@ -106,6 +177,46 @@ impl Database {
     }
 }
 
+/// A SQLite pool whose connections are time-limited and never released
+/// inside a transaction (see the module doc).
+fn sqlite_pool(max_connections: u32, statement_timeout: Duration) -> SqlitePoolOptions {
+    SqlitePoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .after_connect(move |conn, _| Box::pin(arm_time_limit(conn, statement_timeout)))
+        .before_acquire(move |conn, _| {
+            Box::pin(async move {
+                arm_time_limit(conn, statement_timeout).await?;
+                Ok(true)
+            })
+        })
+        .after_release(|conn, _| {
+            Box::pin(async move {
+                // Commands run in order: the ping waits for a rollback that
+                // a dropped `Transaction` queued, so only a transaction
+                // nobody will end is still open after it.
+                conn.ping().await?;
+                if conn.is_in_transaction() {
+                    tracing::warn!(
+                        "a database connection came back inside a transaction nobody owns; \
+                         closing it, which rolls the transaction back"
+                    );
+                    return Ok(false);
+                }
+                Ok(true)
+            })
+        })
+}
+
+/// Interrupts whatever `conn` runs from now on once `limit` has passed.
+async fn arm_time_limit(conn: &mut SqliteConnection, limit: Duration) -> Result<(), sqlx::Error> {
+    let deadline = Instant::now() + limit;
+    conn.lock_handle()
+        .await?
+        .set_progress_handler(SQLITE_PROGRESS_STEPS, move || Instant::now() < deadline);
+    Ok(())
+}
+
 /// Whether a driver error means the database cannot be reached right now
 /// (answer `UNAVAILABLE`, the client may retry) rather than a bug.
 pub fn is_unavailable(error: &sqlx::Error) -> bool {
@@ -119,18 +230,113 @@ pub fn is_unavailable(error: &sqlx::Error) -> bool {
             let code = db.code();
             let code = code.as_deref().unwrap_or_default();
             // SQLite: BUSY / LOCKED. PostgreSQL: connection exceptions (08),
-            // operator intervention such as admin shutdown (57), and
-            // serialization failures (40001), which are safe to retry.
+            // operator intervention such as admin shutdown (57, except the
+            // statement timeout, see `is_timeout`), and serialization
+            // failures (40001), which are safe to retry.
             matches!(code, "5" | "6" | "517" | "262")
                 || code.starts_with("08")
-                || code.starts_with("57")
+                || (code.starts_with("57") && code != POSTGRES_QUERY_CANCELED)
                 || code == "40001"
         }
         _ => false,
     }
 }
 
+/// PostgreSQL's `query_canceled`, raised when `statement_timeout` fires.
+const POSTGRES_QUERY_CANCELED: &str = "57014";
+/// SQLite's `SQLITE_INTERRUPT`, raised when the progress handler stops a
+/// statement.
+const SQLITE_INTERRUPT: &str = "9";
+
+/// Whether a statement was stopped for running past its time limit.
+pub fn is_timeout(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db)
+        if matches!(db.code().as_deref(), Some(POSTGRES_QUERY_CANCELED | SQLITE_INTERRUPT)))
+}
+
 /// Whether a driver error is a unique-constraint violation.
 pub fn is_unique_violation(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::Acquire;
+
+    use super::*;
+
+    static NO_MIGRATIONS: Migrator = Migrator::DEFAULT;
+    const MIGRATIONS: Migrations = Migrations {
+        sqlite: &NO_MIGRATIONS,
+        postgres: &NO_MIGRATIONS,
+    };
+
+    async fn sqlite(folder: &tempfile::TempDir, timeout: Duration) -> (SqlitePool, SqlitePool) {
+        let url = format!("sqlite://{}", folder.path().join("test.db").display());
+        match Database::open(&url, PoolOptions::new(2, timeout), MIGRATIONS)
+            .await
+            .expect("open a SQLite file")
+        {
+            Database::Sqlite { reader, writer } => (reader, writer),
+            Database::Postgres(_) => unreachable!("a sqlite URL"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_connection_left_inside_a_transaction_is_not_reused() {
+        let folder = tempfile::tempdir().unwrap();
+        let (_, writer) = sqlite(&folder, Duration::from_secs(5)).await;
+        sqlx::query("CREATE TABLE t (x INTEGER)")
+            .execute(&writer)
+            .await
+            .unwrap();
+        {
+            // What a cancelled `begin_with` can leave behind: a transaction
+            // that no `Transaction` value will ever end.
+            let mut conn = writer.acquire().await.unwrap();
+            let orphan = conn.begin_with("BEGIN IMMEDIATE").await.unwrap();
+            std::mem::forget(orphan);
+        }
+        // The next write starts a transaction of its own, and what it
+        // commits is really committed.
+        let mut tx = writer.begin_with("BEGIN IMMEDIATE").await.unwrap();
+        sqlx::query("INSERT INTO t VALUES (1)")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        let mut fresh = SqliteConnection::connect(&format!(
+            "sqlite://{}",
+            folder.path().join("test.db").display()
+        ))
+        .await
+        .unwrap();
+        let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM t")
+            .fetch_one(fresh.acquire().await.unwrap())
+            .await
+            .unwrap();
+        assert_eq!(rows, 1);
+    }
+
+    #[tokio::test]
+    async fn a_sqlite_statement_past_its_time_limit_is_stopped() {
+        let folder = tempfile::tempdir().unwrap();
+        let (reader, _) = sqlite(&folder, Duration::from_millis(100)).await;
+        // Counts to a billion: seconds of work without the limit.
+        let error = sqlx::query_scalar::<_, i64>(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000000000) \
+             SELECT COUNT(*) FROM n",
+        )
+        .fetch_one(&reader)
+        .await
+        .expect_err("stopped by the limit");
+        assert!(is_timeout(&error), "{error:?}");
+        assert!(!is_unavailable(&error));
+        // The connection stays usable, with a fresh limit on its next use.
+        let one: i64 = sqlx::query_scalar("SELECT 1")
+            .fetch_one(&reader)
+            .await
+            .unwrap();
+        assert_eq!(one, 1);
+    }
 }

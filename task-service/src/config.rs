@@ -13,6 +13,7 @@ use serving::{clock::Clock, transport::TransportArgs};
 const DEFAULT_LISTEN: &str = "127.0.0.1:50052";
 const DEFAULT_DATABASE_URL: &str = "sqlite://data/tasks.db";
 const DEFAULT_DATABASE_MAX_CONNECTIONS: u32 = 10;
+const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_AUTH_URL: &str = "http://127.0.0.1:50051";
 const DEFAULT_ISSUER: &str = "todo-auth";
 const DEFAULT_AUDIENCE: &str = "todo-api";
@@ -34,6 +35,11 @@ pub struct Config {
     /// Largest number of pooled database connections.
     #[arg(long, env = "TASK_DATABASE_MAX_CONNECTIONS", default_value_t = DEFAULT_DATABASE_MAX_CONNECTIONS)]
     pub database_max_connections: u32,
+
+    /// Longest time one database statement may run before it is stopped
+    /// (the call then answers `DEADLINE_EXCEEDED`).
+    #[arg(long, env = "TASK_STATEMENT_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub statement_timeout: Duration,
 
     /// The auth-service whose `GetJwks` publishes the token-signing keys.
     /// Ignored when `--jwks-file` is given.
@@ -94,6 +100,7 @@ impl Default for Config {
                 .expect("the default listen address is valid"),
             database_url: DEFAULT_DATABASE_URL.into(),
             database_max_connections: DEFAULT_DATABASE_MAX_CONNECTIONS,
+            statement_timeout: DEFAULT_STATEMENT_TIMEOUT,
             auth_url: DEFAULT_AUTH_URL.into(),
             jwks_file: None,
             jwks_refresh: DEFAULT_JWKS_REFRESH,

@@ -20,7 +20,8 @@ mod sqlite;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use serving::database::Database;
+use serving::database::{Database, Migrations};
+use sqlx::migrate::Migrator;
 use uuid::Uuid;
 
 pub use postgres::PostgresStore;
@@ -227,16 +228,21 @@ pub trait AuthStore: Send + Sync + 'static {
     ) -> Result<bool>;
 }
 
-/// The store for a connected database, with its migrations applied.
-pub async fn open(database: &Database) -> Result<std::sync::Arc<dyn AuthStore>> {
-    Ok(match database {
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// The schema of the auth database, applied by [`Database::open`].
+pub const MIGRATIONS: Migrations = Migrations {
+    sqlite: &SQLITE_MIGRATIONS,
+    postgres: &POSTGRES_MIGRATIONS,
+};
+
+/// The store for a database opened with [`MIGRATIONS`].
+pub fn open(database: &Database) -> std::sync::Arc<dyn AuthStore> {
+    match database {
         Database::Sqlite { reader, writer } => {
-            sqlx::migrate!("./migrations/sqlite").run(writer).await?;
             std::sync::Arc::new(SqliteStore::new(reader.clone(), writer.clone()))
         }
-        Database::Postgres(pool) => {
-            sqlx::migrate!("./migrations/postgres").run(pool).await?;
-            std::sync::Arc::new(PostgresStore::new(pool.clone()))
-        }
-    })
+        Database::Postgres(pool) => std::sync::Arc::new(PostgresStore::new(pool.clone())),
+    }
 }

@@ -29,6 +29,9 @@ pub mod sqlite;
 
 use std::sync::Arc;
 
+use serving::database::{Database, Migrations};
+use sqlx::migrate::Migrator;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -133,21 +136,25 @@ pub trait TaskStore: Send + Sync + 'static {
     async fn ping(&self) -> bool;
 }
 
-/// Opens the store of `database`, running its migrations. A SQLite store
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// The schema of the tasks database, applied by [`Database::open`].
+pub const MIGRATIONS: Migrations = Migrations {
+    sqlite: &SQLITE_MIGRATIONS,
+    postgres: &POSTGRES_MIGRATIONS,
+};
+
+/// The store of a database opened with [`MIGRATIONS`]. A SQLite store
 /// publishes its changes to `hub`; a PostgreSQL hub is fed by
 /// [`postgres::listen`] instead.
-pub async fn open(
-    database: serving::database::Database,
-    hub: Arc<Hub>,
-) -> Result<Arc<dyn TaskStore>> {
-    Ok(match database {
-        serving::database::Database::Sqlite { reader, writer } => {
-            Arc::new(sqlite::SqliteStore::open(reader, writer, hub).await?)
+pub fn open(database: Database, hub: Arc<Hub>) -> Arc<dyn TaskStore> {
+    match database {
+        Database::Sqlite { reader, writer } => {
+            Arc::new(sqlite::SqliteStore::new(reader, writer, hub))
         }
-        serving::database::Database::Postgres(pool) => {
-            Arc::new(postgres::PgStore::open(pool).await?)
-        }
-    })
+        Database::Postgres(pool) => Arc::new(postgres::PgStore::new(pool)),
+    }
 }
 
 /// The fields a task has after `patch` is applied at `now`: the same rules

@@ -36,8 +36,6 @@ use crate::{
     events::{EventKind, Hub, event},
 };
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
-
 /// The channel every replica listens on.
 const CHANNEL: &str = "tasks_events";
 /// PostgreSQL refuses payloads of 8000 bytes or more.
@@ -51,11 +49,8 @@ pub struct PgStore {
 }
 
 impl PgStore {
-    /// Runs the migrations (under sqlx's advisory lock, so replicas starting
-    /// together are safe) and returns the store.
-    pub async fn open(pool: PgPool) -> Result<Self> {
-        MIGRATOR.run(&pool).await?;
-        Ok(Self { pool })
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
     }
 }
 

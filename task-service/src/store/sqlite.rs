@@ -23,8 +23,6 @@ use crate::{
     events::{EventKind, Hub, task_event},
 };
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
-
 const COLUMNS: &str = "id, owner, title, description, completed, priority, due_time, \
                        create_time, update_time, complete_time, version";
 
@@ -35,14 +33,12 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
-    /// Runs the migrations and returns the store.
-    pub async fn open(reader: SqlitePool, writer: SqlitePool, hub: Arc<Hub>) -> Result<Self> {
-        MIGRATOR.run(&writer).await?;
-        Ok(Self {
+    pub fn new(reader: SqlitePool, writer: SqlitePool, hub: Arc<Hub>) -> Self {
+        Self {
             reader,
             writer,
             hub,
-        })
+        }
     }
 }
 

@@ -1,11 +1,14 @@
 //! Brute-force defences: a per-address rate limit on the unauthenticated
-//! RPCs that cost the most (Register, Login, Refresh), and the per-account
-//! failed-login window (kept in the database, see `AuthStore::
-//! record_login_attempt`, so it holds across replicas).
+//! RPCs (Register, Login, Refresh, Logout, and the recovery RPCs), and the
+//! failed-login windows (kept in the database, see `AuthStore::
+//! record_login_attempt`, so they hold across replicas).
 //!
 //! The client address is the TCP peer, except when the peer is a trusted
 //! proxy (the gateway): then it is the last `x-forwarded-for` entry, which
-//! the gateway writes itself and a client cannot forge through it.
+//! the gateway writes itself and a client cannot forge through it. Both
+//! are made canonical first (an IPv4-mapped IPv6 peer is its IPv4
+//! address), and limits count per [`AddressKey`]: an IPv4 address or an
+//! IPv6 /64.
 
 use std::{net::IpAddr, num::NonZeroU32, sync::Arc, time::Duration};
 
@@ -14,6 +17,7 @@ use governor::{
     clock::{Clock as _, DefaultClock},
 };
 use ipnet::IpNet;
+use serving::address::AddressKey;
 use tonic::Request;
 
 /// A keyed token bucket per client address. In memory, per replica: an
@@ -21,7 +25,7 @@ use tonic::Request;
 /// per-account window (shared) still bounds where it matters.
 #[derive(Clone)]
 pub struct AddressLimiter {
-    limiter: Arc<DefaultKeyedRateLimiter<IpAddr>>,
+    limiter: Arc<DefaultKeyedRateLimiter<AddressKey>>,
     trusted_proxies: Arc<[IpNet]>,
 }
 
@@ -39,17 +43,25 @@ impl AddressLimiter {
     /// The address a request comes from, as far as we can trust it.
     pub fn client_address<T>(&self, request: &Request<T>) -> Option<IpAddr> {
         let peer = request.remote_addr()?.ip();
-        if !self.trusted_proxies.iter().any(|net| net.contains(&peer)) {
-            return Some(peer);
-        }
         let forwarded = request
             .metadata()
             .get("x-forwarded-for")
             .and_then(|value| value.to_str().ok());
+        Some(self.believed_address(peer, forwarded))
+    }
+
+    /// The client behind `peer`: `peer` itself, or, when `peer` is a
+    /// trusted proxy, the last `x-forwarded-for` entry (the one that proxy
+    /// wrote). Both canonical.
+    fn believed_address(&self, peer: IpAddr, forwarded: Option<&str>) -> IpAddr {
+        let peer = peer.to_canonical();
+        if !self.trusted_proxies.iter().any(|net| net.contains(&peer)) {
+            return peer;
+        }
         forwarded
             .and_then(|list| list.rsplit(',').next())
-            .and_then(|last| last.trim().parse().ok())
-            .or(Some(peer))
+            .and_then(|last| last.trim().parse::<IpAddr>().ok())
+            .map_or(peer, |address| address.to_canonical())
     }
 
     /// `Err(wait)` if this request's address is over its rate.
@@ -58,7 +70,7 @@ impl AddressLimiter {
             return Ok(());
         };
         self.limiter
-            .check_key(&address)
+            .check_key(&AddressKey::of(address))
             .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
     }
 
@@ -66,5 +78,44 @@ impl AddressLimiter {
     pub fn forget_idle(&self) {
         self.limiter.retain_recent();
         self.limiter.shrink_to_fit();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limiter(trusted: &[&str]) -> AddressLimiter {
+        AddressLimiter::new(
+            60,
+            1,
+            trusted.iter().map(|net| net.parse().unwrap()).collect(),
+        )
+    }
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn an_ipv4_mapped_proxy_is_trusted_like_its_ipv4_address() {
+        let limiter = limiter(&["127.0.0.1/32"]);
+        for peer in ["127.0.0.1", "::ffff:127.0.0.1"] {
+            assert_eq!(
+                limiter.believed_address(ip(peer), Some("203.0.113.9")),
+                ip("203.0.113.9"),
+                "{peer}"
+            );
+        }
+        // A peer that is not the proxy is believed about nothing.
+        assert_eq!(
+            limiter.believed_address(ip("::ffff:192.0.2.1"), Some("203.0.113.9")),
+            ip("192.0.2.1")
+        );
+        // The forwarded address is canonical too.
+        assert_eq!(
+            limiter.believed_address(ip("127.0.0.1"), Some("::ffff:203.0.113.9")),
+            ip("203.0.113.9")
+        );
     }
 }

@@ -64,8 +64,9 @@ pub struct Config {
     #[arg(long, env = "GATEWAY_MAX_CONCURRENT_REQUESTS", default_value_t = 1024)]
     pub max_concurrent_requests: usize,
 
-    /// Calls (open streams included) in flight at once from one client IP
-    /// address, the connection's peer; more are refused at once with
+    /// Calls (open streams included) in flight at once from one client
+    /// address (an IPv4 address or an IPv6 /64), the connection's peer;
+    /// more are refused at once with
     /// `RESOURCE_EXHAUSTED`. Keeps one client from taking every
     /// `--max-concurrent-requests` permit. Behind a proxy or load balancer
     /// every client arrives from the proxy's address: raise this to
@@ -76,6 +77,21 @@ pub struct Config {
         default_value_t = 256
     )]
     pub max_concurrent_requests_per_address: usize,
+
+    /// Health `Watch` and reflection streams (which anybody may open
+    /// without an account, and keep open) at once across all clients; they
+    /// draw on this budget, never on `--max-concurrent-requests`.
+    #[arg(long, env = "GATEWAY_MAX_ANONYMOUS_STREAMS", default_value_t = 64)]
+    pub max_anonymous_streams: usize,
+
+    /// Health `Watch` and reflection streams at once from one client address
+    /// (an IPv4 address or an IPv6 /64).
+    #[arg(
+        long,
+        env = "GATEWAY_MAX_ANONYMOUS_STREAMS_PER_ADDRESS",
+        default_value_t = 4
+    )]
+    pub max_anonymous_streams_per_address: usize,
 
     /// Client connections open at once. At the limit the gateway stops
     /// accepting (new connections wait in the kernel's backlog) until one
@@ -116,6 +132,8 @@ impl Default for Config {
             connect_timeout: Duration::from_secs(2),
             max_concurrent_requests: 1024,
             max_concurrent_requests_per_address: 256,
+            max_anonymous_streams: 64,
+            max_anonymous_streams_per_address: 4,
             max_connections: 10_000,
             max_concurrent_streams: 200,
             jwks_cache_ttl: Duration::from_secs(30),

@@ -16,13 +16,19 @@
 //!   in flight, not only the moment it opened. When no permit is left the
 //!   call is refused at once (`RESOURCE_EXHAUSTED`) rather than queued, so
 //!   an overloaded gateway answers fast instead of hanging.
-//! - [`PerAddress`] counts the calls in flight from each client IP address
+//! - [`PerAddress`] counts the calls in flight from each client address
 //!   (`--max-concurrent-requests-per-address`), its [`AddressPermit`] held
 //!   by [`Guarded`] beside the global one: without it, one client opening
-//!   streams that never end (health `Watch`, reflection, `WatchTasks`) on a
-//!   few connections could take every global permit. An address's entry is
-//!   removed when its last call ends, so the table holds only addresses
-//!   with calls open.
+//!   streams that never end (`WatchTasks`) on a few connections could take
+//!   every global permit. Addresses are counted as
+//!   [`serving::address::AddressKey`]s: an IPv4 address, or an IPv6 /64 (one
+//!   host owns a whole /64). An address's entry is removed when its last
+//!   call ends, so the table holds only addresses with calls open.
+//! - A [`Budget`] is one global semaphore and one [`PerAddress`] count. The
+//!   gateway has two: one for calls, and a much smaller one for the
+//!   streams anybody may open without an account (health `Watch`,
+//!   reflection), so strangers holding those open cannot take a single
+//!   permit that signed-in users' calls need.
 
 use std::{
     collections::HashMap,
@@ -37,7 +43,8 @@ use std::{
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use tokio::sync::OwnedSemaphorePermit;
+use serving::address::AddressKey;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::Status;
 
 /// Whether a request body went over its limit; shared between the body
@@ -120,12 +127,53 @@ where
     }
 }
 
+/// What a [`Budget`] refused, for the caller's message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// The client's address has its share in flight.
+    Address,
+    /// The whole budget is in use.
+    Global,
+}
+
+/// A number of permits in all, and a share per client address.
+#[derive(Debug, Clone)]
+pub struct Budget {
+    permits: Arc<Semaphore>,
+    per_address: PerAddress,
+}
+
+impl Budget {
+    pub fn new(total: usize, per_address: usize) -> Self {
+        Self {
+            permits: Arc::new(Semaphore::new(total)),
+            per_address: PerAddress::new(per_address),
+        }
+    }
+
+    /// Permits for one more call from `peer`, or what refused it. The
+    /// address's share is taken first, so a client over it never holds a
+    /// global permit, even for a moment.
+    pub fn try_acquire(&self, peer: Option<IpAddr>) -> Result<CallPermits, Refused> {
+        let address = match peer {
+            Some(peer) => Some(self.per_address.try_acquire(peer).ok_or(Refused::Address)?),
+            None => None,
+        };
+        let global = self
+            .permits
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Refused::Global)?;
+        Ok(CallPermits { global, address })
+    }
+}
+
 /// Calls in flight per client address, each address capped at `limit`.
 #[derive(Debug, Clone)]
 pub struct PerAddress {
     limit: usize,
     /// Only addresses with at least one call open have an entry.
-    counts: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    counts: Arc<Mutex<HashMap<AddressKey, usize>>>,
 }
 
 impl PerAddress {
@@ -139,6 +187,7 @@ impl PerAddress {
     /// A place for one more call from `address`, or `None` when it already
     /// has `limit` calls in flight.
     pub fn try_acquire(&self, address: IpAddr) -> Option<AddressPermit> {
+        let address = AddressKey::of(address);
         let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
         let count = counts.entry(address).or_insert(0);
         if *count >= self.limit {
@@ -167,8 +216,8 @@ impl PerAddress {
 /// One call's place in its address's count, given back when dropped.
 #[derive(Debug)]
 pub struct AddressPermit {
-    counts: Arc<Mutex<HashMap<IpAddr, usize>>>,
-    address: IpAddr,
+    counts: Arc<Mutex<HashMap<AddressKey, usize>>>,
+    address: AddressKey,
 }
 
 impl Drop for AddressPermit {
@@ -272,6 +321,32 @@ mod tests {
         let none = PerAddress::new(0);
         assert!(none.try_acquire(one).is_none());
         assert_eq!(none.addresses(), 0);
+    }
+
+    #[test]
+    fn an_ipv6_host_has_one_share_for_its_whole_64() {
+        let per_address = PerAddress::new(1);
+        let first: IpAddr = "2001:db8:0:1::1".parse().unwrap();
+        let same_64: IpAddr = "2001:db8:0:1:dead:beef:0:2".parse().unwrap();
+        let other_64: IpAddr = "2001:db8:0:2::1".parse().unwrap();
+        let _held = per_address.try_acquire(first).expect("its share");
+        assert!(per_address.try_acquire(same_64).is_none());
+        assert!(per_address.try_acquire(other_64).is_some());
+        let mapped: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
+        let _v4 = per_address.try_acquire(mapped).expect("its share");
+        assert!(per_address.try_acquire([192, 0, 2, 1].into()).is_none());
+    }
+
+    #[test]
+    fn a_budget_refuses_over_the_share_first_then_over_the_total() {
+        let budget = Budget::new(2, 1);
+        let a: IpAddr = [192, 0, 2, 1].into();
+        let b: IpAddr = [192, 0, 2, 2].into();
+        let c: IpAddr = [192, 0, 2, 3].into();
+        let _first = budget.try_acquire(Some(a)).unwrap();
+        assert_eq!(budget.try_acquire(Some(a)).err(), Some(Refused::Address));
+        let _second = budget.try_acquire(Some(b)).unwrap();
+        assert_eq!(budget.try_acquire(Some(c)).err(), Some(Refused::Global));
     }
 
     #[tokio::test]

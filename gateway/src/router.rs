@@ -11,10 +11,12 @@
 //!   both APIs, unless switched off);
 //! - anything else is `UNIMPLEMENTED`, as a gRPC server would answer.
 //!
-//! Every call, the gateway's own health and reflection calls included,
-//! first takes a place in its client address's count, then a global
-//! concurrency permit (see [`crate::limits`]); either refusal is
-//! `RESOURCE_EXHAUSTED` with a `RetryInfo`.
+//! Every call first takes a place in its client address's count, then a
+//! global concurrency permit (see [`crate::limits`]); either refusal is
+//! `RESOURCE_EXHAUSTED` with a `RetryInfo`. The streams anybody may open
+//! without an account and keep open for ever (health `Watch`, reflection)
+//! draw on a small budget of their own, so they can never take a permit
+//! from signed-in users' calls.
 //!
 //! One more translation happens here for gRPC-Web callers: a gRPC server
 //! answers an error with a "trailers-only" response, the status in the
@@ -31,13 +33,12 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, Request, Response};
 use http_body::Frame;
 use serving::CancellationToken;
-use tokio::sync::Semaphore;
 use tonic::{Status, body::Body, service::Routes};
 use tower::ServiceExt;
 
 use crate::{
     drain::{self, Closing},
-    limits::{CallPermits, Guarded, PerAddress},
+    limits::{Budget, Guarded, Refused},
     upstream::{CallLimits, Upstream},
 };
 
@@ -60,6 +61,7 @@ const STATUS_HEADERS: [HeaderName; 3] = [
 const AUTH_PREFIX: &str = "/auth.v1.AuthService/";
 const TASKS_PREFIX: &str = "/tasks.v1.TaskService/";
 const HEALTH_PREFIX: &str = "/grpc.health.v1.Health/";
+const HEALTH_WATCH: &str = "/grpc.health.v1.Health/Watch";
 const REFLECTION_PREFIXES: [&str; 2] = [
     "/grpc.reflection.v1.ServerReflection/",
     "/grpc.reflection.v1alpha.ServerReflection/",
@@ -71,10 +73,11 @@ pub struct Router {
     /// Health, and reflection when enabled.
     pub local: Routes,
     pub reflection: bool,
-    pub permits: Arc<Semaphore>,
-    /// Calls in flight per client address (the connection's peer, the
-    /// same address sent upstream in `x-forwarded-for`).
-    pub per_address: PerAddress,
+    /// Calls in flight, in all and per client address (the connection's
+    /// peer, the same address sent upstream in `x-forwarded-for`).
+    pub calls: Budget,
+    /// Health `Watch` and reflection streams, in all and per address.
+    pub anonymous_streams: Budget,
     pub limits: CallLimits,
     /// Fires when the shutdown grace has run out (see [`crate::drain`]).
     pub closing: Arc<CancellationToken>,
@@ -91,32 +94,40 @@ impl Router {
                 response
             }
         };
-        // First the client's own cap, so a client over it never holds a
-        // global permit, even for a moment.
-        let address = match peer_ip(&request) {
-            Some(peer) => match self.per_address.try_acquire(peer) {
-                Some(permit) => Some(permit),
-                None => {
-                    tracing::warn!(%peer, "per-address concurrency limit reached; refusing a call");
-                    return in_trailers(refusal(
-                        "too many calls in flight from your address; retry later",
-                    ));
-                }
-            },
-            None => None,
+        let path = request.uri().path();
+        let anonymous_stream = path == HEALTH_WATCH || is_reflection(path);
+        let budget = if anonymous_stream {
+            &self.anonymous_streams
+        } else {
+            &self.calls
         };
-        let Ok(global) = self.permits.clone().try_acquire_owned() else {
-            tracing::warn!("concurrency limit reached; refusing a call");
-            return in_trailers(refusal(
-                "the gateway is at its concurrency limit; retry later",
-            ));
+        let peer = peer_ip(&request);
+        let permits = match budget.try_acquire(peer) {
+            Ok(permits) => permits,
+            Err(refused) => {
+                let message = match (refused, anonymous_stream) {
+                    (Refused::Address, false) => {
+                        "too many calls in flight from your address; retry later"
+                    }
+                    (Refused::Global, false) => {
+                        "the gateway is at its concurrency limit; retry later"
+                    }
+                    (Refused::Address, true) => {
+                        "too many health or reflection streams open from your address; close one first"
+                    }
+                    (Refused::Global, true) => {
+                        "too many health or reflection streams are open; retry later"
+                    }
+                };
+                tracing::warn!(peer = ?peer.map(serving::address::AddressKey::of), ?refused, anonymous_stream, "refusing a call over its budget");
+                return in_trailers(refusal(message));
+            }
         };
         let response = tokio::select! {
             response = self.dispatch(request) => response,
             () = self.closing.cancelled() => crate::status_response(drain::shutting_down()),
         };
         let response = in_trailers(response);
-        let permits = CallPermits { global, address };
         let closing = self.closing.clone();
         response.map(|body| Body::new(Guarded::new(Closing::new(body, closing), permits)))
     }

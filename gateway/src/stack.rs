@@ -43,7 +43,6 @@ use std::{
 
 use http::{Method, Request, Response};
 use serving::{CancellationToken, health::HealthReporter};
-use tokio::sync::Semaphore;
 use tonic::{body::Body, service::Routes};
 use tonic_web::GrpcWebLayer;
 use tower::{Layer, Service, ServiceExt, util::BoxCloneService};
@@ -57,7 +56,7 @@ use tracing::Level;
 use crate::{
     Config, Error, cors, headers,
     jwks::{self, Jwks},
-    limits::PerAddress,
+    limits::Budget,
     router::{GrpcWebCaller, Router},
     upstream::{self, CallLimits, Upstream},
 };
@@ -107,8 +106,14 @@ impl Gateway {
             tasks,
             local,
             reflection: !config.disable_reflection,
-            permits: Arc::new(Semaphore::new(config.max_concurrent_requests)),
-            per_address: PerAddress::new(config.max_concurrent_requests_per_address),
+            calls: Budget::new(
+                config.max_concurrent_requests,
+                config.max_concurrent_requests_per_address,
+            ),
+            anonymous_streams: Budget::new(
+                config.max_anonymous_streams,
+                config.max_anonymous_streams_per_address,
+            ),
             limits: CallLimits {
                 max_body_bytes: config.max_body_bytes,
                 request_timeout: config.request_timeout,

@@ -12,9 +12,11 @@
 //! - [`status`]: `INVALID_ARGUMENT` with `BadRequest`, `RESOURCE_EXHAUSTED`
 //!   with `RetryInfo`, and an `INTERNAL` that leaks nothing;
 //! - [`telemetry`]: tracing set-up and the per-RPC span;
+//! - [`address`]: client addresses as per-address limits count them;
 //! - [`clock`]: the time, injectable in tests;
 //! - [`shutdown`]: SIGTERM/SIGINT as a cancellation token.
 
+pub mod address;
 pub mod clock;
 pub mod database;
 pub mod health;

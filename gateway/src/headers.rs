@@ -30,15 +30,14 @@ const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
-/// Longest client-chosen request id kept.
-const MAX_REQUEST_ID_LEN: usize = 64;
-
 /// Keeps the client's `x-request-id` if it is a valid short token, else
 /// sets a fresh UUID; returns the id in force.
 pub fn assign_request_id(headers: &mut HeaderMap) -> HeaderValue {
     let mut values = headers.get_all(&X_REQUEST_ID).iter();
     let client_id = match (values.next(), values.next()) {
-        (Some(value), None) if is_valid_request_id(value.as_bytes()) => Some(value.clone()),
+        (Some(value), None) if serving::telemetry::is_valid_request_id(value.as_bytes()) => {
+            Some(value.clone())
+        }
         _ => None,
     };
     let id = client_id.unwrap_or_else(|| {
@@ -47,14 +46,6 @@ pub fn assign_request_id(headers: &mut HeaderMap) -> HeaderValue {
     });
     headers.insert(X_REQUEST_ID, id.clone());
     id
-}
-
-fn is_valid_request_id(id: &[u8]) -> bool {
-    !id.is_empty()
-        && id.len() <= MAX_REQUEST_ID_LEN
-        && id
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 /// Rewrites a client's request headers for the upstream hop: drops the

@@ -4,11 +4,39 @@
 //! readable details (`google.rpc.BadRequest`, `google.rpc.RetryInfo`), and
 //! bugs with an `INTERNAL` whose message is fixed: the cause is logged with
 //! the request's span, never sent.
+//!
+//! Echo is bounded (checklist I1): a status may name what was wrong with a
+//! client's value, but quotes at most [`MAX_QUOTED_CHARS`] of it, through
+//! [`quote`], and a `BadRequest` lists at most [`MAX_VIOLATIONS`] fields.
+//! A 60 KB field quoted whole would make a 180 KB header block, past what
+//! proxies (the gateway included) accept on a connection other callers
+//! share.
 
 use std::time::Duration;
 
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
+
+/// Most characters of a client's own text that a status or log line quotes.
+pub const MAX_QUOTED_CHARS: usize = 32;
+
+/// Most field violations one `INVALID_ARGUMENT` lists.
+pub const MAX_VIOLATIONS: usize = 16;
+
+/// A short prefix of client input, escaped, for a message or a log line:
+/// at most [`MAX_QUOTED_CHARS`] characters, control characters escaped (no
+/// forged log lines), and `…` when it was cut.
+pub fn quote(input: &str) -> String {
+    let mut quoted: String = input
+        .chars()
+        .take(MAX_QUOTED_CHARS)
+        .flat_map(char::escape_debug)
+        .collect();
+    if input.chars().nth(MAX_QUOTED_CHARS).is_some() {
+        quoted.push('…');
+    }
+    quoted
+}
 
 /// One field that failed validation, and why (in words safe to show a user).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,8 +54,10 @@ impl Violation {
     }
 }
 
-/// `INVALID_ARGUMENT` naming each field in a `BadRequest` detail.
+/// `INVALID_ARGUMENT` naming each field in a `BadRequest` detail (the
+/// first [`MAX_VIOLATIONS`] of them).
 pub fn invalid_argument(violations: &[Violation]) -> Status {
+    let violations = &violations[..violations.len().min(MAX_VIOLATIONS)];
     let message = violations
         .iter()
         .map(|v| format!("{}: {}", v.field, v.description))
@@ -86,6 +116,29 @@ mod tests {
             .map(|v| v.field.clone())
             .collect();
         assert_eq!(fields, ["email", "password"]);
+    }
+
+    #[test]
+    fn quotes_are_short_and_escaped() {
+        assert_eq!(quote("title"), "title");
+        assert_eq!(quote("a\nb"), "a\\nb");
+        let long = "x".repeat(60_000);
+        let quoted = quote(&long);
+        assert_eq!(quoted, format!("{}…", "x".repeat(MAX_QUOTED_CHARS)));
+    }
+
+    #[test]
+    fn at_most_a_bounded_number_of_violations_is_listed() {
+        let many: Vec<_> = (0..1000).map(|_| Violation::new("f", "bad")).collect();
+        let status = invalid_argument(&many);
+        let listed = status
+            .get_error_details()
+            .bad_request()
+            .unwrap()
+            .field_violations
+            .len();
+        assert_eq!(listed, MAX_VIOLATIONS);
+        assert!(status.message().len() < 1024);
     }
 
     #[test]

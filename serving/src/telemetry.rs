@@ -51,6 +51,35 @@ pub fn init(format: LogFormat) {
     };
 }
 
+/// Longest client-chosen request id kept.
+pub const MAX_REQUEST_ID_LEN: usize = 64;
+
+/// Whether a client's `x-request-id` may be kept and logged: a short token
+/// of `[A-Za-z0-9-_.]`, which cannot forge or stretch a log line.
+pub fn is_valid_request_id(id: &[u8]) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_REQUEST_ID_LEN
+        && id
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// Removes a client's `x-request-id` unless it is one [`is_valid_request_id`]
+/// accepts (or there are several), so the id layer below makes a fresh one.
+pub fn drop_unsafe_request_id<B>(mut request: http::Request<B>) -> http::Request<B> {
+    let headers = request.headers_mut();
+    let mut values = headers.get_all("x-request-id").iter();
+    let keep = match (values.next(), values.next()) {
+        (None, _) => return request,
+        (Some(value), None) => is_valid_request_id(value.as_bytes()),
+        (Some(_), Some(_)) => false,
+    };
+    if !keep {
+        headers.remove("x-request-id");
+    }
+    request
+}
+
 /// The span of one RPC: `rpc{method=/auth.v1.AuthService/Login request_id=...}`.
 pub fn rpc_span<B>(request: &http::Request<B>) -> tracing::Span {
     let request_id = request

@@ -106,49 +106,167 @@ where
     }
 }
 
-/// tonic refuses a message over `max_decoding_message_size` with
-/// `OUT_OF_RANGE`; the gRPC spec (and clients' retry logic) expects
-/// `RESOURCE_EXHAUSTED` for that. This rewrites exactly that refusal,
-/// wherever tonic put it (headers of a trailers-only response, or the
-/// trailers), and nothing else: no handler of ours answers `OUT_OF_RANGE`
-/// with tonic's wording.
-pub fn oversized_message_is_resource_exhausted(
-    response: http::Response<Body>,
-) -> http::Response<Body> {
+/// Largest `grpc-message` (decoded) a service sends; longer ones are cut.
+const MAX_STATUS_MESSAGE_BYTES: usize = 1024;
+/// Largest status details (`grpc-status-details-bin`, decoded) a service
+/// sends; larger ones are dropped. Far below the 16 KiB header lists the
+/// services and the gateway accept, so a status never costs a connection.
+const MAX_STATUS_DETAILS_BYTES: usize = 8 * 1024;
+
+/// What tonic says, as `INTERNAL`, when a *request* cannot be read: a
+/// compression flag that is not 0 or 1, a body that does not inflate, a
+/// truncated frame, no message at all, bytes that are not the protobuf
+/// message. Each is the client's mistake.
+const UNREADABLE_REQUEST: [&str; 6] = [
+    "protocol error: received message with",
+    "Error decompressing:",
+    "Unexpected EOF decoding stream",
+    "Missing request message",
+    "failed to decode Protobuf message",
+    "Message compressed with",
+];
+
+/// Makes every status a service answers one a client can be sent:
+///
+/// - a message over `max_decoding_message_size` is `RESOURCE_EXHAUSTED`
+///   (tonic says `OUT_OF_RANGE`; the gRPC spec and clients' retry logic
+///   expect the former, checklist G1);
+/// - a request tonic could not read is `INVALID_ARGUMENT` with a fixed
+///   message, not an `INTERNAL` with library text logged as a server fault;
+/// - any message or details past [`MAX_STATUS_MESSAGE_BYTES`] and
+///   [`MAX_STATUS_DETAILS_BYTES`] are cut (checklist I1), whatever put them
+///   there.
+///
+/// Statuses travel in the headers (trailers-only answers) or the trailers;
+/// both are looked at. `OK` costs one comparison.
+pub fn tidy_statuses(response: http::Response<Body>) -> http::Response<Body> {
     let (mut parts, body) = response.into_parts();
-    rewrite_oversized(&mut parts.headers);
+    tidy_status(&mut parts.headers);
     let body = body.map_frame(|mut frame| {
         if let Some(trailers) = frame.trailers_mut() {
-            rewrite_oversized(trailers);
+            tidy_status(trailers);
         }
         frame
     });
     http::Response::from_parts(parts, Body::new(body))
 }
 
-fn rewrite_oversized(headers: &mut http::HeaderMap) {
-    const TONIC_TOO_LARGE: &str = "Error,%20decoded%20message%20length%20too%20large";
-    let is_too_large = headers
+fn tidy_status(headers: &mut http::HeaderMap) {
+    if headers
         .get("grpc-status")
-        .is_some_and(|status| status == "11")
-        && headers
-            .get("grpc-message")
-            .and_then(|message| message.to_str().ok())
-            .is_some_and(|message| {
-                message.starts_with(TONIC_TOO_LARGE) || message.starts_with("Error, decoded")
-            });
-    if is_too_large {
-        headers.insert("grpc-status", http::HeaderValue::from_static("8"));
-        headers.insert(
-            "grpc-message",
-            http::HeaderValue::from_static("message%20larger%20than%20the%20server%20accepts"),
-        );
+        .is_none_or(|code| code.as_bytes() == b"0")
+    {
+        return;
+    }
+    let Some(status) = tonic::Status::from_header_map(headers) else {
+        return;
+    };
+    let message = status.message();
+    let replacement = match status.code() {
+        tonic::Code::OutOfRange
+            if message.starts_with("Error, decoded message length too large") =>
+        {
+            tonic::Status::resource_exhausted("message larger than the server accepts")
+        }
+        tonic::Code::Internal if UNREADABLE_REQUEST.iter().any(|p| message.starts_with(p)) => {
+            tracing::info!(reason = message, "unreadable request message");
+            tonic::Status::invalid_argument(
+                "the request message cannot be read (framing, compression or encoding)",
+            )
+        }
+        _ if message.len() > MAX_STATUS_MESSAGE_BYTES
+            || status.details().len() > MAX_STATUS_DETAILS_BYTES =>
+        {
+            tracing::error!(
+                code = ?status.code(),
+                message_bytes = message.len(),
+                details_bytes = status.details().len(),
+                "a status too large to send; cut"
+            );
+            let mut end = MAX_STATUS_MESSAGE_BYTES.min(message.len());
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            let details = if status.details().len() > MAX_STATUS_DETAILS_BYTES {
+                bytes::Bytes::new()
+            } else {
+                bytes::Bytes::copy_from_slice(status.details())
+            };
+            tonic::Status::with_details(status.code(), &message[..end], details)
+        }
+        _ => return,
+    };
+    for name in ["grpc-status", "grpc-message", "grpc-status-details-bin"] {
+        headers.remove(name);
+    }
+    if replacement.add_header(headers).is_err() {
+        headers.insert("grpc-status", http::HeaderValue::from_static("13"));
     }
 }
 
 type MapResponse = fn(http::Response<Body>) -> http::Response<Body>;
 
-/// [`oversized_message_is_resource_exhausted`] as a layer.
-pub fn oversized_message_layer() -> tower::util::MapResponseLayer<MapResponse> {
-    tower::util::MapResponseLayer::new(oversized_message_is_resource_exhausted as MapResponse)
+/// [`tidy_statuses`] as a layer: the innermost one of every service, so the
+/// trace layer above logs the status the client really gets.
+pub fn tidy_status_layer() -> tower::util::MapResponseLayer<MapResponse> {
+    tower::util::MapResponseLayer::new(tidy_statuses as MapResponse)
+}
+
+#[cfg(test)]
+mod tests {
+    use tonic::{Code, Status};
+
+    use super::*;
+
+    fn tidied(status: &Status) -> Status {
+        let mut headers = http::HeaderMap::new();
+        status.add_header(&mut headers).unwrap();
+        tidy_status(&mut headers);
+        Status::from_header_map(&headers).unwrap()
+    }
+
+    #[test]
+    fn an_oversized_message_is_resource_exhausted() {
+        let status = tidied(&Status::out_of_range(
+            "Error, decoded message length too large: found 2000000 bytes, the limit is: 1048576 bytes",
+        ));
+        assert_eq!(status.code(), Code::ResourceExhausted);
+    }
+
+    #[test]
+    fn unreadable_requests_are_invalid_argument_with_a_fixed_message() {
+        for message in [
+            "protocol error: received message with invalid compression flag: 2 (valid flags are 0 and 1), while sending request",
+            "Error decompressing: invalid gzip header, while sending request",
+            "Missing request message.",
+            "failed to decode Protobuf message: buffer underflow",
+        ] {
+            let status = tidied(&Status::internal(message));
+            assert_eq!(status.code(), Code::InvalidArgument, "{message}");
+            assert!(!status.message().contains("gzip"));
+        }
+        // Our own INTERNAL stays what it is.
+        assert_eq!(
+            tidied(&Status::internal("internal error")).code(),
+            Code::Internal
+        );
+    }
+
+    #[test]
+    fn long_messages_and_details_are_cut() {
+        let status = tidied(&Status::with_details(
+            Code::InvalidArgument,
+            "é".repeat(10_000),
+            bytes::Bytes::from(vec![7u8; 100_000]),
+        ));
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(status.message().len() <= MAX_STATUS_MESSAGE_BYTES);
+        assert!(status.details().is_empty());
+        let small = Status::with_details(
+            Code::NotFound,
+            "task not found",
+            bytes::Bytes::from_static(b"x"),
+        );
+        assert_eq!(tidied(&small).details(), small.details());
+    }
 }

@@ -346,13 +346,24 @@ pub enum UpdatableField {
     Completed,
 }
 
-/// A non-empty set of known `update_mask` paths.
+/// Most paths an `update_mask` may list (there are five fields; a few
+/// repeats are tolerated).
+pub const MAX_MASK_PATHS: usize = 10;
+
+/// A non-empty set of known `update_mask` paths. An unknown path is named
+/// in the violation by a short prefix only (see [`serving::status::quote`]).
 pub fn parse_update_mask(
     field: &'static str,
     paths: &[String],
 ) -> Result<BTreeSet<UpdatableField>, Violation> {
     if paths.is_empty() {
         return Err(Violation::new(field, "must name at least one field"));
+    }
+    if paths.len() > MAX_MASK_PATHS {
+        return Err(Violation::new(
+            field,
+            format!("must name at most {MAX_MASK_PATHS} paths"),
+        ));
     }
     paths
         .iter()
@@ -366,7 +377,7 @@ pub fn parse_update_mask(
                 field,
                 format!(
                     "unknown path `{}`; allowed: title, description, priority, due_time, completed",
-                    other.escape_debug()
+                    serving::status::quote(other)
                 ),
             )),
         })
@@ -463,6 +474,9 @@ mod tests {
     fn update_masks_must_be_non_empty_and_known() {
         assert!(parse_update_mask("update_mask", &[]).is_err());
         assert!(parse_update_mask("update_mask", &["owner".into()]).is_err());
+        let huge = parse_update_mask("update_mask", &["x".repeat(60_000)]).unwrap_err();
+        assert!(huge.description.len() < 200, "{}", huge.description);
+        assert!(parse_update_mask("update_mask", &vec!["title".into(); 11]).is_err());
         let fields =
             parse_update_mask("update_mask", &["title".into(), "completed".into()]).unwrap();
         assert_eq!(

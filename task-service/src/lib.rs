@@ -27,7 +27,11 @@ use std::{sync::Arc, time::Duration};
 
 use access_token::Verifier;
 use anyhow::Context;
-use serving::{CancellationToken, database::Database, health::ServingStatus};
+use serving::{
+    CancellationToken,
+    database::{Database, PoolOptions},
+    health::ServingStatus,
+};
 use todo_proto::tasks::v1::task_service_server::TaskServiceServer;
 use tokio::net::TcpListener;
 use tonic::server::NamedService;
@@ -54,9 +58,13 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let database = Database::connect(&config.database_url, config.database_max_connections)
-        .await
-        .context("cannot open the tasks database")?;
+    let database = Database::open(
+        &config.database_url,
+        PoolOptions::new(config.database_max_connections, config.statement_timeout),
+        store::MIGRATIONS,
+    )
+    .await
+    .context("cannot open the tasks database")?;
 
     // SQLite's hub is fed by the store itself, so it is live at once; a
     // PostgreSQL hub is live once its listener listens.
@@ -64,9 +72,7 @@ pub async fn serve(
         config.watch_buffer,
         matches!(database, Database::Sqlite { .. }),
     );
-    let store = store::open(database.clone(), hub.clone())
-        .await
-        .context("cannot migrate the tasks database")?;
+    let store = store::open(database.clone(), hub.clone());
     let page_tokens = PageTokenKey::new(
         store
             .page_token_secret()
@@ -148,10 +154,11 @@ pub async fn serve(
         .timeout(config.transport.request_timeout)
         .layer(
             ServiceBuilder::new()
+                .map_request(serving::telemetry::drop_unsafe_request_id)
                 .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
                 .layer(serving::telemetry::rpc_trace_layer())
                 .layer(PropagateRequestIdLayer::x_request_id())
-                .layer(serving::transport::oversized_message_layer()),
+                .layer(serving::transport::tidy_status_layer()),
         )
         .add_service(health_service)
         .add_optional_service(reflection.then_some(reflection_v1))

@@ -25,6 +25,10 @@ type HmacSha256 = Hmac<Sha256>;
 /// The field named in the violation of a bad token.
 const FIELD: &str = "page_token";
 
+/// Longest page token accepted; the tokens this service issues are far
+/// shorter (a cursor holds at most a 200-character title).
+pub const MAX_PAGE_TOKEN_BYTES: usize = 4096;
+
 /// The MAC key. No `Debug`: it is a secret.
 #[derive(Clone)]
 pub struct PageTokenKey {
@@ -74,6 +78,9 @@ impl PageTokenKey {
                 "is not a page token of this query; start again without it",
             )
         };
+        if token.len() > MAX_PAGE_TOKEN_BYTES {
+            return Err(invalid());
+        }
         let (cursor_b64, tag_b64) = token.split_once('.').ok_or_else(invalid)?;
         let cursor_json = URL_SAFE_NO_PAD.decode(cursor_b64).map_err(|_| invalid())?;
         let tag = URL_SAFE_NO_PAD.decode(tag_b64).map_err(|_| invalid())?;

@@ -69,6 +69,14 @@ const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often an upstream's host name is resolved again.
 pub const RESOLVE_INTERVAL: Duration = Duration::from_secs(10);
+/// Largest header block accepted from an upstream. The services never send
+/// more than a few KiB (their statuses are cut to 1 KiB of message and
+/// 8 KiB of details), so this is far above anything legitimate; it is set
+/// high on purpose: a block over the limit costs only its own call (the
+/// stream is reset), but one *far* over it (hyper's 16 KiB default was
+/// passed 10x by a status quoting a 60 KB field) makes the HTTP/2 library
+/// drop the whole connection, and with it every other caller's call.
+pub const MAX_UPSTREAM_HEADER_LIST_BYTES: u32 = 256 * 1024;
 
 /// A plain-text HTTP/2 client that gives up connecting after `connect_timeout`.
 pub fn http2_client(connect_timeout: Duration) -> HttpClient {
@@ -79,6 +87,7 @@ pub fn http2_client(connect_timeout: Duration) -> HttpClient {
         .timer(TokioTimer::new())
         .pool_timer(TokioTimer::new())
         .http2_only(true)
+        .http2_max_header_list_size(MAX_UPSTREAM_HEADER_LIST_BYTES)
         .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
         .http2_keep_alive_timeout(KEEPALIVE_TIMEOUT)
         .http2_keep_alive_while_idle(true)
@@ -441,6 +450,97 @@ mod tests {
             }
         });
         (address, count)
+    }
+
+    /// An HTTP/2 server that answers `/stream` with a body that sends a
+    /// chunk every 50 ms for ever, and any other path with a header block
+    /// of `header_bytes`.
+    async fn streaming_and_oversized(header_bytes: usize) -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let service = hyper::service::service_fn(move |request: Request<_>| {
+                    let body = if request.uri().path() == "/stream" {
+                        let ticks = futures::stream::unfold((), |()| async {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            Some((
+                                Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from_static(
+                                    b"tick",
+                                ))),
+                                (),
+                            ))
+                        });
+                        http_body_util::combinators::BoxBody::new(http_body_util::StreamBody::new(
+                            ticks,
+                        ))
+                    } else {
+                        http_body_util::combinators::BoxBody::new(http_body_util::Empty::new())
+                    };
+                    let mut response =
+                        http::Response::builder().header("content-type", "application/grpc");
+                    if request.uri().path() != "/stream" {
+                        response = response.header("grpc-message", "x".repeat(header_bytes));
+                    }
+                    async move { response.body(body) }
+                });
+                tokio::spawn(
+                    hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .max_send_buf_size(4 * 1024 * 1024)
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
+                );
+            }
+        });
+        address
+    }
+
+    #[tokio::test]
+    async fn an_oversized_upstream_answer_fails_only_its_own_call() {
+        use http_body_util::BodyExt;
+
+        let address =
+            streaming_and_oversized(MAX_UPSTREAM_HEADER_LIST_BYTES as usize + 16 * 1024).await;
+        let upstream = upstream("http://127.0.0.1:1");
+        upstream.endpoints.serving("tasks", vec![address]);
+        let request = |path: &str| {
+            Request::builder()
+                .uri(format!("/{path}").as_str())
+                .body(Body::empty())
+                .unwrap()
+        };
+        // Another caller's long-lived stream on the shared connection.
+        let mut stream = upstream
+            .forward(request("stream"), None, LIMITS)
+            .await
+            .into_body();
+        assert!(stream.frame().await.unwrap().unwrap().is_data());
+
+        let oversized = upstream.forward(request("huge"), None, LIMITS).await;
+        assert_eq!(oversized.headers().get("grpc-status").unwrap(), "14");
+
+        // The stream goes on, on the same connection.
+        for _ in 0..3 {
+            let frame = tokio::time::timeout(Duration::from_secs(5), stream.frame())
+                .await
+                .expect("the stream goes on")
+                .expect("not ended")
+                .expect("no error");
+            assert!(frame.is_data());
+        }
+        // A header block a service could legitimately send passes whole.
+        let address = streaming_and_oversized(64 * 1024).await;
+        let upstream = upstream_at(address);
+        let large = upstream.forward(request("large"), None, LIMITS).await;
+        assert_eq!(
+            large.headers().get("grpc-message").unwrap().len(),
+            64 * 1024
+        );
+    }
+
+    fn upstream_at(address: SocketAddr) -> Upstream {
+        let upstream = upstream("http://127.0.0.1:1");
+        upstream.endpoints.serving("tasks", vec![address]);
+        upstream
     }
 
     fn call() -> Request<Body> {

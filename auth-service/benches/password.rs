@@ -14,7 +14,7 @@ const PASSWORD: &str = "correct horse battery staple";
 
 fn password_hash(c: &mut Criterion) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let hasher = Hasher::new(19_456, 2, 1).unwrap();
+    let hasher = runtime.block_on(Hasher::start(19_456, 2, 1)).unwrap();
     let password = Password::new_password("password", PASSWORD).unwrap();
     let mut group = c.benchmark_group("argon2id m=19456 t=2 p=1");
     group.sample_size(20);

@@ -24,6 +24,11 @@ pub struct Config {
     #[arg(long, env = "AUTH_DATABASE_MAX_CONNECTIONS", default_value_t = 10)]
     pub database_max_connections: u32,
 
+    /// Longest time one database statement may run before it is stopped
+    /// (the call then answers `DEADLINE_EXCEEDED`).
+    #[arg(long, env = "AUTH_STATEMENT_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub statement_timeout: Duration,
+
     /// `iss` of issued access tokens; verifiers must expect the same.
     #[arg(long, env = "AUTH_ISSUER", default_value = "todo-auth")]
     pub issuer: String,
@@ -72,7 +77,8 @@ pub struct Config {
     #[arg(
         long = "trusted-proxy",
         env = "AUTH_TRUSTED_PROXIES",
-        value_delimiter = ','
+        value_delimiter = ',',
+        value_parser = parse_ip_or_cidr
     )]
     pub trusted_proxies: Vec<IpNet>,
 
@@ -101,6 +107,14 @@ pub struct Config {
     pub clock: Clock,
 }
 
+/// `10.0.0.0/8`, or a bare address such as `127.0.0.1` (that one address).
+fn parse_ip_or_cidr(value: &str) -> Result<IpNet, String> {
+    value
+        .parse::<IpNet>()
+        .or_else(|_| value.parse::<std::net::IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("{value:?} is neither an IP address nor a CIDR block"))
+}
+
 impl Default for Config {
     /// The documented default of every flag, as `auth-service` with no
     /// arguments would run (environment fallbacks that are set still apply).
@@ -114,5 +128,37 @@ impl Default for Config {
         let mut config = <Defaults as clap::Parser>::parse_from(["auth-service"]).config;
         config.clock = Clock::default();
         config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: Config,
+    }
+
+    #[test]
+    fn a_trusted_proxy_is_an_address_or_a_block() {
+        let config = Cli::try_parse_from([
+            "auth-service",
+            "--trusted-proxy",
+            "127.0.0.1",
+            "--trusted-proxy",
+            "10.1.0.0/16,::1",
+        ])
+        .expect("addresses and blocks parse")
+        .config;
+        let expected: Vec<IpNet> = ["127.0.0.1/32", "10.1.0.0/16", "::1/128"]
+            .iter()
+            .map(|net| net.parse().unwrap())
+            .collect();
+        assert_eq!(config.trusted_proxies, expected);
+        assert!(Cli::try_parse_from(["auth-service", "--trusted-proxy", "gateway"]).is_err());
     }
 }

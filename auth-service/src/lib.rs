@@ -28,7 +28,11 @@ use std::{sync::Arc, time::Duration};
 
 use access_token::{SigningKey, Verifier};
 pub use config::Config;
-use serving::{CancellationToken, database::Database, health, transport};
+use serving::{
+    CancellationToken,
+    database::{Database, PoolOptions},
+    health, transport,
+};
 use todo_proto::auth::v1::auth_service_server::AuthServiceServer;
 use tokio::net::TcpListener;
 use tonic::codec::CompressionEncoding;
@@ -57,8 +61,13 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let database = Database::connect(&config.database_url, config.database_max_connections).await?;
-    let store = store::open(&database).await?;
+    let database = Database::open(
+        &config.database_url,
+        PoolOptions::new(config.database_max_connections, config.statement_timeout),
+        store::MIGRATIONS,
+    )
+    .await?;
+    let store = store::open(&database);
     let key_file = match &config.signing_key_file {
         Some(path) => {
             let pem = std::fs::read_to_string(path).map_err(|error| {
@@ -79,16 +88,21 @@ pub async fn serve(
         )
         .await?,
     );
+    // `available_parallelism` honours a cgroup CPU quota (a Kubernetes CPU
+    // limit), rounded up; without a limit it is the node's core count, so
+    // deploy/ sets the concurrency explicitly.
     let concurrency = config.hash_concurrency.unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(usize::from)
             .unwrap_or(2)
     });
-    let hasher = tokio::task::spawn_blocking({
-        let (memory, iterations) = (config.hash_memory_kib, config.hash_iterations);
-        move || Hasher::new(memory, iterations, concurrency)
-    })
-    .await??;
+    let hasher = Hasher::start(config.hash_memory_kib, config.hash_iterations, concurrency).await?;
+    tracing::info!(
+        concurrency,
+        memory_kib = config.hash_memory_kib,
+        "password hashing: at most {} MiB at once",
+        concurrency as u64 * u64::from(config.hash_memory_kib) / 1024
+    );
     let limiter = AddressLimiter::new(
         config.address_rate_per_minute,
         config.address_burst,
@@ -124,10 +138,11 @@ pub async fn serve(
     let reflection = !config.disable_reflection;
 
     let layers = tower::ServiceBuilder::new()
+        .map_request(serving::telemetry::drop_unsafe_request_id)
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .layer(serving::telemetry::rpc_trace_layer())
         .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(transport::oversized_message_layer());
+        .layer(transport::tidy_status_layer());
 
     let local = listener.local_addr()?;
     tracing::info!(address = %local, "auth-service listening");
@@ -174,8 +189,13 @@ fn spawn_maintenance(keyring: Arc<Keyring>, limiter: AddressLimiter, shutdown: C
 
 /// `auth-service rotate-key`: a new active signing key in the database.
 pub async fn rotate_key(config: &Config) -> anyhow::Result<String> {
-    let database = Database::connect(&config.database_url, 1).await?;
-    let store = store::open(&database).await?;
+    let database = Database::open(
+        &config.database_url,
+        PoolOptions::new(1, config.statement_timeout),
+        store::MIGRATIONS,
+    )
+    .await?;
+    let store = store::open(&database);
     let kid = keyring::rotate(store.as_ref(), config.clock.now()).await?;
     database.close().await;
     Ok(kid)

@@ -395,6 +395,7 @@ impl AuthApi {
         &self,
         request: Request<pb::LogoutRequest>,
     ) -> Result<pb::LogoutResponse, AuthError> {
+        self.check_address(&request)?;
         let presented = request.into_inner().refresh_token;
         if presented.is_empty() {
             return Err(Violation::new("refresh_token", "must not be empty").into());

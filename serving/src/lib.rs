@@ -9,6 +9,7 @@
 //! - [`reflection`]: `grpc.reflection` v1 and v1alpha over both APIs;
 //! - [`database`]: SQLite (WAL, busy timeout, one writer) or PostgreSQL pools
 //!   from a URL, and which driver errors mean "unavailable";
+//! - [`sql`]: one SQL text for both backends: binding, rows, transactions;
 //! - [`status`]: `INVALID_ARGUMENT` with `BadRequest`, `RESOURCE_EXHAUSTED`
 //!   with `RetryInfo`, and an `INTERNAL` that leaks nothing;
 //! - [`telemetry`]: tracing set-up and the per-RPC span;
@@ -22,6 +23,7 @@ pub mod database;
 pub mod health;
 pub mod reflection;
 pub mod shutdown;
+pub mod sql;
 pub mod status;
 pub mod telemetry;
 pub mod transport;

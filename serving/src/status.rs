@@ -54,6 +54,48 @@ impl Violation {
     }
 }
 
+/// The violations of a request's fields, gathered so that one
+/// `INVALID_ARGUMENT` names them all rather than only the first.
+#[derive(Debug, Default)]
+pub struct Violations(Vec<Violation>);
+
+/// A request with at least one invalid field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid(pub Vec<Violation>);
+
+impl Violations {
+    /// The parsed value, or `None` with its violation kept.
+    pub fn check<T>(&mut self, result: Result<T, Violation>) -> Option<T> {
+        result.map_err(|violation| self.0.push(violation)).ok()
+    }
+
+    /// Adds a violation found otherwise.
+    pub fn push(&mut self, violation: Violation) {
+        self.0.push(violation);
+    }
+
+    /// `Ok` when every field was valid.
+    pub fn finish(self) -> Result<(), Invalid> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(Invalid(self.0))
+        }
+    }
+}
+
+impl From<Violation> for Invalid {
+    fn from(violation: Violation) -> Self {
+        Self(vec![violation])
+    }
+}
+
+impl From<Invalid> for Status {
+    fn from(invalid: Invalid) -> Self {
+        invalid_argument(&invalid.0)
+    }
+}
+
 /// `INVALID_ARGUMENT` naming each field in a `BadRequest` detail (the
 /// first [`MAX_VIOLATIONS`] of them).
 pub fn invalid_argument(violations: &[Violation]) -> Status {
@@ -82,6 +124,24 @@ pub fn resource_exhausted(message: &str, retry_after: Duration) -> Status {
         message,
         ErrorDetails::with_retry_info(Some(retry_after)),
     )
+}
+
+/// `RESOURCE_EXHAUSTED` for a quota the caller has used up, with a
+/// `google.rpc.QuotaFailure` naming it. Unlike a rate limit there is no
+/// `RetryInfo`: waiting does not help, freeing some does.
+pub fn quota_exceeded(subject: &str, description: &str) -> Status {
+    Status::with_error_details(
+        Code::ResourceExhausted,
+        description,
+        ErrorDetails::with_quota_failure_violation(subject, description),
+    )
+}
+
+/// `DEADLINE_EXCEEDED` for a database statement stopped at its time limit;
+/// the cause is logged.
+pub fn timed_out(cause: &dyn std::fmt::Display) -> Status {
+    tracing::warn!(error = %cause, "database statement stopped at its time limit");
+    Status::deadline_exceeded("the database took too long to answer; retry later")
 }
 
 /// `UNAVAILABLE` for a dependency that is down; the cause is logged.

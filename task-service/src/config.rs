@@ -21,6 +21,7 @@ const DEFAULT_JWKS_REFRESH: Duration = Duration::from_secs(5 * 60);
 const DEFAULT_TOKEN_LEEWAY_SECS: u64 = 30;
 const DEFAULT_WATCH_HEARTBEAT: Duration = Duration::from_secs(30);
 const DEFAULT_WATCH_BUFFER: usize = 256;
+const DEFAULT_MAX_TASKS_PER_USER: u32 = 10_000;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Config {
@@ -78,6 +79,11 @@ pub struct Config {
     #[arg(long, env = "TASK_WATCH_HEARTBEAT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub watch_heartbeat: Duration,
 
+    /// Most tasks one user may have; `CreateTask` past it answers
+    /// `RESOURCE_EXHAUSTED` with a `QuotaFailure`.
+    #[arg(long, env = "TASK_MAX_TASKS_PER_USER", default_value_t = DEFAULT_MAX_TASKS_PER_USER)]
+    pub max_tasks_per_user: u32,
+
     /// Do not serve grpc.reflection (for production setups that do not
     /// publish their schema).
     #[arg(long, env = "TASK_DISABLE_REFLECTION")]
@@ -109,6 +115,7 @@ impl Default for Config {
             token_leeway_secs: DEFAULT_TOKEN_LEEWAY_SECS,
             watch_buffer: DEFAULT_WATCH_BUFFER,
             watch_heartbeat: DEFAULT_WATCH_HEARTBEAT,
+            max_tasks_per_user: DEFAULT_MAX_TASKS_PER_USER,
             disable_reflection: false,
             transport: TransportArgs::default(),
             clock: Clock::default(),

@@ -127,8 +127,8 @@ impl TaskTitle {
         }
     }
 
-    pub fn into_inner(self) -> String {
-        self.0
+    pub fn as_str(&self) -> &str {
+        &self.0
     }
 }
 
@@ -148,15 +148,17 @@ impl Description {
         }
     }
 
-    pub fn into_inner(self) -> String {
-        self.0
+    pub fn as_str(&self) -> &str {
+        &self.0
     }
 }
 
+/// A task's priority: a value of the `Priority` enum.
+pub type Priority = proto::Priority;
+
 /// A value of the `Priority` enum (unknown numbers are refused).
-pub fn parse_priority(field: &'static str, value: i32) -> Result<i32, Violation> {
+pub fn parse_priority(field: &'static str, value: i32) -> Result<Priority, Violation> {
     proto::Priority::try_from(value)
-        .map(|priority| priority as i32)
         .map_err(|_| Violation::new(field, "must be a known Priority value"))
 }
 
@@ -387,9 +389,9 @@ pub fn parse_update_mask(
 /// The new values of an update; `None` leaves a field as it is.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TaskPatch {
-    pub title: Option<String>,
-    pub description: Option<String>,
-    pub priority: Option<i32>,
+    pub title: Option<TaskTitle>,
+    pub description: Option<Description>,
+    pub priority: Option<Priority>,
     /// `Some(None)` clears the due time.
     pub due_time: Option<Option<DateTime<Utc>>>,
     pub completed: Option<bool>,
@@ -398,9 +400,9 @@ pub struct TaskPatch {
 /// A task to create.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewTask {
-    pub title: String,
-    pub description: String,
-    pub priority: i32,
+    pub title: TaskTitle,
+    pub description: Description,
+    pub priority: Priority,
     pub due_time: Option<DateTime<Utc>>,
     pub request_id: Option<Uuid>,
 }
@@ -412,9 +414,7 @@ mod tests {
     #[test]
     fn titles_are_trimmed_and_bounded_in_characters() {
         assert_eq!(
-            TaskTitle::parse("title", "  buy milk \n")
-                .unwrap()
-                .into_inner(),
+            TaskTitle::parse("title", "  buy milk \n").unwrap().as_str(),
             "buy milk"
         );
         assert!(TaskTitle::parse("title", "   ").is_err());

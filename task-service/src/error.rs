@@ -21,6 +21,8 @@ pub enum Error {
     NotFound,
     #[error("etag mismatch")]
     EtagMismatch,
+    #[error("the owner has {limit} tasks, the most allowed")]
+    QuotaExceeded { limit: i64 },
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
     #[error("migration: {0}")]
@@ -45,8 +47,15 @@ impl From<Error> for Status {
             Error::EtagMismatch => {
                 Status::aborted("the task changed since it was read (etag mismatch); read it again")
             }
+            Error::QuotaExceeded { limit } => status::quota_exceeded(
+                "tasks",
+                &format!("at most {limit} tasks per user; delete some first"),
+            ),
             Error::Database(cause) if serving::database::is_unavailable(&cause) => {
                 status::unavailable(&cause)
+            }
+            Error::Database(cause) if serving::database::is_timeout(&cause) => {
+                status::timed_out(&cause)
             }
             Error::Database(cause) => status::internal(&cause),
             Error::Migration(cause) => status::internal(&cause),

@@ -1,17 +1,25 @@
-//! Live task changes for `WatchTasks`: a hub that fans committed changes out
-//! to the watchers of the task's owner.
+//! Live task changes for `WatchTasks`: the [`Feed`] a store commits its
+//! writes through, and the [`Hub`] that fans committed changes out to the
+//! watchers of the task's owner.
 //!
-//! Where events come from depends on the database, and is the one thing the
-//! hub does not know:
+//! How a change reaches the hub depends on the database, and is the one
+//! thing the hub does not know:
 //!
-//! - **SQLite** is one process: the store publishes to the hub right after
-//!   its commit, still holding the single writer connection, so events leave
+//! - **SQLite** is one process: [`Feed::commit`] hands the event to the hub
+//!   right after the commit, holding a lock taken before it, so events leave
 //!   in commit order.
-//! - **PostgreSQL** may have many replicas: the store runs `pg_notify` inside
-//!   the writing transaction (delivered only if it commits, in commit order)
-//!   and every replica's listener (see [`crate::store::postgres::listen`])
-//!   publishes what it hears to its own hub, its own writes included, so
-//!   local and remote watchers see one ordering.
+//! - **PostgreSQL** may have many replicas: [`Feed::commit`] runs
+//!   `pg_notify` inside the writing transaction (delivered only if it
+//!   commits, in commit order) and every replica's [`listen`] publishes what
+//!   it hears to its own hub, its own writes included, so local and remote
+//!   watchers see one ordering.
+//!
+//! The notice carries the whole task as JSON when it fits PostgreSQL's
+//! 8000-byte payload limit, which is almost always: a listener can then
+//! forward it without a query, and the event shows the task exactly as that
+//! write left it. Only a task with a very long description is sent as its
+//! id, and the listener re-reads it (skipping it if it is already gone; its
+//! delete event follows).
 //!
 //! A watcher sees every change committed after it subscribed. On
 //! PostgreSQL, where notices travel asynchronously, it may also see a change
@@ -28,15 +36,25 @@
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex, OnceLock},
+    time::Duration,
 };
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use serving::{
+    CancellationToken,
+    sql::{Tx, statement},
+};
+use sqlx::{PgPool, postgres::PgListener};
 use todo_proto::tasks::v1 as proto;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use crate::domain::{self, Task};
+use crate::{
+    domain::{self, Task},
+    error::{Error, Result},
+    store::Store,
+};
 
 /// The kind of a change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,6 +89,182 @@ pub fn event(kind: EventKind, task: &proto::Task, time: DateTime<Utc>) -> Event 
 /// The event for a stored task.
 pub fn task_event(kind: EventKind, task: &Task, time: DateTime<Utc>) -> Event {
     event(kind, &proto::Task::from(task), time)
+}
+
+/// Where a store commits its writes, so that each committed change becomes
+/// an event (see the module doc).
+pub enum Feed {
+    /// SQLite: straight to this process's hub, in commit order.
+    InProcess {
+        hub: Arc<Hub>,
+        /// Taken before a commit and held until its event is published.
+        order: tokio::sync::Mutex<()>,
+    },
+    /// PostgreSQL: `pg_notify` in the transaction; [`listen`] publishes.
+    Postgres,
+}
+
+/// The channel every replica listens on.
+const CHANNEL: &str = "tasks_events";
+/// PostgreSQL refuses payloads of 8000 bytes or more.
+const MAX_PAYLOAD_BYTES: usize = 7900;
+
+impl Feed {
+    pub fn in_process(hub: Arc<Hub>) -> Self {
+        Self::InProcess {
+            hub,
+            order: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Commits `tx`, whose write left `task` after a change of `kind` at
+    /// `time`, and makes that change an event, exactly when it commits.
+    pub async fn commit(
+        &self,
+        mut tx: Tx,
+        kind: EventKind,
+        task: &Task,
+        time: DateTime<Utc>,
+    ) -> Result<()> {
+        match self {
+            Self::Postgres => {
+                notify(&mut tx, kind, task, time).await?;
+                tx.commit().await?;
+            }
+            Self::InProcess { hub, order } => {
+                let _turn = order.lock().await;
+                tx.commit().await?;
+                hub.publish(task.owner, task_event(kind, task, time));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What travels through `pg_notify`.
+#[derive(Debug, Serialize, Deserialize)]
+struct Notice {
+    kind: EventKind,
+    owner: Uuid,
+    id: Uuid,
+    time: DateTime<Utc>,
+    /// The task after the change, when it fits the payload limit.
+    task: Option<Task>,
+}
+
+/// Queues the notice of a change in the current transaction.
+async fn notify(tx: &mut Tx, kind: EventKind, task: &Task, time: DateTime<Utc>) -> Result<()> {
+    let full = Notice {
+        kind,
+        owner: task.owner,
+        id: task.id,
+        time,
+        task: Some(task.clone()),
+    };
+    let mut payload =
+        serde_json::to_string(&full).map_err(|error| Error::Internal(error.to_string()))?;
+    if payload.len() > MAX_PAYLOAD_BYTES {
+        let slim = Notice { task: None, ..full };
+        payload =
+            serde_json::to_string(&slim).map_err(|error| Error::Internal(error.to_string()))?;
+    }
+    statement("SELECT pg_notify($1, $2)")
+        .text(CHANNEL)
+        .text(payload)
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
+/// Listens for the changes of every replica and publishes them to `hub`
+/// until `shutdown`. While the listener is not connected the hub is marked
+/// unavailable: open watchers end with `UNAVAILABLE` (they may have missed
+/// changes) and new ones are refused until it is back.
+pub async fn listen(pool: PgPool, store: Store, hub: Arc<Hub>, shutdown: CancellationToken) {
+    const MAX_BACKOFF: Duration = Duration::from_secs(5);
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let connected = async {
+            let mut listener = PgListener::connect_with(&pool).await?;
+            listener.listen(CHANNEL).await?;
+            Ok::<_, sqlx::Error>(listener)
+        };
+        let result = tokio::select! {
+            result = connected => result,
+            () = shutdown.cancelled() => break,
+        };
+        match result {
+            Ok(mut listener) => {
+                hub.set_available(true);
+                backoff = Duration::from_millis(100);
+                tracing::info!("listening for task changes");
+                loop {
+                    let received = tokio::select! {
+                        received = listener.try_recv() => received,
+                        () = shutdown.cancelled() => {
+                            hub.set_available(false);
+                            return;
+                        }
+                    };
+                    match received {
+                        Ok(Some(notification)) => {
+                            dispatch(&store, &hub, notification.payload()).await
+                        }
+                        Ok(None) => {
+                            // Reconnected, but notices sent meanwhile are lost.
+                            tracing::warn!(
+                                "task change listener reconnected; ending open watchers"
+                            );
+                            hub.set_available(false);
+                            hub.set_available(true);
+                        }
+                        Err(error) => {
+                            tracing::warn!(%error, "task change listener lost the database");
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(%error, "cannot listen for task changes; retrying"),
+        }
+        hub.set_available(false);
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = shutdown.cancelled() => break,
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+    hub.set_available(false);
+}
+
+async fn dispatch(store: &Store, hub: &Hub, payload: &str) {
+    let notice: Notice = match serde_json::from_str(payload) {
+        Ok(notice) => notice,
+        Err(error) => {
+            tracing::error!(%error, "unreadable task change notice");
+            return;
+        }
+    };
+    let task = match (notice.task, notice.kind) {
+        (Some(task), _) => proto::Task::from(&task),
+        (None, EventKind::Deleted) => proto::Task {
+            id: notice.id.to_string(),
+            ..proto::Task::default()
+        },
+        (None, _) => match store.get(notice.owner, notice.id).await {
+            Ok(Some(task)) => proto::Task::from(&task),
+            Ok(None) => return,
+            Err(error) => {
+                // Skipping it silently would leave watchers wrong; end
+                // them all so they reconnect and re-read.
+                tracing::warn!(%error, "cannot re-read a changed task; ending open watchers");
+                hub.set_available(false);
+                hub.set_available(true);
+                return;
+            }
+        },
+    };
+    hub.publish(notice.owner, event(notice.kind, &task, notice.time));
 }
 
 /// Most open watchers one user may have on one replica: each holds a queue,

@@ -31,6 +31,7 @@ use serving::{
     CancellationToken,
     database::{Database, PoolOptions},
     health::ServingStatus,
+    sql::Db,
 };
 use todo_proto::tasks::v1::task_service_server::TaskServiceServer;
 use tokio::net::TcpListener;
@@ -41,7 +42,12 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 pub use config::Config;
 
 use crate::{
-    authn::RequireAuth, events::Hub, jwks::KeySet, page_token::PageTokenKey, service::TaskApi,
+    authn::RequireAuth,
+    events::{Feed, Hub},
+    jwks::KeySet,
+    page_token::PageTokenKey,
+    service::TaskApi,
+    store::{Store, sql::SqlStore},
 };
 
 /// The name health reports the task service under.
@@ -68,11 +74,18 @@ pub async fn serve(
 
     // SQLite's hub is fed by the store itself, so it is live at once; a
     // PostgreSQL hub is live once its listener listens.
-    let hub = Hub::new(
-        config.watch_buffer,
-        matches!(database, Database::Sqlite { .. }),
-    );
-    let store = store::open(database.clone(), hub.clone());
+    let in_process = matches!(database, Database::Sqlite { .. });
+    let hub = Hub::new(config.watch_buffer, in_process);
+    let feed = if in_process {
+        Feed::in_process(hub.clone())
+    } else {
+        Feed::Postgres
+    };
+    let store: Store = Arc::new(SqlStore::new(
+        Db::new(database.clone()),
+        feed,
+        config.max_tasks_per_user,
+    ));
     let page_tokens = PageTokenKey::new(
         store
             .page_token_secret()
@@ -86,8 +99,9 @@ pub async fn serve(
     let _stop_background = background.clone().drop_guard();
 
     if let Database::Postgres(pool) = &database {
-        tokio::spawn(store::postgres::listen(
+        tokio::spawn(events::listen(
             pool.clone(),
+            store.clone(),
             hub.clone(),
             background.clone(),
         ));

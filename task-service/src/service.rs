@@ -23,7 +23,7 @@ use futures::Stream;
 use serving::{
     CancellationToken,
     clock::Clock,
-    status::{Violation, invalid_argument},
+    status::{Invalid, Violation, Violations},
 };
 use todo_proto::tasks::v1::{self as proto, task_service_server::TaskService};
 use tonic::{Request, Response, Status};
@@ -103,26 +103,8 @@ fn not_found(owner: Uuid, id: Uuid) -> Status {
     Error::NotFound.into()
 }
 
-/// Collects the violations of several fields into one answer.
-#[derive(Default)]
-struct Violations(Vec<Violation>);
-
-impl Violations {
-    fn check<T>(&mut self, result: Result<T, Violation>) -> Option<T> {
-        result.map_err(|violation| self.0.push(violation)).ok()
-    }
-
-    fn finish(self) -> Result<(), Status> {
-        if self.0.is_empty() {
-            Ok(())
-        } else {
-            Err(invalid_argument(&self.0))
-        }
-    }
-}
-
 fn parse_one<T>(result: Result<T, Violation>) -> Result<T, Status> {
-    result.map_err(|violation| invalid_argument(&[violation]))
+    result.map_err(|violation| Status::from(Invalid::from(violation)))
 }
 
 /// The task a call names in `field`: a missing id is `INVALID_ARGUMENT`;
@@ -161,8 +143,8 @@ impl TaskService for TaskApi {
             return Err(Error::Internal("validated fields missing".into()).into());
         };
         let task = NewTask {
-            title: title.into_inner(),
-            description: description.into_inner(),
+            title,
+            description,
             priority,
             due_time,
             request_id,
@@ -220,13 +202,10 @@ impl TaskService for TaskApi {
             .store
             .list(owner, &query, after.as_ref(), page_size)
             .await?;
-        let next_page_token = match page.tasks.last() {
-            Some(last) if page.more => {
-                self.page_tokens
-                    .issue(owner, &query, &query.order.cursor_of(last))
-            }
-            _ => String::new(),
-        };
+        let next_page_token = page
+            .next
+            .map(|next| self.page_tokens.issue(owner, &query, &next))
+            .unwrap_or_default();
         Ok(Response::new(proto::ListTasksResponse {
             tasks: page.tasks.iter().map(Into::into).collect(),
             next_page_token,
@@ -241,7 +220,7 @@ impl TaskService for TaskApi {
         let owner = caller(&request)?.user_id;
         let message = request.into_inner();
         let Some(task) = message.task else {
-            return Err(invalid_argument(&[Violation::new("task", "is required")]));
+            return Err(Invalid::from(Violation::new("task", "is required")).into());
         };
         let paths = message
             .update_mask
@@ -256,14 +235,11 @@ impl TaskService for TaskApi {
         for field in fields {
             match field {
                 UpdatableField::Title => {
-                    patch.title = violations
-                        .check(TaskTitle::parse("task.title", &task.title))
-                        .map(TaskTitle::into_inner);
+                    patch.title = violations.check(TaskTitle::parse("task.title", &task.title));
                 }
                 UpdatableField::Description => {
-                    patch.description = violations
-                        .check(Description::parse("task.description", &task.description))
-                        .map(Description::into_inner);
+                    patch.description =
+                        violations.check(Description::parse("task.description", &task.description));
                 }
                 UpdatableField::Priority => {
                     patch.priority =

@@ -1,7 +1,9 @@
 //! Where tasks live: one [`TaskStore`] trait with the operations the service
-//! needs, and one implementation per database ([`sqlite`], [`postgres`]).
+//! needs, implemented once ([`sql::SqlStore`]) for both SQLite and
+//! PostgreSQL: each operation is one SQL text, and `serving::sql` binds it
+//! to whichever database runs.
 //!
-//! Two rules hold in both implementations:
+//! Rules every operation keeps:
 //!
 //! - **Every operation takes the owner.** There is no way to read or write a
 //!   task by id alone; a foreign id behaves exactly like an unknown one.
@@ -12,35 +14,48 @@
 //!   expected version (the etag) in the `WHERE` of the one `UPDATE`/`DELETE`.
 //!   A stale etag matches no row and is `ABORTED`; two writers holding the
 //!   same etag cannot both win, and no writer loses another's change.
-//!   The new field values are computed once, in Rust (`apply_patch`), so
-//!   both databases follow the same rules.
+//!   The new field values are computed once, in Rust (`apply_patch`).
+//! - **Counts are exact and cost no scan.** Each owner's number of tasks and
+//!   of completed tasks is kept in `task_counts`, changed in the transaction
+//!   of every write: `ListTasks`' `total_size` reads it, and `CreateTask`
+//!   refuses past the per-user quota on that locked row.
+//! - **Every read is bounded.** A page reads at most `page_size + 1` rows
+//!   through an index that starts with the owner. A `query` (substring
+//!   search) examines at most [`SEARCH_WINDOW`] of the owner's tasks per
+//!   call, matching in Rust in linear time, so no crafted title or query can
+//!   make one call expensive; the page may then be short (or empty) with a
+//!   next page token that continues where the search stopped (AIP-158).
 //!
-//! Each committed change is published as an event for `WatchTasks`
-//! (see [`crate::events`]): SQLite hands it to the in-process hub after the
-//! commit, PostgreSQL sends it with `pg_notify` inside the transaction, so a
-//! rolled-back write notifies nobody.
-//!
-//! Times are stored to the microsecond (SQLite: INTEGER microseconds since
-//! the epoch; PostgreSQL: `timestamptz`). Lists use keyset pagination over
-//! indexes that start with the owner, so every page costs the same.
+//! Each committed change is published as an event for `WatchTasks` (see
+//! [`crate::events::Feed`]).
 
-pub mod postgres;
-pub mod sqlite;
+pub mod sql;
 
 use std::sync::Arc;
 
-use serving::database::{Database, Migrations};
-use sqlx::migrate::Migrator;
-
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use serving::database::Migrations;
+use sqlx::migrate::Migrator;
 use uuid::Uuid;
 
 use crate::{
     domain::{Cursor, Etag, ListQuery, NewTask, Task, TaskPatch},
     error::Result,
-    events::Hub,
 };
+
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// The schema of the tasks database, applied by
+/// [`serving::database::Database::open`].
+pub const MIGRATIONS: Migrations = Migrations {
+    sqlite: &SQLITE_MIGRATIONS,
+    postgres: &POSTGRES_MIGRATIONS,
+};
+
+/// Most of the owner's tasks one `ListTasks` with a `query` examines.
+pub const SEARCH_WINDOW: usize = 1000;
 
 /// What a `CreateTask` did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,26 +86,19 @@ pub enum Completion {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Page {
     pub tasks: Vec<Task>,
-    /// Whether more tasks follow the last one.
-    pub more: bool,
-    /// All tasks matching the filters.
+    /// Where the next page starts, when there may be more.
+    pub next: Option<Cursor>,
+    /// All tasks matching the filters: exact without a `query`; with one,
+    /// exact when the owner's tasks fit one search window, else estimated
+    /// from the window searched.
     pub total: i64,
-}
-
-impl Page {
-    /// The page from rows fetched with one extra beyond `limit`: that extra
-    /// row only says that more follow.
-    pub fn from_rows(mut tasks: Vec<Task>, limit: usize, total: i64) -> Self {
-        let more = tasks.len() > limit;
-        tasks.truncate(limit);
-        Self { tasks, more, total }
-    }
 }
 
 #[async_trait]
 pub trait TaskStore: Send + Sync + 'static {
     /// Creates a task, or returns the one an earlier call with the same
-    /// `(owner, request_id)` created.
+    /// `(owner, request_id)` created. [`crate::error::Error::QuotaExceeded`]
+    /// when the owner already has the most tasks allowed.
     async fn create(&self, owner: Uuid, task: NewTask, now: DateTime<Utc>) -> Result<Created>;
 
     async fn get(&self, owner: Uuid, id: Uuid) -> Result<Option<Task>>;
@@ -129,32 +137,11 @@ pub trait TaskStore: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> Result<Completion>;
 
-    /// The page-token MAC key shared by every replica, created on first use.
+    /// The page-token key shared by every replica, created on first use.
     async fn page_token_secret(&self) -> Result<Vec<u8>>;
 
     /// Whether the database answers right now (for health).
     async fn ping(&self) -> bool;
-}
-
-static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
-static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
-
-/// The schema of the tasks database, applied by [`Database::open`].
-pub const MIGRATIONS: Migrations = Migrations {
-    sqlite: &SQLITE_MIGRATIONS,
-    postgres: &POSTGRES_MIGRATIONS,
-};
-
-/// The store of a database opened with [`MIGRATIONS`]. A SQLite store
-/// publishes its changes to `hub`; a PostgreSQL hub is fed by
-/// [`postgres::listen`] instead.
-pub fn open(database: Database, hub: Arc<Hub>) -> Arc<dyn TaskStore> {
-    match database {
-        Database::Sqlite { reader, writer } => {
-            Arc::new(sqlite::SqliteStore::new(reader, writer, hub))
-        }
-        Database::Postgres(pool) => Arc::new(postgres::PgStore::new(pool)),
-    }
 }
 
 /// The fields a task has after `patch` is applied at `now`: the same rules
@@ -163,13 +150,13 @@ pub fn open(database: Database, hub: Arc<Hub>) -> Arc<dyn TaskStore> {
 pub(crate) fn apply_patch(current: &Task, patch: &TaskPatch, now: DateTime<Utc>) -> Task {
     let mut next = current.clone();
     if let Some(title) = &patch.title {
-        next.title = title.clone();
+        next.title = title.as_str().to_owned();
     }
     if let Some(description) = &patch.description {
-        next.description = description.clone();
+        next.description = description.as_str().to_owned();
     }
     if let Some(priority) = patch.priority {
-        next.priority = priority;
+        next.priority = priority as i32;
     }
     if let Some(due_time) = patch.due_time {
         next.due_time = due_time;
@@ -202,3 +189,6 @@ fn set_completion(task: &mut Task, completed: bool, now: DateTime<Utc>) {
     }
     task.completed = completed;
 }
+
+/// A shared handle to the store.
+pub type Store = Arc<dyn TaskStore>;

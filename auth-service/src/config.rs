@@ -54,11 +54,29 @@ pub struct Config {
     #[arg(long, env = "AUTH_SIGNING_KEY_FILE")]
     pub signing_key_file: Option<PathBuf>,
 
-    /// Failed logins of one account allowed per window before it is throttled.
+    /// Sign-in attempts allowed per window on one account from one client
+    /// address (an IPv4 address or an IPv6 /64) before that address is
+    /// throttled for that account; a success resets it.
     #[arg(long, env = "AUTH_LOGIN_MAX_FAILURES", default_value_t = 5)]
     pub login_max_failures: u32,
 
-    /// Length of the failed-login window; a throttled account opens again
+    /// Sign-in attempts allowed per window on one account from all
+    /// addresses together. Past it, only addresses that signed in to the
+    /// account lately may still try, so guessing from many addresses gains
+    /// nothing while the owner's usual places are never kept out.
+    #[arg(
+        long,
+        env = "AUTH_LOGIN_MAX_FAILURES_PER_ACCOUNT",
+        default_value_t = 50
+    )]
+    pub login_max_failures_per_account: u32,
+
+    /// How long an address that signed in to an account successfully stays
+    /// exempt from the per-account ceiling.
+    #[arg(long, env = "AUTH_KNOWN_ADDRESS_TTL", default_value = "90days", value_parser = humantime::parse_duration)]
+    pub known_address_ttl: Duration,
+
+    /// Length of the failed-login windows; a throttled address opens again
     /// when its window ends, so an owner is never locked out for good.
     #[arg(long, env = "AUTH_LOGIN_FAILURE_WINDOW", default_value = "15m", value_parser = humantime::parse_duration)]
     pub login_failure_window: Duration,

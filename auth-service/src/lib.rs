@@ -42,6 +42,7 @@ use crate::{
     keyring::Keyring,
     password::Hasher,
     service::{AuthApi, Policy},
+    store::{AuthStore, Retention},
     throttle::AddressLimiter,
 };
 
@@ -109,7 +110,22 @@ pub async fn serve(
         config.trusted_proxies.clone(),
     );
 
-    spawn_maintenance(keyring.clone(), limiter.clone(), shutdown.clone());
+    let retention = Retention {
+        login_window: service::delta(config.login_failure_window),
+        known_address: service::delta(config.known_address_ttl),
+        // Past this, no access token of an ended session is valid anywhere.
+        ended_session: service::delta(config.access_token_ttl) + chrono::TimeDelta::minutes(2),
+    };
+    spawn_maintenance(
+        Maintenance {
+            keyring: keyring.clone(),
+            limiter: limiter.clone(),
+            store: store.clone(),
+            clock: config.clock.clone(),
+            retention,
+        },
+        shutdown.clone(),
+    );
 
     let api = AuthApi {
         store,
@@ -169,8 +185,19 @@ pub async fn serve(
     Ok(())
 }
 
-/// Periodic upkeep: re-read signing keys, forget idle rate-limit buckets.
-fn spawn_maintenance(keyring: Arc<Keyring>, limiter: AddressLimiter, shutdown: CancellationToken) {
+/// What periodic upkeep works on.
+struct Maintenance {
+    keyring: Arc<Keyring>,
+    limiter: AddressLimiter,
+    store: Arc<dyn AuthStore>,
+    clock: serving::clock::Clock,
+    retention: Retention,
+}
+
+/// Periodic upkeep: re-read signing keys, forget idle rate-limit buckets,
+/// remove rows of what has ended (failed-login windows, old known
+/// addresses, long-ended sessions).
+fn spawn_maintenance(work: Maintenance, shutdown: CancellationToken) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(KEY_RELOAD_INTERVAL);
         tick.tick().await;
@@ -179,10 +206,15 @@ fn spawn_maintenance(keyring: Arc<Keyring>, limiter: AddressLimiter, shutdown: C
                 _ = tick.tick() => {}
                 () = shutdown.cancelled() => break,
             }
-            if let Err(error) = keyring.reload(false).await {
+            if let Err(error) = work.keyring.reload(false).await {
                 tracing::warn!(%error, "could not reload signing keys");
             }
-            limiter.forget_idle();
+            work.limiter.forget_idle();
+            match work.store.prune(work.clock.now(), &work.retention).await {
+                Ok(0) => {}
+                Ok(removed) => tracing::debug!(removed, "pruned ended rows"),
+                Err(error) => tracing::warn!(%error, "could not prune ended rows"),
+            }
         }
     });
 }

@@ -1,5 +1,7 @@
 //! The auth-service's storage: one trait with the operations the domain
-//! needs (not a generic CRUD), and one implementation per backend.
+//! needs (not a generic CRUD), implemented once ([`sql::SqlStore`]) for
+//! SQLite and PostgreSQL: each operation is one SQL text, bound to either
+//! database by `serving::sql`.
 //!
 //! Two decisions every implementation must keep:
 //!
@@ -15,17 +17,13 @@
 //! Times are `DateTime<Utc>` truncated to microseconds (see
 //! `serving::clock`); ids are UUIDv7.
 
-mod postgres;
-mod sqlite;
+pub mod sql;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serving::database::{Database, Migrations};
 use sqlx::migrate::Migrator;
 use uuid::Uuid;
-
-pub use postgres::PostgresStore;
-pub use sqlite::SqliteStore;
 
 pub type Time = DateTime<Utc>;
 
@@ -121,11 +119,36 @@ pub struct StoredKey {
     pub retire_time: Option<Time>,
 }
 
-/// The failed-login window of one email after recording an attempt.
+/// One failed-login window after recording an attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LoginWindow {
     pub attempts: i64,
     pub window_start: Time,
+}
+
+/// The scope of the account-wide window, beside one per client address.
+pub const ACCOUNT_SCOPE: &str = "*";
+
+/// The windows a sign-in attempt was counted in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SignInWindows {
+    /// This account from this client address.
+    pub from_address: LoginWindow,
+    /// This account from everywhere.
+    pub account: LoginWindow,
+    /// Whether this address signed in to this account successfully lately.
+    pub known_address: bool,
+}
+
+/// How long [`AuthStore::prune`] keeps what has ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// A failed-login window, from its start.
+    pub login_window: chrono::TimeDelta,
+    /// An address's standing as known, from its last successful sign-in.
+    pub known_address: chrono::TimeDelta,
+    /// A session that has ended, revoked or expired.
+    pub ended_session: chrono::TimeDelta,
 }
 
 #[async_trait]
@@ -197,18 +220,27 @@ pub trait AuthStore: Send + Sync + 'static {
         idle: chrono::TimeDelta,
     ) -> Result<Option<Session>>;
 
-    /// Counts one login attempt for `email` in a window of `window` length
-    /// (a window older than that starts over). Atomic, so concurrent
-    /// attempts are all counted.
-    async fn record_login_attempt(
+    /// Counts one sign-in attempt for `email` from `address` (an address
+    /// key) in two windows of `window` length, this address's and the
+    /// account's (a window older than that starts over), and says whether
+    /// `address` signed in to `email` successfully within `known_for`.
+    /// Atomic, so concurrent attempts are all counted.
+    async fn record_sign_in_attempt(
         &self,
         email: &str,
+        address: &str,
         now: Time,
         window: chrono::TimeDelta,
-    ) -> Result<LoginWindow>;
+        known_for: chrono::TimeDelta,
+    ) -> Result<SignInWindows>;
 
-    /// Forgets the attempts of `email` after a successful login.
-    async fn clear_login_attempts(&self, email: &str) -> Result<()>;
+    /// After a successful sign-in: forgets the attempts of `email` from
+    /// `address` and remembers `address` as known for `email`. The
+    /// account-wide window is left to run out.
+    async fn record_sign_in_success(&self, email: &str, address: &str, now: Time) -> Result<()>;
+
+    /// Removes what has ended longer ago than `keep` says; how many rows.
+    async fn prune(&self, now: Time, keep: &Retention) -> Result<u64>;
 
     /// Every signing key, newest first.
     async fn signing_keys(&self) -> Result<Vec<StoredKey>>;
@@ -239,10 +271,5 @@ pub const MIGRATIONS: Migrations = Migrations {
 
 /// The store for a database opened with [`MIGRATIONS`].
 pub fn open(database: &Database) -> std::sync::Arc<dyn AuthStore> {
-    match database {
-        Database::Sqlite { reader, writer } => {
-            std::sync::Arc::new(SqliteStore::new(reader.clone(), writer.clone()))
-        }
-        Database::Postgres(pool) => std::sync::Arc::new(PostgresStore::new(pool.clone())),
-    }
+    std::sync::Arc::new(sql::SqlStore::new(serving::sql::Db::new(database.clone())))
 }

@@ -1,0 +1,557 @@
+//! [`AuthStore`] on SQLite or PostgreSQL: each operation written once.
+//!
+//! Ids are UUIDv7 and times UTC to the microsecond; `serving::sql` binds
+//! them as each database stores them (TEXT and INTEGER microseconds on
+//! SQLite, `uuid` and `timestamptz` on PostgreSQL). Writes run in
+//! [`Db::begin_write`] transactions: on SQLite they hold the database's
+//! write lock from the start; on PostgreSQL (READ COMMITTED) the rows a
+//! decision depends on are read `FOR UPDATE`, and the rotation is still
+//! race-free there because a second `UPDATE ... WHERE spent_time IS NULL`
+//! on the same row waits for the first to commit, re-evaluates its
+//! condition against the committed row, and updates nothing.
+
+use async_trait::async_trait;
+use chrono::TimeDelta;
+use serving::sql::{Db, Row, Tx, statement};
+use uuid::Uuid;
+
+use super::*;
+
+pub struct SqlStore {
+    db: Db,
+}
+
+impl SqlStore {
+    pub fn new(db: Db) -> Self {
+        Self { db }
+    }
+}
+
+const USER_COLUMNS: &str = "id, email, display_name, password_hash, create_time";
+const SESSION_COLUMNS: &str = "id, user_id, create_time, last_refresh_time, idle_expire_time, \
+                               absolute_expire_time, user_agent";
+
+/// A session is live while not revoked and before both of its expiries;
+/// `now` names the placeholder bound to the current time.
+fn live(now: &str) -> String {
+    format!("revoke_time IS NULL AND idle_expire_time > {now} AND absolute_expire_time > {now}")
+}
+
+fn credentials(row: &Row) -> Result<Credentials> {
+    Ok(Credentials {
+        user: User {
+            id: row.uuid("id")?,
+            email: row.text("email")?,
+            display_name: row.text("display_name")?,
+            create_time: row.time("create_time")?,
+        },
+        password_hash: row.text("password_hash")?,
+    })
+}
+
+fn session(row: &Row) -> Result<Session> {
+    Ok(Session {
+        id: row.uuid("id")?,
+        user_id: row.uuid("user_id")?,
+        create_time: row.time("create_time")?,
+        last_refresh_time: row.time("last_refresh_time")?,
+        idle_expire_time: row.time("idle_expire_time")?,
+        absolute_expire_time: row.time("absolute_expire_time")?,
+        user_agent: row.text("user_agent")?,
+    })
+}
+
+fn login_window(row: &Row) -> Result<LoginWindow> {
+    Ok(LoginWindow {
+        attempts: row.big_int("attempts")?,
+        window_start: row.time("window_start")?,
+    })
+}
+
+async fn insert_session(tx: &mut Tx, new: &NewSession) -> Result<()> {
+    let s = &new.session;
+    statement(
+        "INSERT INTO sessions (id, user_id, create_time, last_refresh_time, idle_expire_time, \
+         absolute_expire_time, user_agent) VALUES ($1, $2, $3, $3, $4, $5, $6)",
+    )
+    .uuid(s.id)
+    .uuid(s.user_id)
+    .time(s.create_time)
+    .time(s.idle_expire_time)
+    .time(s.absolute_expire_time)
+    .text(&s.user_agent)
+    .execute(tx)
+    .await?;
+    insert_token(
+        tx,
+        &new.refresh_token,
+        s.id,
+        s.create_time,
+        s.refresh_expire_time(),
+    )
+    .await
+}
+
+async fn insert_token(
+    tx: &mut Tx,
+    hash: &TokenHash,
+    session_id: Uuid,
+    now: Time,
+    expire: Time,
+) -> Result<()> {
+    statement(
+        "INSERT INTO refresh_tokens (token_hash, session_id, create_time, expire_time) \
+         VALUES ($1, $2, $3, $4)",
+    )
+    .bytes(&hash[..])
+    .uuid(session_id)
+    .time(now)
+    .time(expire)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// Moves a session on after a refresh or a password change: its idle
+/// expiry slides (never past the absolute one), and `next` becomes its
+/// refresh token.
+async fn renew_session(
+    tx: &mut Tx,
+    session_id: Uuid,
+    next: &TokenHash,
+    now: Time,
+    idle: TimeDelta,
+) -> Result<Session> {
+    let row = statement(format!(
+        "UPDATE sessions SET last_refresh_time = $2, idle_expire_time = \
+         CASE WHEN $3 < absolute_expire_time THEN $3 ELSE absolute_expire_time END \
+         WHERE id = $1 RETURNING {SESSION_COLUMNS}"
+    ))
+    .uuid(session_id)
+    .time(now)
+    .time(now + idle)
+    .fetch_one(tx)
+    .await?;
+    let session = session(&row)?;
+    insert_token(tx, next, session_id, now, session.refresh_expire_time()).await?;
+    Ok(session)
+}
+
+/// Whether the user's session is live at `now`, locking it for the rest of
+/// `tx` (a concurrent revocation waits for us, or we for it).
+async fn lock_live_session(
+    tx: &mut Tx,
+    user_id: Uuid,
+    session_id: Uuid,
+    now: Time,
+) -> Result<bool> {
+    let sql = format!(
+        "SELECT id FROM sessions WHERE id = $1 AND user_id = $2 AND {}{}",
+        live("$3"),
+        tx.for_update()
+    );
+    Ok(statement(sql)
+        .uuid(session_id)
+        .uuid(user_id)
+        .time(now)
+        .fetch_optional(tx)
+        .await?
+        .is_some())
+}
+
+/// Counts one attempt in the window of `(email, scope)`; a window older
+/// than `window` starts over.
+async fn count_attempt(
+    tx: &mut Tx,
+    email: &str,
+    scope: &str,
+    now: Time,
+    window: TimeDelta,
+) -> Result<LoginWindow> {
+    let row = statement(
+        "INSERT INTO login_attempts (email, scope, attempts, window_start) VALUES ($1, $2, 1, $3) \
+         ON CONFLICT (email, scope) DO UPDATE SET \
+             attempts = CASE WHEN login_attempts.window_start <= $4 THEN 1 \
+                             ELSE login_attempts.attempts + 1 END, \
+             window_start = CASE WHEN login_attempts.window_start <= $4 THEN $3 \
+                                 ELSE login_attempts.window_start END \
+         RETURNING attempts, window_start",
+    )
+    .text(email)
+    .text(scope)
+    .time(now)
+    .time(now - window)
+    .fetch_one(tx)
+    .await?;
+    login_window(&row)
+}
+
+#[async_trait]
+impl AuthStore for SqlStore {
+    async fn create_user(&self, credentials: &Credentials, new: &NewSession) -> Result<()> {
+        let mut tx = self.db.begin_write().await?;
+        let u = &credentials.user;
+        statement(
+            "INSERT INTO users (id, email, display_name, password_hash, create_time, update_time) \
+             VALUES ($1, $2, $3, $4, $5, $5)",
+        )
+        .uuid(u.id)
+        .text(&u.email)
+        .text(&u.display_name)
+        .text(&credentials.password_hash)
+        .time(u.create_time)
+        .execute(&mut tx)
+        .await?;
+        insert_session(&mut tx, new).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn user_by_email(&self, email: &str) -> Result<Option<Credentials>> {
+        statement(format!("SELECT {USER_COLUMNS} FROM users WHERE email = $1"))
+            .text(email)
+            .fetch_optional(&mut self.db.read().await?)
+            .await?
+            .as_ref()
+            .map(credentials)
+            .transpose()
+    }
+
+    async fn user_by_id(&self, id: Uuid) -> Result<Option<Credentials>> {
+        statement(format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
+            .uuid(id)
+            .fetch_optional(&mut self.db.read().await?)
+            .await?
+            .as_ref()
+            .map(credentials)
+            .transpose()
+    }
+
+    async fn start_session(
+        &self,
+        new: &NewSession,
+        verified_hash: &str,
+        rehash: Option<&str>,
+        now: Time,
+    ) -> Result<bool> {
+        let mut tx = self.db.begin_write().await?;
+        // Locked: ChangePassword's update of this row waits for us (and then
+        // revokes this session too), or we see its new hash and stop.
+        let sql = format!(
+            "SELECT id FROM users WHERE id = $1 AND password_hash = $2{}",
+            tx.for_update()
+        );
+        let unchanged = statement(sql)
+            .uuid(new.session.user_id)
+            .text(verified_hash)
+            .fetch_optional(&mut tx)
+            .await?;
+        if unchanged.is_none() {
+            return Ok(false);
+        }
+        if let Some(stronger) = rehash {
+            statement("UPDATE users SET password_hash = $2, update_time = $3 WHERE id = $1")
+                .uuid(new.session.user_id)
+                .text(stronger)
+                .time(now)
+                .execute(&mut tx)
+                .await?;
+        }
+        insert_session(&mut tx, new).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn rotate_refresh_token(
+        &self,
+        spent: &TokenHash,
+        next: &TokenHash,
+        now: Time,
+        idle: TimeDelta,
+    ) -> Result<Rotation> {
+        let mut tx = self.db.begin_write().await?;
+        let spent_now = statement(
+            "UPDATE refresh_tokens SET spent_time = $2 \
+             WHERE token_hash = $1 AND spent_time IS NULL AND expire_time > $2 \
+             RETURNING session_id",
+        )
+        .bytes(&spent[..])
+        .time(now)
+        .fetch_optional(&mut tx)
+        .await?;
+        if let Some(row) = spent_now {
+            let session_id = row.uuid("session_id")?;
+            let is_live = statement(format!(
+                "SELECT id FROM sessions WHERE id = $1 AND {}",
+                live("$2")
+            ))
+            .uuid(session_id)
+            .time(now)
+            .fetch_optional(&mut tx)
+            .await?;
+            if is_live.is_none() {
+                tx.commit().await?;
+                return Ok(Rotation::Invalid);
+            }
+            let session = renew_session(&mut tx, session_id, next, now, idle).await?;
+            tx.commit().await?;
+            return Ok(Rotation::Rotated(session));
+        }
+        let previous = statement(
+            "SELECT t.session_id, t.spent_time, s.user_id FROM refresh_tokens t \
+             JOIN sessions s ON s.id = t.session_id WHERE t.token_hash = $1",
+        )
+        .bytes(&spent[..])
+        .fetch_optional(&mut tx)
+        .await?;
+        let Some(row) = previous else {
+            return Ok(Rotation::Invalid);
+        };
+        if row.opt_time("spent_time")?.is_none() {
+            // Known but expired: nothing to revoke.
+            return Ok(Rotation::Invalid);
+        }
+        let session_id = row.uuid("session_id")?;
+        let user_id = row.uuid("user_id")?;
+        statement("UPDATE sessions SET revoke_time = COALESCE(revoke_time, $2) WHERE id = $1")
+            .uuid(session_id)
+            .time(now)
+            .execute(&mut tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Rotation::Reused {
+            session_id,
+            user_id,
+        })
+    }
+
+    async fn revoke_session_by_token(&self, token: &TokenHash, now: Time) -> Result<bool> {
+        let changed = statement(
+            "UPDATE sessions SET revoke_time = COALESCE(revoke_time, $2) \
+             WHERE id = (SELECT session_id FROM refresh_tokens WHERE token_hash = $1)",
+        )
+        .bytes(&token[..])
+        .time(now)
+        .execute(&mut self.db.write().await?)
+        .await?;
+        Ok(changed > 0)
+    }
+
+    async fn live_session(
+        &self,
+        user_id: Uuid,
+        session_id: Uuid,
+        now: Time,
+    ) -> Result<Option<Session>> {
+        statement(format!(
+            "SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1 AND user_id = $2 AND {}",
+            live("$3")
+        ))
+        .uuid(session_id)
+        .uuid(user_id)
+        .time(now)
+        .fetch_optional(&mut self.db.read().await?)
+        .await?
+        .as_ref()
+        .map(session)
+        .transpose()
+    }
+
+    async fn list_sessions(&self, user_id: Uuid, now: Time) -> Result<Vec<Session>> {
+        statement(format!(
+            "SELECT {SESSION_COLUMNS} FROM sessions WHERE user_id = $1 AND {} \
+             ORDER BY create_time DESC, id DESC",
+            live("$2")
+        ))
+        .uuid(user_id)
+        .time(now)
+        .fetch_all(&mut self.db.read().await?)
+        .await?
+        .iter()
+        .map(session)
+        .collect()
+    }
+
+    async fn revoke_session(&self, user_id: Uuid, session_id: Uuid, now: Time) -> Result<bool> {
+        let changed = statement(
+            "UPDATE sessions SET revoke_time = COALESCE(revoke_time, $3) \
+             WHERE id = $1 AND user_id = $2",
+        )
+        .uuid(session_id)
+        .uuid(user_id)
+        .time(now)
+        .execute(&mut self.db.write().await?)
+        .await?;
+        Ok(changed > 0)
+    }
+
+    async fn change_password(
+        &self,
+        user_id: Uuid,
+        session_id: Uuid,
+        password_hash: &str,
+        next: &TokenHash,
+        now: Time,
+        idle: TimeDelta,
+    ) -> Result<Option<Session>> {
+        let mut tx = self.db.begin_write().await?;
+        // The new token is never issued to a session revoked meanwhile.
+        if !lock_live_session(&mut tx, user_id, session_id, now).await? {
+            return Ok(None);
+        }
+        statement("UPDATE users SET password_hash = $2, update_time = $3 WHERE id = $1")
+            .uuid(user_id)
+            .text(password_hash)
+            .time(now)
+            .execute(&mut tx)
+            .await?;
+        statement(
+            "UPDATE sessions SET revoke_time = COALESCE(revoke_time, $3) \
+             WHERE user_id = $1 AND id <> $2",
+        )
+        .uuid(user_id)
+        .uuid(session_id)
+        .time(now)
+        .execute(&mut tx)
+        .await?;
+        statement("DELETE FROM refresh_tokens WHERE session_id = $1 AND spent_time IS NULL")
+            .uuid(session_id)
+            .execute(&mut tx)
+            .await?;
+        let session = renew_session(&mut tx, session_id, next, now, idle).await?;
+        tx.commit().await?;
+        Ok(Some(session))
+    }
+
+    async fn record_sign_in_attempt(
+        &self,
+        email: &str,
+        address: &str,
+        now: Time,
+        window: TimeDelta,
+        known_for: TimeDelta,
+    ) -> Result<SignInWindows> {
+        let mut tx = self.db.begin_write().await?;
+        let from_address = count_attempt(&mut tx, email, address, now, window).await?;
+        let account = count_attempt(&mut tx, email, ACCOUNT_SCOPE, now, window).await?;
+        let known_address = statement(
+            "SELECT address FROM known_addresses \
+             WHERE email = $1 AND address = $2 AND last_success > $3",
+        )
+        .text(email)
+        .text(address)
+        .time(now - known_for)
+        .fetch_optional(&mut tx)
+        .await?
+        .is_some();
+        tx.commit().await?;
+        Ok(SignInWindows {
+            from_address,
+            account,
+            known_address,
+        })
+    }
+
+    async fn record_sign_in_success(&self, email: &str, address: &str, now: Time) -> Result<()> {
+        let mut tx = self.db.begin_write().await?;
+        statement("DELETE FROM login_attempts WHERE email = $1 AND scope = $2")
+            .text(email)
+            .text(address)
+            .execute(&mut tx)
+            .await?;
+        statement(
+            "INSERT INTO known_addresses (email, address, last_success) VALUES ($1, $2, $3) \
+             ON CONFLICT (email, address) DO UPDATE SET last_success = $3",
+        )
+        .text(email)
+        .text(address)
+        .time(now)
+        .execute(&mut tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn signing_keys(&self) -> Result<Vec<StoredKey>> {
+        statement(
+            "SELECT kid, private_key, create_time, retire_time FROM signing_keys \
+             ORDER BY create_time DESC",
+        )
+        .fetch_all(&mut self.db.read().await?)
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(StoredKey {
+                kid: row.text("kid")?,
+                private_key: row.bytes("private_key")?,
+                create_time: row.time("create_time")?,
+                retire_time: row.opt_time("retire_time")?,
+            })
+        })
+        .collect()
+    }
+
+    async fn activate_signing_key(&self, kid: &str, private_key: &[u8], now: Time) -> Result<()> {
+        let mut tx = self.db.begin_write().await?;
+        statement(
+            "INSERT INTO signing_keys (kid, private_key, create_time) VALUES ($1, $2, $3) \
+             ON CONFLICT (kid) DO UPDATE SET retire_time = NULL, create_time = $3",
+        )
+        .text(kid)
+        .bytes(private_key)
+        .time(now)
+        .execute(&mut tx)
+        .await?;
+        statement(
+            "UPDATE signing_keys SET retire_time = $2 WHERE kid <> $1 AND retire_time IS NULL",
+        )
+        .text(kid)
+        .time(now)
+        .execute(&mut tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn insert_first_signing_key(
+        &self,
+        kid: &str,
+        private_key: &[u8],
+        now: Time,
+    ) -> Result<bool> {
+        let inserted = statement(
+            "INSERT INTO signing_keys (kid, private_key, create_time) \
+             SELECT $1, $2, $3 WHERE NOT EXISTS \
+             (SELECT 1 FROM signing_keys WHERE retire_time IS NULL)",
+        )
+        .text(kid)
+        .bytes(private_key)
+        .time(now)
+        .execute(&mut self.db.write().await?)
+        .await?;
+        Ok(inserted > 0)
+    }
+
+    async fn prune(&self, now: Time, keep: &Retention) -> Result<u64> {
+        let mut tx = self.db.begin_write().await?;
+        let mut removed = statement("DELETE FROM login_attempts WHERE window_start <= $1")
+            .time(now - keep.login_window)
+            .execute(&mut tx)
+            .await?;
+        removed += statement("DELETE FROM known_addresses WHERE last_success <= $1")
+            .time(now - keep.known_address)
+            .execute(&mut tx)
+            .await?;
+        // A session ended this long ago can have no token left that any
+        // service still accepts; its refresh tokens go with it (cascade).
+        removed += statement(
+            "DELETE FROM sessions WHERE revoke_time <= $1 OR idle_expire_time <= $1 \
+             OR absolute_expire_time <= $1",
+        )
+        .time(now - keep.ended_session)
+        .execute(&mut tx)
+        .await?;
+        tx.commit().await?;
+        Ok(removed)
+    }
+}

@@ -22,6 +22,8 @@ const DEFAULT_TOKEN_LEEWAY_SECS: u64 = 30;
 const DEFAULT_WATCH_HEARTBEAT: Duration = Duration::from_secs(30);
 const DEFAULT_WATCH_BUFFER: usize = 256;
 const DEFAULT_MAX_TASKS_PER_USER: u32 = 10_000;
+const DEFAULT_MAX_CALLS_IN_FLIGHT_PER_USER: u32 = 4;
+const DEFAULT_MAX_WRITES_PER_USER_PER_MINUTE: u32 = 600;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Config {
@@ -84,6 +86,19 @@ pub struct Config {
     #[arg(long, env = "TASK_MAX_TASKS_PER_USER", default_value_t = DEFAULT_MAX_TASKS_PER_USER)]
     pub max_tasks_per_user: u32,
 
+    /// Calls one user may have in flight on this replica; more wait a
+    /// little, then answer `RESOURCE_EXHAUSTED`. Keep it below
+    /// `--database-max-connections`, so one user cannot hold every
+    /// connection.
+    #[arg(long, env = "TASK_MAX_CALLS_IN_FLIGHT_PER_USER", default_value_t = DEFAULT_MAX_CALLS_IN_FLIGHT_PER_USER)]
+    pub max_calls_in_flight_per_user: u32,
+
+    /// Creates, updates, completions and deletes one user may make per
+    /// minute on this replica (bursts of a tenth of it, at least 10); more
+    /// answer `RESOURCE_EXHAUSTED` with a `RetryInfo`.
+    #[arg(long, env = "TASK_MAX_WRITES_PER_USER_PER_MINUTE", default_value_t = DEFAULT_MAX_WRITES_PER_USER_PER_MINUTE)]
+    pub max_writes_per_user_per_minute: u32,
+
     /// Do not serve grpc.reflection (for production setups that do not
     /// publish their schema).
     #[arg(long, env = "TASK_DISABLE_REFLECTION")]
@@ -116,6 +131,8 @@ impl Default for Config {
             watch_buffer: DEFAULT_WATCH_BUFFER,
             watch_heartbeat: DEFAULT_WATCH_HEARTBEAT,
             max_tasks_per_user: DEFAULT_MAX_TASKS_PER_USER,
+            max_calls_in_flight_per_user: DEFAULT_MAX_CALLS_IN_FLIGHT_PER_USER,
+            max_writes_per_user_per_minute: DEFAULT_MAX_WRITES_PER_USER_PER_MINUTE,
             disable_reflection: false,
             transport: TransportArgs::default(),
             clock: Clock::default(),

@@ -8,12 +8,14 @@
 //! - [`config`]: flags and their defaults;
 //! - [`jwks`]: the auth-service's public keys, fetched and kept fresh;
 //! - [`authn`]: the layer that turns a bearer token into an `Identity`;
+//! - [`budget`]: what one user may take: calls in flight, writes, tasks;
 //! - [`domain`] and [`page_token`]: request values that can only be valid;
 //! - [`store`]: one `TaskStore` trait, SQLite and PostgreSQL behind it;
 //! - [`events`]: the fan-out of committed changes to watchers;
 //! - [`service`]: the gRPC handlers; [`error`]: the one error type.
 
 pub mod authn;
+pub mod budget;
 pub mod config;
 pub mod domain;
 pub mod error;
@@ -144,8 +146,25 @@ pub async fn serve(
         config.clock.clone(),
         config.token_leeway_secs,
     ));
+    let budgets = Arc::new(budget::Budgets::new(
+        config.max_calls_in_flight_per_user,
+        config.max_writes_per_user_per_minute,
+    ));
+    {
+        let (budgets, background) = (budgets.clone(), background.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => budgets.forget_idle(),
+                    () = background.cancelled() => break,
+                }
+            }
+        });
+    }
     let api = TaskApi::new(
         store,
+        budgets,
         hub,
         page_tokens,
         config.clock.clone(),

@@ -30,6 +30,7 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::{
+    budget::{Budgets, CallPlace},
     domain::{
         Description, ListQuery, NewTask, OrderBy, SearchText, TaskPatch, TaskTitle, UpdatableField,
         parse_etag, parse_id, parse_page_size, parse_priority, parse_request_id, parse_time,
@@ -43,6 +44,7 @@ use crate::{
 
 pub struct TaskApi {
     store: Arc<dyn TaskStore>,
+    budgets: Arc<Budgets>,
     hub: Arc<Hub>,
     page_tokens: PageTokenKey,
     clock: Clock,
@@ -53,6 +55,7 @@ pub struct TaskApi {
 impl TaskApi {
     pub fn new(
         store: Arc<dyn TaskStore>,
+        budgets: Arc<Budgets>,
         hub: Arc<Hub>,
         page_tokens: PageTokenKey,
         clock: Clock,
@@ -61,12 +64,22 @@ impl TaskApi {
     ) -> Self {
         Self {
             store,
+            budgets,
             hub,
             page_tokens,
             clock,
             shutdown,
             heartbeat,
         }
+    }
+}
+
+impl TaskApi {
+    /// The caller, and their place among their calls in flight (held until
+    /// the handler returns; see [`crate::budget`]).
+    async fn admit<T>(&self, request: &Request<T>) -> Result<(Uuid, CallPlace), Status> {
+        let owner = caller(request)?.user_id;
+        Ok((owner, self.budgets.call(owner).await?))
     }
 }
 
@@ -122,7 +135,8 @@ impl TaskService for TaskApi {
         &self,
         request: Request<proto::CreateTaskRequest>,
     ) -> Result<Response<proto::CreateTaskResponse>, Status> {
-        let owner = caller(&request)?.user_id;
+        let (owner, _place) = self.admit(&request).await?;
+        self.budgets.write(owner)?;
         let message = request.into_inner();
         let mut violations = Violations::default();
         let title = violations.check(TaskTitle::parse("title", &message.title));
@@ -160,7 +174,7 @@ impl TaskService for TaskApi {
         &self,
         request: Request<proto::GetTaskRequest>,
     ) -> Result<Response<proto::GetTaskResponse>, Status> {
-        let owner = caller(&request)?.user_id;
+        let (owner, _place) = self.admit(&request).await?;
         let id = task_id("id", &request.get_ref().id)?;
         let Some(task) = self.store.get(owner, id).await? else {
             return Err(not_found(owner, id));
@@ -174,7 +188,7 @@ impl TaskService for TaskApi {
         &self,
         request: Request<proto::ListTasksRequest>,
     ) -> Result<Response<proto::ListTasksResponse>, Status> {
-        let owner = caller(&request)?.user_id;
+        let (owner, _place) = self.admit(&request).await?;
         let message = request.into_inner();
         let mut violations = Violations::default();
         let page_size = violations.check(parse_page_size("page_size", message.page_size));
@@ -217,7 +231,8 @@ impl TaskService for TaskApi {
         &self,
         request: Request<proto::UpdateTaskRequest>,
     ) -> Result<Response<proto::UpdateTaskResponse>, Status> {
-        let owner = caller(&request)?.user_id;
+        let (owner, _place) = self.admit(&request).await?;
+        self.budgets.write(owner)?;
         let message = request.into_inner();
         let Some(task) = message.task else {
             return Err(Invalid::from(Violation::new("task", "is required")).into());
@@ -277,7 +292,8 @@ impl TaskService for TaskApi {
         &self,
         request: Request<proto::DeleteTaskRequest>,
     ) -> Result<Response<proto::DeleteTaskResponse>, Status> {
-        let owner = caller(&request)?.user_id;
+        let (owner, _place) = self.admit(&request).await?;
+        self.budgets.write(owner)?;
         let message = request.into_inner();
         let id = task_id("id", &message.id)?;
         let (store, now, etag) = (
@@ -296,7 +312,8 @@ impl TaskService for TaskApi {
         &self,
         request: Request<proto::SetTaskCompletedRequest>,
     ) -> Result<Response<proto::SetTaskCompletedResponse>, Status> {
-        let owner = caller(&request)?.user_id;
+        let (owner, _place) = self.admit(&request).await?;
+        self.budgets.write(owner)?;
         let message = request.into_inner();
         let id = task_id("id", &message.id)?;
         let (store, now, completed) = (self.store.clone(), self.clock.now(), message.completed);
@@ -317,6 +334,7 @@ impl TaskService for TaskApi {
         request: Request<proto::WatchTasksRequest>,
     ) -> Result<Response<Self::WatchTasksStream>, Status> {
         let identity = caller(&request)?;
+        let _place = self.budgets.call(identity.user_id).await?;
         let subscription = match self.hub.subscribe(identity.user_id) {
             Ok(subscription) => subscription,
             Err(Refused::FeedDown) => {

@@ -154,10 +154,14 @@ pub struct TaskServer {
 
 /// The task-service configuration tests start from.
 pub fn task_config(database_url: &str, auth_url: &str, clock: Clock) -> task_service::Config {
+    // The real defaults, but per-user budgets no ordinary test meets
+    // (tests of the budgets set their own).
     let mut config = task_service::Config {
         database_url: database_url.into(),
         auth_url: auth_url.into(),
         clock,
+        max_calls_in_flight_per_user: 64,
+        max_writes_per_user_per_minute: 1_000_000,
         ..task_service::Config::default()
     };
     config.transport.shutdown_grace = Duration::from_secs(5);

@@ -5,7 +5,11 @@
 use std::{env, path::PathBuf};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["auth/v1/auth.proto", "tasks/v1/tasks.proto"];
+    let files = [
+        "auth/v1/auth.proto",
+        "auth/internal/v1/session_events.proto",
+        "tasks/v1/tasks.proto",
+    ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");
     }

@@ -45,6 +45,20 @@ pub struct Config {
     #[arg(long, env = "AUTH_REFRESH_TOKEN_TTL", default_value = "30days", value_parser = humantime::parse_duration)]
     pub refresh_token_ttl: Duration,
 
+    /// How long after a refresh the token it spent may be presented again
+    /// and answered with the same successor (two tabs refreshing at once);
+    /// later, or for any older token, it is reuse and ends the session. At
+    /// most 60s; 0s turns the grace off.
+    #[arg(long, env = "AUTH_REFRESH_REUSE_GRACE", default_value = "10s", value_parser = parse_grace)]
+    pub refresh_reuse_grace: Duration,
+
+    /// A separate address to serve the internal session-event stream on
+    /// (auth.internal.v1), so that a network policy can let only the
+    /// task-service reach it. Without it the stream is served on `--listen`
+    /// beside the public API (the gateway never routes it).
+    #[arg(long, env = "AUTH_INTERNAL_LISTEN")]
+    pub internal_listen: Option<SocketAddr>,
+
     /// Absolute lifetime of a session, however often it is refreshed.
     #[arg(long, env = "AUTH_SESSION_MAX_LIFETIME", default_value = "90days", value_parser = humantime::parse_duration)]
     pub session_max_lifetime: Duration,
@@ -123,6 +137,15 @@ pub struct Config {
     /// Time source; tests inject a manual clock.
     #[arg(skip)]
     pub clock: Clock,
+}
+
+/// A duration of at most 60 s (checklist R5).
+fn parse_grace(value: &str) -> Result<Duration, String> {
+    let grace = humantime::parse_duration(value).map_err(|error| error.to_string())?;
+    if grace > Duration::from_secs(60) {
+        return Err("the grace is at most 60s".into());
+    }
+    Ok(grace)
 }
 
 /// `10.0.0.0/8`, or a bare address such as `127.0.0.1` (that one address).

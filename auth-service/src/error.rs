@@ -63,6 +63,7 @@ impl From<AuthError> for Status {
                 retry_after,
             } => status::resource_exhausted(message, retry_after),
             AuthError::Store(StoreError::Unavailable(cause)) => status::unavailable(&cause),
+            AuthError::Store(StoreError::Timeout(cause)) => status::timed_out(&cause),
             AuthError::Store(StoreError::Conflict) => {
                 Status::aborted("conflicting concurrent change; retry")
             }

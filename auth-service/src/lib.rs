@@ -12,6 +12,8 @@
 //! - [`refresh_token`]: opaque 256-bit tokens, stored only as SHA-256.
 //! - [`keyring`]: Ed25519 signing keys in the database, rotation, JWKS.
 //! - [`throttle`]: per-address limits; the per-account window is in the store.
+//! - [`session_events`]: the internal stream of ended sessions and deleted
+//!   accounts that the task-service follows.
 //! - [`store`]: one trait, SQLite and PostgreSQL implementations.
 
 pub mod config;
@@ -21,6 +23,7 @@ pub mod keyring;
 pub mod password;
 pub mod refresh_token;
 pub mod service;
+pub mod session_events;
 pub mod store;
 pub mod throttle;
 
@@ -33,7 +36,10 @@ use serving::{
     database::{Database, PoolOptions},
     health, transport,
 };
-use todo_proto::auth::v1::auth_service_server::AuthServiceServer;
+use todo_proto::auth::{
+    internal::v1::session_events_service_server::SessionEventsServiceServer,
+    v1::auth_service_server::AuthServiceServer,
+};
 use tokio::net::TcpListener;
 use tonic::codec::CompressionEncoding;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -41,13 +47,22 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use crate::{
     keyring::Keyring,
     password::Hasher,
+    refresh_token::SuccessorKey,
     service::{AuthApi, Policy},
+    session_events::SessionEventsApi,
     store::{AuthStore, Retention},
     throttle::AddressLimiter,
 };
 
 /// The service name health reports under.
 pub const SERVICE_NAME: &str = "auth.v1.AuthService";
+
+/// The service secret that derives refresh-token successors.
+const SUCCESSOR_KEY: &str = "refresh_successor";
+
+/// How long an account-deleted event stays in the log: a task-service down
+/// for longer than this when an account was deleted would not hear of it.
+const DELETED_ACCOUNT_EVENT_RETENTION: chrono::TimeDelta = chrono::TimeDelta::days(30);
 
 /// How often keys are re-read so rotations by other processes arrive.
 const KEY_RELOAD_INTERVAL: Duration = Duration::from_secs(60);
@@ -68,7 +83,8 @@ pub async fn serve(
         store::MIGRATIONS,
     )
     .await?;
-    let store = store::open(&database);
+    let store = store::open(&database, service::delta(config.access_token_ttl));
+    let successors = SuccessorKey::new(store.service_secret(SUCCESSOR_KEY).await?);
     let key_file = match &config.signing_key_file {
         Some(path) => {
             let pem = std::fs::read_to_string(path).map_err(|error| {
@@ -115,6 +131,7 @@ pub async fn serve(
         known_address: service::delta(config.known_address_ttl),
         // Past this, no access token of an ended session is valid anywhere.
         ended_session: service::delta(config.access_token_ttl) + chrono::TimeDelta::minutes(2),
+        deleted_account_event: DELETED_ACCOUNT_EVENT_RETENTION,
     };
     spawn_maintenance(
         Maintenance {
@@ -127,8 +144,11 @@ pub async fn serve(
         shutdown.clone(),
     );
 
+    let session_events =
+        SessionEventsServiceServer::new(SessionEventsApi::new(store.clone(), shutdown.clone()));
     let api = AuthApi {
         store,
+        successors,
         hasher,
         keyring,
         limiter,
@@ -160,11 +180,35 @@ pub async fn serve(
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(transport::tidy_status_layer());
 
+    // The internal event stream: on its own address when one is given (so
+    // a network policy can keep everyone but the task-service away from
+    // it), else beside the public API.
+    let (internal_here, internal) = match config.internal_listen {
+        Some(address) => (None, Some(transport::bind(address).await?)),
+        None => (Some(session_events.clone()), None),
+    };
+    let internal_server = internal.map(|listener| {
+        tracing::info!(address = ?listener.local_addr().ok(), "auth-service internal events listening");
+        let serve = transport::server(&config.transport)
+            .layer(layers.clone())
+            .add_service(session_events)
+            .serve_with_incoming_shutdown(
+                transport::incoming(listener),
+                shutdown.clone().cancelled_owned(),
+            );
+        tokio::spawn(transport::run_with_drain(
+            serve,
+            shutdown.clone(),
+            config.transport.shutdown_grace,
+        ))
+    });
+
     let local = listener.local_addr()?;
     tracing::info!(address = %local, "auth-service listening");
     let router = transport::server(&config.transport)
         .timeout(config.transport.request_timeout)
         .layer(layers)
+        .add_optional_service(internal_here)
         .add_service(health_service)
         .add_optional_service(reflection.then_some(reflection_v1))
         .add_optional_service(reflection.then_some(reflection_v1alpha))
@@ -180,6 +224,9 @@ pub async fn serve(
         shutdown.clone().cancelled_owned(),
     );
     transport::run_with_drain(serve, shutdown, config.transport.shutdown_grace).await?;
+    if let Some(internal) = internal_server {
+        internal.await??;
+    }
     database.close().await;
     tracing::info!("auth-service stopped");
     Ok(())
@@ -227,7 +274,7 @@ pub async fn rotate_key(config: &Config) -> anyhow::Result<String> {
         store::MIGRATIONS,
     )
     .await?;
-    let store = store::open(&database);
+    let store = store::open(&database, service::delta(config.access_token_ttl));
     let kid = keyring::rotate(store.as_ref(), config.clock.now()).await?;
     database.close().await;
     Ok(kid)

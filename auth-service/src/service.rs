@@ -20,7 +20,7 @@ use crate::{
     error::AuthError,
     keyring::Keyring,
     password::Hasher,
-    refresh_token::{self, RefreshToken},
+    refresh_token::{self, RefreshToken, SuccessorKey},
     store::{AuthStore, Credentials, NewSession, Rotation, Session, Time, User},
     throttle::AddressLimiter,
 };
@@ -37,10 +37,12 @@ pub struct Policy {
     pub login_max_failures_per_account: u32,
     pub login_failure_window: TimeDelta,
     pub known_address_ttl: TimeDelta,
+    pub refresh_reuse_grace: TimeDelta,
 }
 
 pub struct AuthApi {
     pub store: Arc<dyn AuthStore>,
+    pub successors: SuccessorKey,
     pub hasher: Hasher,
     pub keyring: Arc<Keyring>,
     pub limiter: AddressLimiter,
@@ -121,6 +123,7 @@ impl Policy {
             login_max_failures_per_account: config.login_max_failures_per_account,
             login_failure_window: delta(config.login_failure_window),
             known_address_ttl: delta(config.known_address_ttl),
+            refresh_reuse_grace: delta(config.refresh_reuse_grace),
         }
     }
 }
@@ -412,7 +415,7 @@ impl AuthApi {
             return Err(AuthError::Unauthenticated(INVALID_REFRESH_TOKEN));
         }
         let now = self.clock.now();
-        let next = RefreshToken::generate();
+        let next = self.successors.successor_of(&presented);
         let rotation = self
             .store
             .rotate_refresh_token(
@@ -420,12 +423,19 @@ impl AuthApi {
                 &next.hash,
                 now,
                 self.policy.refresh_token_ttl,
+                self.policy.refresh_reuse_grace,
             )
             .await?;
         match rotation {
             Rotation::Rotated(session) => Ok(pb::RefreshResponse {
                 tokens: Some(self.token_pair(&session, &next, now)?),
             }),
+            Rotation::Repeated(session) => {
+                tracing::info!(user_id = %session.user_id, session_id = %session.id, "refresh token presented again within the grace: same successor");
+                Ok(pb::RefreshResponse {
+                    tokens: Some(self.token_pair(&session, &next, now)?),
+                })
+            }
             Rotation::Reused {
                 session_id,
                 user_id,
@@ -568,6 +578,42 @@ impl AuthApi {
     }
 }
 
+impl AuthApi {
+    /// Deletes the caller's account after checking its password again
+    /// (counted like a sign-in: a stolen access token is no oracle). Every
+    /// session ends with the account, and the event the store logs makes
+    /// every task-service refuse its tokens and delete its tasks.
+    async fn delete_account(
+        &self,
+        request: Request<pb::DeleteAccountRequest>,
+    ) -> Result<pb::DeleteAccountResponse, AuthError> {
+        let (identity, _) = self.authenticate(request.metadata()).await?;
+        let address = self.address_key(&request);
+        let password = Password::offered("password", &request.into_inner().password)?;
+        let now = self.clock.now();
+        let credentials = self
+            .store
+            .user_by_id(identity.user_id)
+            .await?
+            .ok_or(AuthError::Unauthenticated(SESSION_ENDED))?;
+        self.count_attempt(&credentials.user.email, &address, now)
+            .await?;
+        if !self
+            .hasher
+            .verify(&password, &credentials.password_hash)
+            .await?
+        {
+            tracing::warn!(user_id = %identity.user_id, "account deletion with a wrong password");
+            return Err(AuthError::Unauthenticated("password is incorrect"));
+        }
+        if !self.store.delete_account(identity.user_id, now).await? {
+            return Err(AuthError::Unauthenticated(SESSION_ENDED));
+        }
+        tracing::info!(user_id = %identity.user_id, "account deleted");
+        Ok(pb::DeleteAccountResponse {})
+    }
+}
+
 #[tonic::async_trait]
 impl AuthService for AuthApi {
     async fn register(
@@ -667,8 +713,8 @@ impl AuthService for AuthApi {
 
     async fn delete_account(
         &self,
-        _request: Request<pb::DeleteAccountRequest>,
+        request: Request<pb::DeleteAccountRequest>,
     ) -> Result<Response<pb::DeleteAccountResponse>, Status> {
-        Err(Status::unimplemented("not yet"))
+        Ok(Response::new(AuthApi::delete_account(self, request).await?))
     }
 }

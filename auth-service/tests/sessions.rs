@@ -40,8 +40,10 @@ async fn reused_refresh_token_revokes_the_whole_session() {
         let mut client = server.client().await;
         let registered = register(&mut client, &unique_email()).await;
         let stolen = tokens(&registered.tokens).refresh_token.clone();
-        // The victim refreshes; the thief replays the spent token.
+        // The victim refreshes; the thief replays the spent token after the
+        // grace that covers two tabs refreshing at once.
         let victims = refresh(&mut client, &stolen).await.unwrap();
+        server.clock.advance(std::time::Duration::from_secs(11));
         let replay = refresh(&mut client, &stolen).await.unwrap_err();
         assert_eq!(replay.code(), Code::Unauthenticated);
         // Revocation was committed although the call failed: the victim's
@@ -66,30 +68,73 @@ async fn ten_parallel_refreshes_never_fork_the_session() {
         let client = server.client().await;
         let registered = register(&mut client.clone(), &unique_email()).await;
         let token = tokens(&registered.tokens).refresh_token.clone();
-        let results = futures::future::join_all((0..10).map(|_| {
-            let (mut client, token) = (client.clone(), token.clone());
-            async move { refresh(&mut client, &token).await }
-        }))
-        .await;
-        let winners: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
-        assert!(winners.len() <= 1, "{} winners", winners.len());
-        for result in &results {
-            if let Err(status) = result {
-                assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
-            }
-        }
-        // However the race went, no child token is live: the losers were
-        // reuse, which revoked the session the winner's child belongs to.
-        let mut live_children = 0;
-        for winner in winners {
-            if refresh(&mut client.clone(), &winner.refresh_token)
+        let refresh_all = |token: String| {
+            let client = client.clone();
+            futures::future::join_all((0..10).map(move |_| {
+                let (mut client, token) = (client.clone(), token.clone());
+                async move { refresh(&mut client, &token).await }
+            }))
+        };
+        // Within the grace (two tabs refreshing at once), every call gets
+        // the same successor, each with its own access token.
+        let results = refresh_all(token.clone()).await;
+        let successors: std::collections::HashSet<_> = results
+            .iter()
+            .map(|result| {
+                result
+                    .as_ref()
+                    .expect("served within the grace")
+                    .refresh_token
+                    .clone()
+            })
+            .collect();
+        assert_eq!(successors.len(), 1, "one successor: {successors:?}");
+        let successor = successors.into_iter().next().unwrap();
+        current_user(
+            &mut client.clone(),
+            &results[9].as_ref().unwrap().access_token,
+        )
+        .await
+        .expect("every access token works");
+        // The session has exactly one live token: the successor. Spending it
+        // once makes the first token older than the immediately previous
+        // one, so presenting that again now is reuse and ends the session.
+        let next = refresh(&mut client.clone(), &successor).await.unwrap();
+        let stale = refresh(&mut client.clone(), &token).await.unwrap_err();
+        assert_eq!(stale.code(), Code::Unauthenticated);
+        assert_eq!(
+            refresh(&mut client.clone(), &next.refresh_token)
                 .await
-                .is_ok()
-            {
-                live_children += 1;
-            }
+                .unwrap_err()
+                .code(),
+            Code::Unauthenticated,
+            "reuse ended the session"
+        );
+
+        // After the grace, ten parallel refreshes of one token: at most one
+        // wins, and the others' reuse revokes the session it would fork.
+        let registered = register(&mut client.clone(), &unique_email()).await;
+        let token = tokens(&registered.tokens).refresh_token.clone();
+        let first = refresh(&mut client.clone(), &token).await.unwrap();
+        server.clock.advance(std::time::Duration::from_secs(11));
+        let results = refresh_all(token).await;
+        for result in &results {
+            assert_eq!(
+                result
+                    .as_ref()
+                    .expect_err("after the grace it is reuse")
+                    .code(),
+                Code::Unauthenticated
+            );
         }
-        assert_eq!(live_children, 0);
+        assert_eq!(
+            refresh(&mut client.clone(), &first.refresh_token)
+                .await
+                .unwrap_err()
+                .code(),
+            Code::Unauthenticated,
+            "no child of the session is live"
+        );
         server.stop().await;
     })
     .await;
@@ -408,7 +453,7 @@ async fn a_sign_in_checked_against_the_old_password_cannot_start_a_session_after
         let database = serving::database::Database::open(&db.url, options, store::MIGRATIONS)
             .await
             .unwrap();
-        let store = store::open(&database);
+        let store = store::open(&database, chrono::TimeDelta::minutes(15));
         let now = serving::clock::Clock::default().now();
         let day = chrono::TimeDelta::days(1);
         let session = |user_id| NewSession {

@@ -242,6 +242,22 @@ impl Tx {
         }
     }
 
+    /// Serializes, until this transaction ends, every transaction that
+    /// appends to the ordered log named `log`: on PostgreSQL a
+    /// transaction-scoped advisory lock, so rows numbered from a sequence
+    /// commit in the order of their numbers and a reader that has seen
+    /// number n never later finds a smaller one; on SQLite nothing, as a
+    /// write transaction already holds the whole database.
+    pub async fn lock_log(&mut self, log: i64) -> Result<()> {
+        if let Self::Postgres(tx) = self {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(log)
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(())
+    }
+
     /// What a `SELECT` appends to lock the rows it reads until the end of
     /// the transaction: `FOR UPDATE` on PostgreSQL; nothing on SQLite,
     /// where a write transaction holds the whole database already.

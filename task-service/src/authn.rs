@@ -32,7 +32,7 @@ use sha2::{Digest, Sha256};
 use tonic::{Status, body::Body, metadata::MetadataMap, server::NamedService};
 use tower::Service;
 
-use crate::jwks::KeySet;
+use crate::{jwks::KeySet, session_events::Revocations};
 
 /// The one message of every refused token.
 const UNAUTHENTICATED: &str = "missing or invalid access token";
@@ -42,15 +42,22 @@ const CACHE_CAPACITY: usize = 10_000;
 /// Verifies bearer tokens and remembers the verified ones.
 pub struct Authenticator {
     keys: Arc<KeySet>,
+    revocations: Arc<Revocations>,
     cache: TokenCache,
     clock: Clock,
     leeway_secs: i64,
 }
 
 impl Authenticator {
-    pub fn new(keys: Arc<KeySet>, clock: Clock, leeway_secs: u64) -> Self {
+    pub fn new(
+        keys: Arc<KeySet>,
+        revocations: Arc<Revocations>,
+        clock: Clock,
+        leeway_secs: u64,
+    ) -> Self {
         Self {
             keys,
+            revocations,
             cache: TokenCache::new(CACHE_CAPACITY),
             clock,
             leeway_secs: leeway_secs.min(60) as i64,
@@ -72,7 +79,7 @@ impl Authenticator {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let generation = self.keys.generation();
         if let Some(identity) = self.cache.get(&digest, generation, now, self.leeway_secs) {
-            return Ok(identity);
+            return self.unless_revoked(identity);
         }
         let verified = match self.keys.verifier().verify(token, now) {
             Err(VerifyError::UnknownKey) => {
@@ -87,13 +94,24 @@ impl Authenticator {
                 // meanwhile, the entry is simply never used.
                 self.cache
                     .insert(digest, identity, generation, now, self.leeway_secs);
-                Ok(identity)
+                self.unless_revoked(identity)
             }
             Err(reason) => {
                 tracing::info!(%reason, "refused access token");
                 Err(Status::unauthenticated(UNAUTHENTICATED))
             }
         }
+    }
+}
+
+impl Authenticator {
+    /// `identity`, unless its session has ended or its account is gone.
+    fn unless_revoked(&self, identity: Identity) -> Result<Identity, Status> {
+        if self.revocations.refuses(&identity) {
+            tracing::info!(user = %identity.user_id, session = %identity.session_id, "refused a token of an ended session");
+            return Err(Status::unauthenticated(UNAUTHENTICATED));
+        }
+        Ok(identity)
     }
 }
 

@@ -49,6 +49,12 @@ pub struct Config {
     #[arg(long, env = "TASK_AUTH_URL", default_value = DEFAULT_AUTH_URL)]
     pub auth_url: String,
 
+    /// Where the auth-service streams its session events (ended sessions,
+    /// deleted accounts), when not at `--auth-url` (the auth-service's
+    /// `--internal-listen`).
+    #[arg(long, env = "TASK_AUTH_EVENTS_URL")]
+    pub auth_events_url: Option<String>,
+
     /// Read the signing keys from this JWK Set file instead of calling the
     /// auth-service (re-read on the same schedule).
     #[arg(long, env = "TASK_JWKS_FILE")]
@@ -124,6 +130,7 @@ impl Default for Config {
             statement_timeout: DEFAULT_STATEMENT_TIMEOUT,
             auth_url: DEFAULT_AUTH_URL.into(),
             jwks_file: None,
+            auth_events_url: None,
             jwks_refresh: DEFAULT_JWKS_REFRESH,
             issuer: DEFAULT_ISSUER.into(),
             audience: DEFAULT_AUDIENCE.into(),

@@ -285,10 +285,14 @@ pub enum End {
     TooFarBehind,
     /// The change feed is down.
     FeedLost,
+    /// The session that opened it ended, or the account was deleted.
+    SessionEnded,
 }
 
 struct Slot {
     id: u64,
+    /// The session whose token opened the stream.
+    session: Uuid,
     queue: mpsc::Sender<Event>,
     end: Arc<OnceLock<End>>,
 }
@@ -333,9 +337,14 @@ impl Hub {
             .unwrap_or_else(|poison| poison.into_inner())
     }
 
-    /// Starts watching `owner`'s tasks, unless the feed is down or the
-    /// owner already has [`MAX_WATCHERS_PER_USER`] watchers here.
-    pub fn subscribe(self: &Arc<Self>, owner: Uuid) -> Result<Subscription, Refused> {
+    /// Starts watching `owner`'s tasks for a stream opened by `session`,
+    /// unless the feed is down or the owner already has
+    /// [`MAX_WATCHERS_PER_USER`] watchers here.
+    pub fn subscribe(
+        self: &Arc<Self>,
+        owner: Uuid,
+        session: Uuid,
+    ) -> Result<Subscription, Refused> {
         let mut state = self.state();
         if !state.available {
             return Err(Refused::FeedDown);
@@ -350,6 +359,7 @@ impl Hub {
         let id = state.next_id;
         state.watchers.entry(owner).or_default().push(Slot {
             id,
+            session,
             queue,
             end: end.clone(),
         });
@@ -376,6 +386,35 @@ impl Hub {
                 false
             }
             Err(mpsc::error::TrySendError::Closed(_)) => false,
+        });
+        if slots.is_empty() {
+            state.watchers.remove(&owner);
+        }
+    }
+
+    /// Ends the streams opened by `session` of `owner`.
+    pub fn end_session(&self, owner: Uuid, session: Uuid) {
+        self.end_where(owner, |slot| slot.session == session);
+    }
+
+    /// Ends every stream of `owner`.
+    pub fn end_user(&self, owner: Uuid) {
+        self.end_where(owner, |_| true);
+    }
+
+    fn end_where(&self, owner: Uuid, ends: impl Fn(&Slot) -> bool) {
+        let mut state = self.state();
+        let Some(slots) = state.watchers.get_mut(&owner) else {
+            return;
+        };
+        // Dropping a slot drops its queue's sender: the stream wakes, reads
+        // its end and stops.
+        slots.retain(|slot| {
+            let ending = ends(slot);
+            if ending {
+                let _ = slot.end.set(End::SessionEnded);
+            }
+            !ending
         });
         if slots.is_empty() {
             state.watchers.remove(&owner);
@@ -471,9 +510,9 @@ mod tests {
     async fn events_reach_only_the_owners_watchers_in_order() {
         let hub = Hub::new(8, true);
         let (alice, bob) = (Uuid::now_v7(), Uuid::now_v7());
-        let mut alice_1 = hub.subscribe(alice).unwrap();
-        let mut alice_2 = hub.subscribe(alice).unwrap();
-        let mut bob_1 = hub.subscribe(bob).unwrap();
+        let mut alice_1 = hub.subscribe(alice, Uuid::now_v7()).unwrap();
+        let mut alice_2 = hub.subscribe(alice, Uuid::now_v7()).unwrap();
+        let mut bob_1 = hub.subscribe(bob, Uuid::now_v7()).unwrap();
         hub.publish(alice, some_event("a"));
         hub.publish(alice, some_event("b"));
         for watcher in [&mut alice_1, &mut alice_2] {
@@ -493,8 +532,8 @@ mod tests {
     async fn a_watcher_too_far_behind_is_ended_and_others_go_on() {
         let hub = Hub::new(2, true);
         let owner = Uuid::now_v7();
-        let mut slow = hub.subscribe(owner).unwrap();
-        let mut fast = hub.subscribe(owner).unwrap();
+        let mut slow = hub.subscribe(owner, Uuid::now_v7()).unwrap();
+        let mut fast = hub.subscribe(owner, Uuid::now_v7()).unwrap();
         for i in 0..3 {
             hub.publish(owner, some_event(&i.to_string()));
             if i < 2 {
@@ -509,12 +548,15 @@ mod tests {
     #[tokio::test]
     async fn losing_the_feed_ends_every_watcher_and_refuses_new_ones() {
         let hub = Hub::new(2, true);
-        let mut watcher = hub.subscribe(Uuid::now_v7()).unwrap();
+        let mut watcher = hub.subscribe(Uuid::now_v7(), Uuid::now_v7()).unwrap();
         hub.set_available(false);
         assert_eq!(watcher.next().await.unwrap_err(), End::FeedLost);
-        assert_eq!(hub.subscribe(Uuid::now_v7()).err(), Some(Refused::FeedDown));
+        assert_eq!(
+            hub.subscribe(Uuid::now_v7(), Uuid::now_v7()).err(),
+            Some(Refused::FeedDown)
+        );
         hub.set_available(true);
-        assert!(hub.subscribe(Uuid::now_v7()).is_ok());
+        assert!(hub.subscribe(Uuid::now_v7(), Uuid::now_v7()).is_ok());
     }
 
     #[tokio::test]
@@ -522,15 +564,18 @@ mod tests {
         let hub = Hub::new(2, true);
         let owner = Uuid::now_v7();
         let watchers: Vec<_> = (0..MAX_WATCHERS_PER_USER)
-            .map(|_| hub.subscribe(owner).unwrap())
+            .map(|_| hub.subscribe(owner, Uuid::now_v7()).unwrap())
             .collect();
-        assert_eq!(hub.subscribe(owner).err(), Some(Refused::TooManyWatchers));
+        assert_eq!(
+            hub.subscribe(owner, Uuid::now_v7()).err(),
+            Some(Refused::TooManyWatchers)
+        );
         assert!(
-            hub.subscribe(Uuid::now_v7()).is_ok(),
+            hub.subscribe(Uuid::now_v7(), Uuid::now_v7()).is_ok(),
             "other users are not affected"
         );
         drop(watchers);
-        assert!(hub.subscribe(owner).is_ok());
+        assert!(hub.subscribe(owner, Uuid::now_v7()).is_ok());
     }
 
     #[tokio::test]
@@ -538,7 +583,7 @@ mod tests {
         let hub = Hub::new(1, true);
         let owner = Uuid::now_v7();
         let mut watchers: Vec<_> = (0..MAX_WATCHERS_PER_USER)
-            .map(|_| hub.subscribe(owner).unwrap())
+            .map(|_| hub.subscribe(owner, Uuid::now_v7()).unwrap())
             .collect();
         // Nobody reads: every queue overflows and the hub lets them all go.
         for i in 0..3 {
@@ -546,18 +591,32 @@ mod tests {
         }
         assert_eq!(hub.watcher_count(), 0);
         assert_eq!(
-            hub.subscribe(owner).err(),
+            hub.subscribe(owner, Uuid::now_v7()).err(),
             Some(Refused::TooManyWatchers),
             "stalled streams are still open"
         );
         watchers.pop();
-        assert!(hub.subscribe(owner).is_ok());
+        assert!(hub.subscribe(owner, Uuid::now_v7()).is_ok());
+    }
+
+    #[tokio::test]
+    async fn an_ended_session_ends_its_streams_only() {
+        let hub = Hub::new(4, true);
+        let (owner, session, other_session) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let mut ended = hub.subscribe(owner, session).unwrap();
+        let mut kept = hub.subscribe(owner, other_session).unwrap();
+        hub.end_session(owner, session);
+        assert_eq!(ended.next().await.unwrap_err(), End::SessionEnded);
+        hub.publish(owner, some_event("still here"));
+        assert!(kept.next().await.is_ok());
+        hub.end_user(owner);
+        assert_eq!(kept.next().await.unwrap_err(), End::SessionEnded);
     }
 
     #[tokio::test]
     async fn dropping_a_subscription_unsubscribes() {
         let hub = Hub::new(2, true);
-        let watcher = hub.subscribe(Uuid::now_v7()).unwrap();
+        let watcher = hub.subscribe(Uuid::now_v7(), Uuid::now_v7()).unwrap();
         assert_eq!(hub.watcher_count(), 1);
         drop(watcher);
         assert_eq!(hub.watcher_count(), 0);

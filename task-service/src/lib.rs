@@ -12,6 +12,8 @@
 //! - [`domain`] and [`page_token`]: request values that can only be valid;
 //! - [`store`]: one `TaskStore` trait, SQLite and PostgreSQL behind it;
 //! - [`events`]: the fan-out of committed changes to watchers;
+//! - [`session_events`]: ended sessions and deleted accounts, as the
+//!   auth-service reports them;
 //! - [`service`]: the gRPC handlers; [`error`]: the one error type.
 
 pub mod authn;
@@ -23,6 +25,7 @@ pub mod events;
 pub mod jwks;
 pub mod page_token;
 pub mod service;
+pub mod session_events;
 pub mod store;
 
 use std::{sync::Arc, time::Duration};
@@ -36,7 +39,7 @@ use serving::{
     sql::Db,
 };
 use todo_proto::tasks::v1::task_service_server::TaskServiceServer;
-use tokio::net::TcpListener;
+use tokio::{net::TcpListener, sync::Notify};
 use tonic::server::NamedService;
 use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -49,6 +52,7 @@ use crate::{
     jwks::KeySet,
     page_token::PageTokenKey,
     service::TaskApi,
+    session_events::{Follower, Revocations},
     store::{Store, sql::SqlStore},
 };
 
@@ -125,6 +129,47 @@ pub async fn serve(
     // answer. Probing starts the moment the first keys arrive.
     let (reporter, health_service) = tonic_health::server::health_reporter();
     serving::health::set_all(&reporter, &[SERVICE_NAME], ServingStatus::NotServing).await;
+
+    // Ended sessions and deleted accounts, from the auth-service.
+    let revocations = Arc::new(Revocations::default());
+    let deletions = Arc::new(Notify::new());
+    tokio::spawn(session_events::follow(
+        config
+            .auth_events_url
+            .clone()
+            .unwrap_or_else(|| config.auth_url.clone()),
+        Follower {
+            revocations: revocations.clone(),
+            hub: hub.clone(),
+            store: store.clone(),
+            clock: config.clock.clone(),
+            health: reporter.clone(),
+            deletions: deletions.clone(),
+        },
+        background.clone(),
+    ));
+    tokio::spawn(session_events::delete_accounts(
+        store.clone(),
+        config.clock.clone(),
+        deletions,
+        background.clone(),
+    ));
+    {
+        let (revocations, clock, background) = (
+            revocations.clone(),
+            config.clock.clone(),
+            background.clone(),
+        );
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => revocations.forget_expired(clock.now().timestamp()),
+                    () = background.cancelled() => break,
+                }
+            }
+        });
+    }
     {
         let (keys, store, hub, background) =
             (keys.clone(), store.clone(), hub.clone(), background.clone());
@@ -143,6 +188,7 @@ pub async fn serve(
 
     let authenticator = Arc::new(authn::Authenticator::new(
         keys,
+        revocations,
         config.clock.clone(),
         config.token_leeway_secs,
     ));

@@ -335,7 +335,7 @@ impl TaskService for TaskApi {
     ) -> Result<Response<Self::WatchTasksStream>, Status> {
         let identity = caller(&request)?;
         let _place = self.budgets.call(identity.user_id).await?;
-        let subscription = match self.hub.subscribe(identity.user_id) {
+        let subscription = match self.hub.subscribe(identity.user_id, identity.session_id) {
             Ok(subscription) => subscription,
             Err(Refused::FeedDown) => {
                 return Err(Status::unavailable(
@@ -412,6 +412,7 @@ fn ended(end: End) -> Status {
         End::FeedLost => {
             Status::unavailable("live updates were interrupted; reconnect and re-read the list")
         }
+        End::SessionEnded => Status::unauthenticated("the session of this access token has ended"),
     }
 }
 

@@ -38,6 +38,9 @@ pub enum StoreError {
     /// The database cannot be reached; the client may retry.
     #[error("database unavailable: {0}")]
     Unavailable(sqlx::Error),
+    /// A statement ran past its time limit.
+    #[error("database statement timed out: {0}")]
+    Timeout(sqlx::Error),
     #[error("database error: {0}")]
     Database(sqlx::Error),
     #[error("migration failed: {0}")]
@@ -52,6 +55,8 @@ impl From<sqlx::Error> for StoreError {
             Self::Conflict
         } else if serving::database::is_unavailable(&error) {
             Self::Unavailable(error)
+        } else if serving::database::is_timeout(&error) {
+            Self::Timeout(error)
         } else {
             Self::Database(error)
         }
@@ -105,6 +110,10 @@ impl Session {
 pub enum Rotation {
     /// The token was live; it is now spent and `next` replaces it.
     Rotated(Session),
+    /// The token is the one this session spent last, presented again
+    /// within the grace, and `next` (its successor) is still the session's
+    /// live token: the session goes on with `next`, nothing changes.
+    Repeated(Session),
     /// The token had been spent before: its session is now revoked.
     Reused { session_id: Uuid, user_id: Uuid },
     /// Unknown, expired, or its session has ended.
@@ -117,6 +126,29 @@ pub struct StoredKey {
     pub private_key: Vec<u8>,
     pub create_time: Time,
     pub retire_time: Option<Time>,
+}
+
+/// What a [`SessionEvent`] says happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionEventKind {
+    /// One session ended: its tokens must be refused.
+    SessionEnded = 1,
+    /// The account was deleted: every token of the user must be refused,
+    /// and their data deleted.
+    AccountDeleted = 2,
+}
+
+/// One entry of the durable log other services follow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionEvent {
+    pub sequence: i64,
+    pub kind: SessionEventKind,
+    pub user_id: Uuid,
+    /// The session that ended; `None` for an account deletion.
+    pub session_id: Option<Uuid>,
+    pub time: Time,
+    /// No access token of the session (or account) is valid after this.
+    pub tokens_expire_time: Time,
 }
 
 /// One failed-login window after recording an attempt.
@@ -149,6 +181,10 @@ pub struct Retention {
     pub known_address: chrono::TimeDelta,
     /// A session that has ended, revoked or expired.
     pub ended_session: chrono::TimeDelta,
+    /// An account-deleted event, from its time: a service down for longer
+    /// than this when an account was deleted will not hear of it. (A
+    /// session-ended event is removed once its tokens have expired.)
+    pub deleted_account_event: chrono::TimeDelta,
 }
 
 #[async_trait]
@@ -176,19 +212,24 @@ pub trait AuthStore: Send + Sync + 'static {
         now: Time,
     ) -> Result<bool>;
 
-    /// Spends `spent` and, if it was live, stores `next` for the same session
-    /// with the session's idle expiry moved to `now + idle`, capped by its
-    /// absolute expiry. See the module doc for why this is one statement.
+    /// Spends `spent` and, if it was live, stores `next` (its successor) for
+    /// the same session with the session's idle expiry moved to `now +
+    /// idle`, capped by its absolute expiry. See the module doc for why
+    /// this is one statement. Presented again within `grace` of being
+    /// spent, while `next` is still the session's live token, it answers
+    /// [`Rotation::Repeated`]; otherwise a spent token is reuse and ends the
+    /// session.
     async fn rotate_refresh_token(
         &self,
         spent: &TokenHash,
         next: &TokenHash,
         now: Time,
         idle: chrono::TimeDelta,
+        grace: chrono::TimeDelta,
     ) -> Result<Rotation>;
 
-    /// Revokes the session owning this refresh token (spent or not).
-    /// Returns whether a session was found.
+    /// Ends the session owning this refresh token (spent or not). Returns
+    /// whether a live session was ended.
     async fn revoke_session_by_token(&self, token: &TokenHash, now: Time) -> Result<bool>;
 
     /// The session if it belongs to `user_id` and is live at `now`.
@@ -242,6 +283,18 @@ pub trait AuthStore: Send + Sync + 'static {
     /// Removes what has ended longer ago than `keep` says; how many rows.
     async fn prune(&self, now: Time, keep: &Retention) -> Result<u64>;
 
+    /// Deletes the user, their sessions and refresh tokens, and their
+    /// sign-in history, and logs [`SessionEventKind::AccountDeleted`], in
+    /// one transaction. `false` if there was no such user.
+    async fn delete_account(&self, user_id: Uuid, now: Time) -> Result<bool>;
+
+    /// Up to `limit` events after `after`, in order.
+    async fn session_events_after(&self, after: i64, limit: i64) -> Result<Vec<SessionEvent>>;
+
+    /// The service-wide secret named `name` (32 random bytes), created by
+    /// the first caller and shared by every replica.
+    async fn service_secret(&self, name: &str) -> Result<Vec<u8>>;
+
     /// Every signing key, newest first.
     async fn signing_keys(&self) -> Result<Vec<StoredKey>>;
 
@@ -269,7 +322,15 @@ pub const MIGRATIONS: Migrations = Migrations {
     postgres: &POSTGRES_MIGRATIONS,
 };
 
-/// The store for a database opened with [`MIGRATIONS`].
-pub fn open(database: &Database) -> std::sync::Arc<dyn AuthStore> {
-    std::sync::Arc::new(sql::SqlStore::new(serving::sql::Db::new(database.clone())))
+/// The store for a database opened with [`MIGRATIONS`], for access tokens
+/// that live `access_token_ttl` (the events it logs say when an ended
+/// session's tokens are all expired).
+pub fn open(
+    database: &Database,
+    access_token_ttl: chrono::TimeDelta,
+) -> std::sync::Arc<dyn AuthStore> {
+    std::sync::Arc::new(sql::SqlStore::new(
+        serving::sql::Db::new(database.clone()),
+        access_token_ttl,
+    ))
 }

@@ -19,12 +19,63 @@ use super::*;
 
 pub struct SqlStore {
     db: Db,
+    /// How long after a session ends its tokens may still be valid: the
+    /// access-token lifetime, plus the most leeway a verifier allows.
+    tokens_outlive_session: TimeDelta,
 }
 
 impl SqlStore {
-    pub fn new(db: Db) -> Self {
-        Self { db }
+    pub fn new(db: Db, access_token_ttl: TimeDelta) -> Self {
+        Self {
+            db,
+            tokens_outlive_session: access_token_ttl + TimeDelta::seconds(MAX_VERIFIER_LEEWAY_SECS),
+        }
     }
+}
+
+/// The most clock-skew leeway any verifier of our tokens allows (the
+/// task-service caps its `--token-leeway-secs` at 60).
+const MAX_VERIFIER_LEEWAY_SECS: i64 = 60;
+
+/// The advisory-lock key that serializes appends to `session_events`.
+const SESSION_EVENTS_LOG: i64 = 0x5345_5353_494f_4e53; // "SESSIONS"
+
+/// Logs, in `tx`, that `session_id` of `user_id` ended at `now`.
+async fn log_session_ended(
+    tx: &mut Tx,
+    user_id: Uuid,
+    session_id: Uuid,
+    now: Time,
+    tokens_expire: Time,
+) -> Result<()> {
+    tx.lock_log(SESSION_EVENTS_LOG).await?;
+    statement(
+        "INSERT INTO session_events (kind, user_id, session_id, event_time, tokens_expire_time)          VALUES ($1, $2, $3, $4, $5)",
+    )
+    .small_int(SessionEventKind::SessionEnded as i16)
+    .uuid(user_id)
+    .uuid(session_id)
+    .time(now)
+    .time(tokens_expire)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+fn session_event(row: &Row) -> Result<SessionEvent> {
+    let kind = match row.small_int("kind")? {
+        1 => SessionEventKind::SessionEnded,
+        2 => SessionEventKind::AccountDeleted,
+        other => return Err(StoreError::Corrupt(format!("session event kind {other}"))),
+    };
+    Ok(SessionEvent {
+        sequence: row.big_int("sequence")?,
+        kind,
+        user_id: row.uuid("user_id")?,
+        session_id: row.opt_uuid("session_id")?,
+        time: row.time("event_time")?,
+        tokens_expire_time: row.time("tokens_expire_time")?,
+    })
 }
 
 const USER_COLUMNS: &str = "id, email, display_name, password_hash, create_time";
@@ -268,6 +319,7 @@ impl AuthStore for SqlStore {
         next: &TokenHash,
         now: Time,
         idle: TimeDelta,
+        grace: TimeDelta,
     ) -> Result<Rotation> {
         let mut tx = self.db.begin_write().await?;
         let spent_now = statement(
@@ -307,17 +359,49 @@ impl AuthStore for SqlStore {
         let Some(row) = previous else {
             return Ok(Rotation::Invalid);
         };
-        if row.opt_time("spent_time")?.is_none() {
+        let Some(spent_time) = row.opt_time("spent_time")? else {
             // Known but expired: nothing to revoke.
             return Ok(Rotation::Invalid);
-        }
+        };
         let session_id = row.uuid("session_id")?;
         let user_id = row.uuid("user_id")?;
-        statement("UPDATE sessions SET revoke_time = COALESCE(revoke_time, $2) WHERE id = $1")
+        if spent_time > now - grace {
+            // Another tab's refresh spent it a moment ago: if its successor
+            // is still the session's live token, the session goes on.
+            let successor = statement(format!(
+                "SELECT {SESSION_COLUMNS} FROM sessions s WHERE s.id = $1 AND {} AND EXISTS \
+                 (SELECT 1 FROM refresh_tokens t WHERE t.token_hash = $3 AND t.session_id = s.id \
+                  AND t.spent_time IS NULL AND t.expire_time > $2)",
+                live("$2")
+            ))
             .uuid(session_id)
             .time(now)
-            .execute(&mut tx)
+            .bytes(&next[..])
+            .fetch_optional(&mut tx)
             .await?;
+            if let Some(row) = successor {
+                tx.commit().await?;
+                return Ok(Rotation::Repeated(session(&row)?));
+            }
+        }
+        let ended = statement(
+            "UPDATE sessions SET revoke_time = $2 WHERE id = $1 AND revoke_time IS NULL \
+             RETURNING id",
+        )
+        .uuid(session_id)
+        .time(now)
+        .fetch_optional(&mut tx)
+        .await?;
+        if ended.is_some() {
+            log_session_ended(
+                &mut tx,
+                user_id,
+                session_id,
+                now,
+                now + self.tokens_outlive_session,
+            )
+            .await?;
+        }
         tx.commit().await?;
         Ok(Rotation::Reused {
             session_id,
@@ -326,15 +410,29 @@ impl AuthStore for SqlStore {
     }
 
     async fn revoke_session_by_token(&self, token: &TokenHash, now: Time) -> Result<bool> {
-        let changed = statement(
-            "UPDATE sessions SET revoke_time = COALESCE(revoke_time, $2) \
-             WHERE id = (SELECT session_id FROM refresh_tokens WHERE token_hash = $1)",
+        let mut tx = self.db.begin_write().await?;
+        let ended = statement(
+            "UPDATE sessions SET revoke_time = $2 \
+             WHERE id = (SELECT session_id FROM refresh_tokens WHERE token_hash = $1) \
+             AND revoke_time IS NULL RETURNING id, user_id",
         )
         .bytes(&token[..])
         .time(now)
-        .execute(&mut self.db.write().await?)
+        .fetch_optional(&mut tx)
         .await?;
-        Ok(changed > 0)
+        if let Some(row) = &ended {
+            let tokens_expire = now + self.tokens_outlive_session;
+            log_session_ended(
+                &mut tx,
+                row.uuid("user_id")?,
+                row.uuid("id")?,
+                now,
+                tokens_expire,
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(ended.is_some())
     }
 
     async fn live_session(
@@ -373,16 +471,31 @@ impl AuthStore for SqlStore {
     }
 
     async fn revoke_session(&self, user_id: Uuid, session_id: Uuid, now: Time) -> Result<bool> {
-        let changed = statement(
-            "UPDATE sessions SET revoke_time = COALESCE(revoke_time, $3) \
-             WHERE id = $1 AND user_id = $2",
+        let mut tx = self.db.begin_write().await?;
+        let ended = statement(
+            "UPDATE sessions SET revoke_time = $3 \
+             WHERE id = $1 AND user_id = $2 AND revoke_time IS NULL",
         )
         .uuid(session_id)
         .uuid(user_id)
         .time(now)
-        .execute(&mut self.db.write().await?)
+        .execute(&mut tx)
         .await?;
-        Ok(changed > 0)
+        if ended > 0 {
+            let tokens_expire = now + self.tokens_outlive_session;
+            log_session_ended(&mut tx, user_id, session_id, now, tokens_expire).await?;
+            tx.commit().await?;
+            return Ok(true);
+        }
+        // Already ended: still the caller's, so not NOT_FOUND.
+        let theirs = statement("SELECT id FROM sessions WHERE id = $1 AND user_id = $2")
+            .uuid(session_id)
+            .uuid(user_id)
+            .fetch_optional(&mut tx)
+            .await?
+            .is_some();
+        tx.commit().await?;
+        Ok(theirs)
     }
 
     async fn change_password(
@@ -405,6 +518,20 @@ impl AuthStore for SqlStore {
             .time(now)
             .execute(&mut tx)
             .await?;
+        tx.lock_log(SESSION_EVENTS_LOG).await?;
+        statement(format!(
+            "INSERT INTO session_events (kind, user_id, session_id, event_time, tokens_expire_time) \
+             SELECT $4, user_id, id, $3, $5 FROM sessions \
+             WHERE user_id = $1 AND id <> $2 AND {} ORDER BY id",
+            live("$3")
+        ))
+        .uuid(user_id)
+        .uuid(session_id)
+        .time(now)
+        .small_int(SessionEventKind::SessionEnded as i16)
+        .time(now + self.tokens_outlive_session)
+        .execute(&mut tx)
+        .await?;
         statement(
             "UPDATE sessions SET revoke_time = COALESCE(revoke_time, $3) \
              WHERE user_id = $1 AND id <> $2",
@@ -551,7 +678,80 @@ impl AuthStore for SqlStore {
         .time(now - keep.ended_session)
         .execute(&mut tx)
         .await?;
+        removed += statement(
+            "DELETE FROM session_events WHERE (kind = $1 AND tokens_expire_time <= $2) \
+             OR event_time <= $3",
+        )
+        .small_int(SessionEventKind::SessionEnded as i16)
+        .time(now)
+        .time(now - keep.deleted_account_event)
+        .execute(&mut tx)
+        .await?;
         tx.commit().await?;
         Ok(removed)
+    }
+
+    async fn delete_account(&self, user_id: Uuid, now: Time) -> Result<bool> {
+        let mut tx = self.db.begin_write().await?;
+        // Sessions and refresh tokens go with the user (ON DELETE CASCADE).
+        let Some(deleted) = statement("DELETE FROM users WHERE id = $1 RETURNING email")
+            .uuid(user_id)
+            .fetch_optional(&mut tx)
+            .await?
+        else {
+            return Ok(false);
+        };
+        let email = deleted.text("email")?;
+        for table in ["login_attempts", "known_addresses"] {
+            statement(format!("DELETE FROM {table} WHERE email = $1"))
+                .text(&email)
+                .execute(&mut tx)
+                .await?;
+        }
+        tx.lock_log(SESSION_EVENTS_LOG).await?;
+        statement(
+            "INSERT INTO session_events (kind, user_id, session_id, event_time, tokens_expire_time) \
+             VALUES ($1, $2, NULL, $3, $4)",
+        )
+        .small_int(SessionEventKind::AccountDeleted as i16)
+        .uuid(user_id)
+        .time(now)
+        .time(now + self.tokens_outlive_session)
+        .execute(&mut tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn session_events_after(&self, after: i64, limit: i64) -> Result<Vec<SessionEvent>> {
+        statement(
+            "SELECT sequence, kind, user_id, session_id, event_time, tokens_expire_time \
+             FROM session_events WHERE sequence > $1 ORDER BY sequence LIMIT $2",
+        )
+        .big_int(after)
+        .big_int(limit)
+        .fetch_all(&mut self.db.read().await?)
+        .await?
+        .iter()
+        .map(session_event)
+        .collect()
+    }
+
+    async fn service_secret(&self, name: &str) -> Result<Vec<u8>> {
+        let candidate: [u8; 32] = rand::random();
+        let mut conn = self.db.write().await?;
+        statement(
+            "INSERT INTO service_secrets (name, value) VALUES ($1, $2) \
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .text(name)
+        .bytes(candidate.to_vec())
+        .execute(&mut conn)
+        .await?;
+        let row = statement("SELECT value FROM service_secrets WHERE name = $1")
+            .text(name)
+            .fetch_one(&mut conn)
+            .await?;
+        Ok(row.bytes("value")?)
     }
 }

@@ -137,6 +137,26 @@ pub trait TaskStore: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> Result<Completion>;
 
+    /// Remembers that `owner`'s account was deleted at `time` (idempotent):
+    /// their tasks are to go, and any written by a token still valid until
+    /// `tokens_expire` too.
+    async fn record_account_deletion(
+        &self,
+        owner: Uuid,
+        time: DateTime<Utc>,
+        tokens_expire: DateTime<Utc>,
+    ) -> Result<()>;
+
+    /// The deleted accounts whose tasks are not all gone yet, with the time
+    /// after which no token of theirs can write.
+    async fn pending_account_deletions(&self) -> Result<Vec<(Uuid, DateTime<Utc>)>>;
+
+    /// Deletes up to `limit` of `owner`'s tasks; how many it deleted.
+    async fn delete_tasks_of(&self, owner: Uuid, limit: usize) -> Result<u64>;
+
+    /// Marks `owner`'s deletion done: their tasks and counts are gone.
+    async fn finish_account_deletion(&self, owner: Uuid, now: DateTime<Utc>) -> Result<()>;
+
     /// The page-token key shared by every replica, created on first use.
     async fn page_token_secret(&self) -> Result<Vec<u8>>;
 

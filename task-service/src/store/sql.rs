@@ -497,6 +497,64 @@ impl TaskStore for SqlStore {
         Ok(Completion::Changed(next))
     }
 
+    async fn record_account_deletion(
+        &self,
+        owner: Uuid,
+        time: DateTime<Utc>,
+        tokens_expire: DateTime<Utc>,
+    ) -> Result<()> {
+        statement(
+            "INSERT INTO account_deletions (owner, deleted_time, tokens_expire_time) \
+             VALUES ($1, $2, $3) ON CONFLICT (owner) DO NOTHING",
+        )
+        .uuid(owner)
+        .time(time)
+        .time(tokens_expire)
+        .execute(&mut self.db.write().await?)
+        .await?;
+        Ok(())
+    }
+
+    async fn pending_account_deletions(&self) -> Result<Vec<(Uuid, DateTime<Utc>)>> {
+        statement(
+            "SELECT owner, tokens_expire_time FROM account_deletions WHERE done_time IS NULL \
+             ORDER BY deleted_time",
+        )
+        .fetch_all(&mut self.db.read().await?)
+        .await?
+        .iter()
+        .map(|row| Ok((row.uuid("owner")?, row.time("tokens_expire_time")?)))
+        .collect()
+    }
+
+    async fn delete_tasks_of(&self, owner: Uuid, limit: usize) -> Result<u64> {
+        // A bounded batch, so one deletion never holds the write lock long.
+        let deleted = statement(
+            "DELETE FROM tasks WHERE id IN \
+             (SELECT id FROM tasks WHERE owner = $1 ORDER BY id LIMIT $2)",
+        )
+        .uuid(owner)
+        .big_int(i64::try_from(limit).unwrap_or(i64::MAX))
+        .execute(&mut self.db.write().await?)
+        .await?;
+        Ok(deleted)
+    }
+
+    async fn finish_account_deletion(&self, owner: Uuid, now: DateTime<Utc>) -> Result<()> {
+        let mut tx = self.db.begin_write().await?;
+        statement("DELETE FROM task_counts WHERE owner = $1")
+            .uuid(owner)
+            .execute(&mut tx)
+            .await?;
+        statement("UPDATE account_deletions SET done_time = $2 WHERE owner = $1")
+            .uuid(owner)
+            .time(now)
+            .execute(&mut tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn page_token_secret(&self) -> Result<Vec<u8>> {
         let candidate: [u8; 32] = rand::random();
         let mut conn = self.db.write().await?;

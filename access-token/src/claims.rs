@@ -24,6 +24,18 @@ pub struct AccessClaims {
     pub jti: Uuid,
 }
 
+/// What the auth-service signs: the access claims, and beside them what it
+/// asserts about the user (`email_verified`). Verifiers read
+/// [`AccessClaims`] and ignore the rest; a relying party may read more.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct IssuedClaims<'a> {
+    #[serde(flatten)]
+    pub access: &'a AccessClaims,
+    /// Whether the owner had proven their email address when the token was
+    /// issued.
+    pub email_verified: bool,
+}
+
 /// The caller, as proven by a verified access token. Handlers take the owner
 /// of every row from here and from nowhere else.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

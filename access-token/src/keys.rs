@@ -14,7 +14,7 @@ use secrecy::{ExposeSecret, SecretSlice};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::{AccessClaims, TOKEN_TYPE};
+use crate::TOKEN_TYPE;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
@@ -88,7 +88,7 @@ impl SigningKey {
     }
 
     /// Signs `claims` as an access token with this key.
-    pub fn sign(&self, claims: &AccessClaims) -> Result<String, KeyError> {
+    pub fn sign(&self, claims: &impl serde::Serialize) -> Result<String, KeyError> {
         let mut header = Header::new(Algorithm::EdDSA);
         header.typ = Some(TOKEN_TYPE.to_owned());
         header.kid = Some(self.kid.clone());

@@ -21,6 +21,6 @@ mod keys;
 mod verify;
 
 pub use bearer::{BearerError, bearer_token};
-pub use claims::{AccessClaims, Identity, TOKEN_TYPE};
+pub use claims::{AccessClaims, Identity, IssuedClaims, TOKEN_TYPE};
 pub use keys::{Jwks, KeyError, SigningKey};
 pub use verify::{Verifier, VerifyError};

@@ -126,6 +126,29 @@ pub struct Config {
     #[arg(long, env = "AUTH_HASH_CONCURRENCY")]
     pub hash_concurrency: Option<usize>,
 
+    /// Where mail goes: `smtp://user:password@host:587` (STARTTLS when the
+    /// server offers it) or `smtps://...:465` (TLS). Without it each mail
+    /// is written as an `.eml` file into `--mail-dir`.
+    #[arg(long, env = "AUTH_SMTP_URL", hide_env_values = true)]
+    pub smtp_url: Option<String>,
+
+    /// The sender of verification and reset mails.
+    #[arg(
+        long,
+        env = "AUTH_MAIL_FROM",
+        default_value = "Todo <no-reply@localhost>"
+    )]
+    pub mail_from: String,
+
+    /// Where mails are written when there is no `--smtp-url`.
+    #[arg(long, env = "AUTH_MAIL_DIR", default_value = "data/mail")]
+    pub mail_dir: PathBuf,
+
+    /// The web app's address; links in mails are
+    /// `{app-url}/verify-email?token=...` and `{app-url}/reset-password?token=...`.
+    #[arg(long, env = "AUTH_APP_URL", default_value = "http://localhost:8080")]
+    pub app_url: String,
+
     /// Do not serve grpc.reflection (for production setups that do not
     /// publish their schema).
     #[arg(long, env = "AUTH_DISABLE_REFLECTION")]

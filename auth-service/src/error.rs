@@ -40,6 +40,14 @@ pub enum AuthError {
     Keys(#[from] KeyringError),
     #[error("could not sign a token")]
     Sign(#[from] access_token::KeyError),
+    #[error("could not compose a mail: {0}")]
+    Mail(String),
+}
+
+impl From<serving::status::Invalid> for AuthError {
+    fn from(invalid: serving::status::Invalid) -> Self {
+        Self::Invalid(invalid.0)
+    }
 }
 
 impl From<Violation> for AuthError {

@@ -15,7 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use access_token::{AccessClaims, Jwks, SigningKey, Verifier};
+use access_token::{Jwks, SigningKey, Verifier};
 use chrono::TimeDelta;
 use serving::clock::Clock;
 use tokio::sync::Mutex;
@@ -115,7 +115,7 @@ impl Keyring {
     }
 
     /// Signs `claims` with the active key.
-    pub fn sign(&self, claims: &AccessClaims) -> Result<String, access_token::KeyError> {
+    pub fn sign(&self, claims: &impl serde::Serialize) -> Result<String, access_token::KeyError> {
         self.current().signing.sign(claims)
     }
 

@@ -10,6 +10,8 @@
 //! - [`domain`]: `Email`, `Password`, `DisplayName`, parsed once at the edge.
 //! - [`password`]: argon2id on bounded blocking threads.
 //! - [`refresh_token`]: opaque 256-bit tokens, stored only as SHA-256.
+//! - [`recovery`] and [`mail`]: email verification, password reset and
+//!   account deletion; the outbox and its delivery worker.
 //! - [`keyring`]: Ed25519 signing keys in the database, rotation, JWKS.
 //! - [`throttle`]: per-address limits; the per-account window is in the store.
 //! - [`session_events`]: the internal stream of ended sessions and deleted
@@ -20,7 +22,9 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod keyring;
+pub mod mail;
 pub mod password;
+pub mod recovery;
 pub mod refresh_token;
 pub mod service;
 pub mod session_events;
@@ -40,13 +44,15 @@ use todo_proto::auth::{
     internal::v1::session_events_service_server::SessionEventsServiceServer,
     v1::auth_service_server::AuthServiceServer,
 };
-use tokio::net::TcpListener;
+use tokio::{net::TcpListener, sync::Notify};
 use tonic::codec::CompressionEncoding;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
 use crate::{
     keyring::Keyring,
+    mail::Mailer,
     password::Hasher,
+    recovery::Mail,
     refresh_token::SuccessorKey,
     service::{AuthApi, Policy},
     session_events::SessionEventsApi,
@@ -144,11 +150,31 @@ pub async fn serve(
         shutdown.clone(),
     );
 
+    let mailer = Mailer::new(
+        config.smtp_url.as_deref(),
+        &config.mail_dir,
+        &config.mail_from,
+        &config.app_url,
+    )?;
+    tracing::info!(to = %mailer.destination(), "mail delivery");
+    let mail = Mail {
+        mailer: mailer.clone(),
+        queued: Arc::new(Notify::new()),
+    };
+    tokio::spawn(mail::deliver(
+        store.clone(),
+        mailer,
+        config.clock.clone(),
+        mail.queued.clone(),
+        shutdown.clone(),
+    ));
+
     let session_events =
         SessionEventsServiceServer::new(SessionEventsApi::new(store.clone(), shutdown.clone()));
     let api = AuthApi {
         store,
         successors,
+        mail,
         hasher,
         keyring,
         limiter,

@@ -8,7 +8,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use access_token::{AccessClaims, Identity, VerifyError, bearer_token};
+use access_token::{AccessClaims, Identity, IssuedClaims, VerifyError, bearer_token};
 use chrono::TimeDelta;
 use serving::{address::AddressKey, clock::Clock, status::Violation};
 use todo_proto::auth::v1::{self as pb, auth_service_server::AuthService};
@@ -20,6 +20,7 @@ use crate::{
     error::AuthError,
     keyring::Keyring,
     password::Hasher,
+    recovery::Mail,
     refresh_token::{self, RefreshToken, SuccessorKey},
     store::{AuthStore, Credentials, NewSession, Rotation, Session, Time, User},
     throttle::AddressLimiter,
@@ -43,6 +44,7 @@ pub struct Policy {
 pub struct AuthApi {
     pub store: Arc<dyn AuthStore>,
     pub successors: SuccessorKey,
+    pub mail: Mail,
     pub hasher: Hasher,
     pub keyring: Arc<Keyring>,
     pub limiter: AddressLimiter,
@@ -52,7 +54,7 @@ pub struct AuthApi {
 
 const INVALID_REFRESH_TOKEN: &str = "refresh token is invalid, expired or revoked";
 const INVALID_ACCESS_TOKEN: &str = "access token is invalid or expired";
-const SESSION_ENDED: &str = "the session of this access token has ended";
+pub(crate) const SESSION_ENDED: &str = "the session of this access token has ended";
 const MAX_USER_AGENT_CHARS: usize = 256;
 
 fn timestamp(time: Time) -> prost_types::Timestamp {
@@ -62,13 +64,13 @@ fn timestamp(time: Time) -> prost_types::Timestamp {
     }
 }
 
-fn user_message(user: &User) -> pb::User {
+pub(crate) fn user_message(user: &User) -> pb::User {
     pb::User {
         id: user.id.to_string(),
         email: user.email.clone(),
         display_name: user.display_name.clone(),
         create_time: Some(timestamp(user.create_time)),
-        email_verified: false,
+        email_verified: user.email_verified,
     }
 }
 
@@ -87,8 +89,8 @@ fn session_message(session: &Session, current: Uuid) -> pb::Session {
 /// (it is shown back to the user in ListSessions and may reach logs).
 fn user_agent(metadata: &MetadataMap) -> String {
     let raw = metadata
-        .get("x-user-agent")
-        .or_else(|| metadata.get("user-agent"))
+        .get("user-agent")
+        .or_else(|| metadata.get("x-user-agent"))
         .and_then(|value| value.to_str().ok())
         .unwrap_or_default();
     raw.chars()
@@ -129,7 +131,7 @@ impl Policy {
 }
 
 impl AuthApi {
-    fn check_address<T>(&self, request: &Request<T>) -> Result<(), AuthError> {
+    pub(crate) fn check_address<T>(&self, request: &Request<T>) -> Result<(), AuthError> {
         self.limiter.check(request).map_err(|retry_after| {
             tracing::warn!(address = ?self.limiter.client_address(request), "address rate limit hit");
             AuthError::Throttled { message: "too many requests from this address; retry later", retry_after }
@@ -139,7 +141,7 @@ impl AuthApi {
     /// A new session for `user_id` starting `now`, with its first token.
     fn new_session(
         &self,
-        user_id: Uuid,
+        user: &User,
         user_agent: String,
         now: Time,
     ) -> (NewSession, RefreshToken) {
@@ -147,12 +149,13 @@ impl AuthApi {
         let absolute = now + self.policy.session_max_lifetime;
         let session = Session {
             id: Uuid::now_v7(),
-            user_id,
+            user_id: user.id,
             create_time: now,
             last_refresh_time: now,
             idle_expire_time: (now + self.policy.refresh_token_ttl).min(absolute),
             absolute_expire_time: absolute,
             user_agent,
+            email_verified: user.email_verified,
         };
         (
             NewSession {
@@ -181,8 +184,12 @@ impl AuthApi {
             nbf: None,
             jti: Uuid::new_v4(),
         };
+        let issued = IssuedClaims {
+            access: &claims,
+            email_verified: session.email_verified,
+        };
         Ok(pb::TokenPair {
-            access_token: self.keyring.sign(&claims)?,
+            access_token: self.keyring.sign(&issued)?,
             // Whole seconds, exactly the token's `exp`.
             access_token_expire_time: Some(prost_types::Timestamp {
                 seconds: claims.exp,
@@ -230,7 +237,7 @@ impl AuthApi {
     }
 
     /// The key the sign-in windows of `request`'s client are counted under.
-    fn address_key<T>(&self, request: &Request<T>) -> String {
+    pub(crate) fn address_key<T>(&self, request: &Request<T>) -> String {
         self.limiter.client_address(request).map_or_else(
             || "unknown".to_owned(),
             |address| AddressKey::of(address).to_string(),
@@ -253,7 +260,12 @@ impl AuthApi {
     /// The attempt is counted *before* the password is checked, and only a
     /// success resets this address's window: fifty guesses sent in
     /// parallel are counted as fifty, not as zero.
-    async fn count_attempt(&self, email: &str, address: &str, now: Time) -> Result<(), AuthError> {
+    pub(crate) async fn count_attempt(
+        &self,
+        email: &str,
+        address: &str,
+        now: Time,
+    ) -> Result<(), AuthError> {
         let window = self.policy.login_failure_window;
         let windows = self
             .store
@@ -315,8 +327,9 @@ impl AuthApi {
             email: email.as_str().to_owned(),
             display_name: name.into_string(),
             create_time: now,
+            email_verified: false,
         };
-        let (new_session, refresh) = self.new_session(user.id, user_agent, now);
+        let (new_session, refresh) = self.new_session(&user, user_agent, now);
         match self
             .store
             .create_user(
@@ -375,7 +388,7 @@ impl AuthApi {
         } else {
             None
         };
-        let (new_session, refresh) = self.new_session(credentials.user.id, user_agent, now);
+        let (new_session, refresh) = self.new_session(&credentials.user, user_agent, now);
         let started = self
             .store
             .start_session(
@@ -578,42 +591,6 @@ impl AuthApi {
     }
 }
 
-impl AuthApi {
-    /// Deletes the caller's account after checking its password again
-    /// (counted like a sign-in: a stolen access token is no oracle). Every
-    /// session ends with the account, and the event the store logs makes
-    /// every task-service refuse its tokens and delete its tasks.
-    async fn delete_account(
-        &self,
-        request: Request<pb::DeleteAccountRequest>,
-    ) -> Result<pb::DeleteAccountResponse, AuthError> {
-        let (identity, _) = self.authenticate(request.metadata()).await?;
-        let address = self.address_key(&request);
-        let password = Password::offered("password", &request.into_inner().password)?;
-        let now = self.clock.now();
-        let credentials = self
-            .store
-            .user_by_id(identity.user_id)
-            .await?
-            .ok_or(AuthError::Unauthenticated(SESSION_ENDED))?;
-        self.count_attempt(&credentials.user.email, &address, now)
-            .await?;
-        if !self
-            .hasher
-            .verify(&password, &credentials.password_hash)
-            .await?
-        {
-            tracing::warn!(user_id = %identity.user_id, "account deletion with a wrong password");
-            return Err(AuthError::Unauthenticated("password is incorrect"));
-        }
-        if !self.store.delete_account(identity.user_id, now).await? {
-            return Err(AuthError::Unauthenticated(SESSION_ENDED));
-        }
-        tracing::info!(user_id = %identity.user_id, "account deleted");
-        Ok(pb::DeleteAccountResponse {})
-    }
-}
-
 #[tonic::async_trait]
 impl AuthService for AuthApi {
     async fn register(
@@ -685,30 +662,34 @@ impl AuthService for AuthApi {
 
     async fn request_email_verification(
         &self,
-        _request: Request<pb::RequestEmailVerificationRequest>,
+        request: Request<pb::RequestEmailVerificationRequest>,
     ) -> Result<Response<pb::RequestEmailVerificationResponse>, Status> {
-        Err(Status::unimplemented("not yet"))
+        Ok(Response::new(
+            AuthApi::request_email_verification(self, request).await?,
+        ))
     }
 
     async fn verify_email(
         &self,
-        _request: Request<pb::VerifyEmailRequest>,
+        request: Request<pb::VerifyEmailRequest>,
     ) -> Result<Response<pb::VerifyEmailResponse>, Status> {
-        Err(Status::unimplemented("not yet"))
+        Ok(Response::new(AuthApi::verify_email(self, request).await?))
     }
 
     async fn request_password_reset(
         &self,
-        _request: Request<pb::RequestPasswordResetRequest>,
+        request: Request<pb::RequestPasswordResetRequest>,
     ) -> Result<Response<pb::RequestPasswordResetResponse>, Status> {
-        Err(Status::unimplemented("not yet"))
+        Ok(Response::new(
+            AuthApi::request_password_reset(self, request).await?,
+        ))
     }
 
     async fn reset_password(
         &self,
-        _request: Request<pb::ResetPasswordRequest>,
+        request: Request<pb::ResetPasswordRequest>,
     ) -> Result<Response<pb::ResetPasswordResponse>, Status> {
-        Err(Status::unimplemented("not yet"))
+        Ok(Response::new(AuthApi::reset_password(self, request).await?))
     }
 
     async fn delete_account(

@@ -71,6 +71,7 @@ pub struct User {
     pub email: String,
     pub display_name: String,
     pub create_time: Time,
+    pub email_verified: bool,
 }
 
 /// A user with the PHC string of their password hash (never leaves the service).
@@ -89,6 +90,9 @@ pub struct Session {
     pub idle_expire_time: Time,
     pub absolute_expire_time: Time,
     pub user_agent: String,
+    /// Whether the session's user has verified their email address (read
+    /// with the session, for the tokens issued to it).
+    pub email_verified: bool,
 }
 
 /// A new session with its first refresh token.
@@ -149,6 +153,32 @@ pub struct SessionEvent {
     pub time: Time,
     /// No access token of the session (or account) is valid after this.
     pub tokens_expire_time: Time,
+}
+
+/// What a mail token lets its holder do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MailTokenKind {
+    VerifyEmail = 1,
+    ResetPassword = 2,
+}
+
+/// A mail to queue in the outbox: who gets it, and the message, already
+/// formatted (RFC 5322), opaque to the store.
+#[derive(Clone)]
+pub struct NewMail {
+    pub id: Uuid,
+    pub recipient: String,
+    pub message: Vec<u8>,
+}
+
+/// A queued mail a delivery worker has claimed.
+#[derive(Clone)]
+pub struct OutgoingMail {
+    pub id: Uuid,
+    pub recipient: String,
+    pub message: Vec<u8>,
+    /// Earlier attempts that failed.
+    pub attempts: i64,
 }
 
 /// One failed-login window after recording an attempt.
@@ -290,6 +320,63 @@ pub trait AuthStore: Send + Sync + 'static {
 
     /// Up to `limit` events after `after`, in order.
     async fn session_events_after(&self, after: i64, limit: i64) -> Result<Vec<SessionEvent>>;
+
+    /// Counts one request in the window of `(key, scope)` (a window older
+    /// than `window` starts over): the throttle of mail requests, kept like
+    /// the sign-in windows.
+    async fn count_request(
+        &self,
+        key: &str,
+        scope: &str,
+        now: Time,
+        window: chrono::TimeDelta,
+    ) -> Result<LoginWindow>;
+
+    /// In one transaction: replaces `user_id`'s outstanding tokens of
+    /// `kind` with `token` (valid until `expire`), and queues `mail`.
+    async fn issue_mail_token(
+        &self,
+        user_id: Uuid,
+        kind: MailTokenKind,
+        token: &TokenHash,
+        expire: Time,
+        mail: &NewMail,
+        now: Time,
+    ) -> Result<()>;
+
+    /// Spends an email-verification token: the user, now verified; `None`
+    /// for a token that is unknown, used, expired or superseded.
+    async fn verify_email(&self, token: &TokenHash, now: Time) -> Result<Option<User>>;
+
+    /// Whether `token` is a reset token that [`AuthStore::reset_password`]
+    /// would accept now (checked before paying for the new hash).
+    async fn reset_token_is_live(&self, token: &TokenHash, now: Time) -> Result<bool>;
+
+    /// Spends a reset token: sets `password_hash`, deletes every reset token
+    /// of the user, ends every session (logging each), in one transaction.
+    /// The user's id, or `None` for a token that is not live.
+    async fn reset_password(
+        &self,
+        token: &TokenHash,
+        password_hash: &str,
+        now: Time,
+    ) -> Result<Option<Uuid>>;
+
+    /// Claims up to `limit` mails due at `now` for `lease` (other workers
+    /// skip them meanwhile; a worker that dies lets the lease run out).
+    async fn claim_mail(
+        &self,
+        now: Time,
+        lease: chrono::TimeDelta,
+        limit: i64,
+    ) -> Result<Vec<OutgoingMail>>;
+
+    /// Records a mail as sent and erases its body.
+    async fn mail_sent(&self, id: Uuid, now: Time) -> Result<()>;
+
+    /// Records a failed attempt: retried at `retry_at`, or, with `None`,
+    /// failed for good (the body is erased).
+    async fn mail_failed(&self, id: Uuid, now: Time, retry_at: Option<Time>) -> Result<()>;
 
     /// The service-wide secret named `name` (32 random bytes), created by
     /// the first caller and shared by every replica.

@@ -62,6 +62,42 @@ async fn log_session_ended(
     Ok(())
 }
 
+/// Ends every live session of `user_id` but `except`, logging each.
+async fn end_sessions(
+    tx: &mut Tx,
+    user_id: Uuid,
+    except: Option<Uuid>,
+    now: Time,
+    tokens_expire: Time,
+) -> Result<()> {
+    // The nil UUID is no session: with no exception, every session ends.
+    let except = except.unwrap_or(Uuid::nil());
+    tx.lock_log(SESSION_EVENTS_LOG).await?;
+    statement(format!(
+        "INSERT INTO session_events (kind, user_id, session_id, event_time, tokens_expire_time) \
+         SELECT $4, user_id, id, $3, $5 FROM sessions \
+         WHERE user_id = $1 AND id <> $2 AND {} ORDER BY id",
+        live("$3")
+    ))
+    .uuid(user_id)
+    .uuid(except)
+    .time(now)
+    .small_int(SessionEventKind::SessionEnded as i16)
+    .time(tokens_expire)
+    .execute(tx)
+    .await?;
+    statement(
+        "UPDATE sessions SET revoke_time = COALESCE(revoke_time, $3) \
+         WHERE user_id = $1 AND id <> $2",
+    )
+    .uuid(user_id)
+    .uuid(except)
+    .time(now)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
 fn session_event(row: &Row) -> Result<SessionEvent> {
     let kind = match row.small_int("kind")? {
         1 => SessionEventKind::SessionEnded,
@@ -78,9 +114,10 @@ fn session_event(row: &Row) -> Result<SessionEvent> {
     })
 }
 
-const USER_COLUMNS: &str = "id, email, display_name, password_hash, create_time";
+const USER_COLUMNS: &str = "id, email, display_name, password_hash, create_time, email_verified";
 const SESSION_COLUMNS: &str = "id, user_id, create_time, last_refresh_time, idle_expire_time, \
-                               absolute_expire_time, user_agent";
+     absolute_expire_time, user_agent, \
+     (SELECT email_verified FROM users WHERE users.id = sessions.user_id) AS email_verified";
 
 /// A session is live while not revoked and before both of its expiries;
 /// `now` names the placeholder bound to the current time.
@@ -95,6 +132,7 @@ fn credentials(row: &Row) -> Result<Credentials> {
             email: row.text("email")?,
             display_name: row.text("display_name")?,
             create_time: row.time("create_time")?,
+            email_verified: row.bool("email_verified")?,
         },
         password_hash: row.text("password_hash")?,
     })
@@ -109,6 +147,7 @@ fn session(row: &Row) -> Result<Session> {
         idle_expire_time: row.time("idle_expire_time")?,
         absolute_expire_time: row.time("absolute_expire_time")?,
         user_agent: row.text("user_agent")?,
+        email_verified: row.bool("email_verified")?,
     })
 }
 
@@ -369,8 +408,9 @@ impl AuthStore for SqlStore {
             // Another tab's refresh spent it a moment ago: if its successor
             // is still the session's live token, the session goes on.
             let successor = statement(format!(
-                "SELECT {SESSION_COLUMNS} FROM sessions s WHERE s.id = $1 AND {} AND EXISTS \
-                 (SELECT 1 FROM refresh_tokens t WHERE t.token_hash = $3 AND t.session_id = s.id \
+                "SELECT {SESSION_COLUMNS} FROM sessions WHERE sessions.id = $1 AND {} AND EXISTS \
+                 (SELECT 1 FROM refresh_tokens t WHERE t.token_hash = $3 \
+                  AND t.session_id = sessions.id \
                   AND t.spent_time IS NULL AND t.expire_time > $2)",
                 live("$2")
             ))
@@ -518,29 +558,20 @@ impl AuthStore for SqlStore {
             .time(now)
             .execute(&mut tx)
             .await?;
-        tx.lock_log(SESSION_EVENTS_LOG).await?;
-        statement(format!(
-            "INSERT INTO session_events (kind, user_id, session_id, event_time, tokens_expire_time) \
-             SELECT $4, user_id, id, $3, $5 FROM sessions \
-             WHERE user_id = $1 AND id <> $2 AND {} ORDER BY id",
-            live("$3")
-        ))
-        .uuid(user_id)
-        .uuid(session_id)
-        .time(now)
-        .small_int(SessionEventKind::SessionEnded as i16)
-        .time(now + self.tokens_outlive_session)
-        .execute(&mut tx)
-        .await?;
-        statement(
-            "UPDATE sessions SET revoke_time = COALESCE(revoke_time, $3) \
-             WHERE user_id = $1 AND id <> $2",
+        end_sessions(
+            &mut tx,
+            user_id,
+            Some(session_id),
+            now,
+            now + self.tokens_outlive_session,
         )
-        .uuid(user_id)
-        .uuid(session_id)
-        .time(now)
-        .execute(&mut tx)
         .await?;
+        // A password change voids every outstanding reset link.
+        statement("DELETE FROM mail_tokens WHERE user_id = $1 AND kind = $2")
+            .uuid(user_id)
+            .small_int(MailTokenKind::ResetPassword as i16)
+            .execute(&mut tx)
+            .await?;
         statement("DELETE FROM refresh_tokens WHERE session_id = $1 AND spent_time IS NULL")
             .uuid(session_id)
             .execute(&mut tx)
@@ -735,6 +766,212 @@ impl AuthStore for SqlStore {
         .iter()
         .map(session_event)
         .collect()
+    }
+
+    async fn count_request(
+        &self,
+        key: &str,
+        scope: &str,
+        now: Time,
+        window: TimeDelta,
+    ) -> Result<LoginWindow> {
+        let mut tx = self.db.begin_write().await?;
+        let counted = count_attempt(&mut tx, key, scope, now, window).await?;
+        tx.commit().await?;
+        Ok(counted)
+    }
+
+    async fn issue_mail_token(
+        &self,
+        user_id: Uuid,
+        kind: MailTokenKind,
+        token: &TokenHash,
+        expire: Time,
+        mail: &NewMail,
+        now: Time,
+    ) -> Result<()> {
+        let mut tx = self.db.begin_write().await?;
+        statement("DELETE FROM mail_tokens WHERE user_id = $1 AND kind = $2")
+            .uuid(user_id)
+            .small_int(kind as i16)
+            .execute(&mut tx)
+            .await?;
+        statement(
+            "INSERT INTO mail_tokens (token_hash, user_id, kind, create_time, expire_time) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bytes(&token[..])
+        .uuid(user_id)
+        .small_int(kind as i16)
+        .time(now)
+        .time(expire)
+        .execute(&mut tx)
+        .await?;
+        statement(
+            "INSERT INTO outbox (id, recipient, body, create_time, attempts, next_attempt_time) \
+             VALUES ($1, $2, $3, $4, 0, $4)",
+        )
+        .uuid(mail.id)
+        .text(&mail.recipient)
+        .bytes(&mail.message[..])
+        .time(now)
+        .execute(&mut tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn verify_email(&self, token: &TokenHash, now: Time) -> Result<Option<User>> {
+        let mut tx = self.db.begin_write().await?;
+        let spent = statement(
+            "DELETE FROM mail_tokens WHERE token_hash = $1 AND kind = $2 AND expire_time > $3 \
+             RETURNING user_id",
+        )
+        .bytes(&token[..])
+        .small_int(MailTokenKind::VerifyEmail as i16)
+        .time(now)
+        .fetch_optional(&mut tx)
+        .await?;
+        let Some(spent) = spent else {
+            return Ok(None);
+        };
+        let row = statement(format!(
+            "UPDATE users SET email_verified = TRUE, update_time = $2 WHERE id = $1 \
+             RETURNING {USER_COLUMNS}"
+        ))
+        .uuid(spent.uuid("user_id")?)
+        .time(now)
+        .fetch_one(&mut tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some(credentials(&row)?.user))
+    }
+
+    async fn reset_token_is_live(&self, token: &TokenHash, now: Time) -> Result<bool> {
+        Ok(statement(
+            "SELECT user_id FROM mail_tokens WHERE token_hash = $1 AND kind = $2 \
+             AND expire_time > $3",
+        )
+        .bytes(&token[..])
+        .small_int(MailTokenKind::ResetPassword as i16)
+        .time(now)
+        .fetch_optional(&mut self.db.read().await?)
+        .await?
+        .is_some())
+    }
+
+    async fn reset_password(
+        &self,
+        token: &TokenHash,
+        password_hash: &str,
+        now: Time,
+    ) -> Result<Option<Uuid>> {
+        let mut tx = self.db.begin_write().await?;
+        let spent = statement(
+            "DELETE FROM mail_tokens WHERE token_hash = $1 AND kind = $2 AND expire_time > $3 \
+             RETURNING user_id",
+        )
+        .bytes(&token[..])
+        .small_int(MailTokenKind::ResetPassword as i16)
+        .time(now)
+        .fetch_optional(&mut tx)
+        .await?;
+        let Some(spent) = spent else {
+            return Ok(None);
+        };
+        let user_id = spent.uuid("user_id")?;
+        // Every other reset link dies with this one.
+        statement("DELETE FROM mail_tokens WHERE user_id = $1 AND kind = $2")
+            .uuid(user_id)
+            .small_int(MailTokenKind::ResetPassword as i16)
+            .execute(&mut tx)
+            .await?;
+        statement("UPDATE users SET password_hash = $2, update_time = $3 WHERE id = $1")
+            .uuid(user_id)
+            .text(password_hash)
+            .time(now)
+            .execute(&mut tx)
+            .await?;
+        end_sessions(
+            &mut tx,
+            user_id,
+            None,
+            now,
+            now + self.tokens_outlive_session,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Some(user_id))
+    }
+
+    async fn claim_mail(
+        &self,
+        now: Time,
+        lease: TimeDelta,
+        limit: i64,
+    ) -> Result<Vec<OutgoingMail>> {
+        let mut tx = self.db.begin_write().await?;
+        let sql = format!(
+            "SELECT id, recipient, body, attempts FROM outbox \
+             WHERE sent_time IS NULL AND failed_time IS NULL AND next_attempt_time <= $1 \
+             AND (claimed_until IS NULL OR claimed_until <= $1) \
+             ORDER BY next_attempt_time LIMIT $2{}",
+            tx.for_update_skip_locked()
+        );
+        let rows = statement(sql)
+            .time(now)
+            .big_int(limit)
+            .fetch_all(&mut tx)
+            .await?;
+        let mut claimed = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let id = row.uuid("id")?;
+            statement("UPDATE outbox SET claimed_until = $2 WHERE id = $1")
+                .uuid(id)
+                .time(now + lease)
+                .execute(&mut tx)
+                .await?;
+            claimed.push(OutgoingMail {
+                id,
+                recipient: row.text("recipient")?,
+                message: row.bytes("body")?,
+                attempts: row.big_int("attempts")?,
+            });
+        }
+        tx.commit().await?;
+        Ok(claimed)
+    }
+
+    async fn mail_sent(&self, id: Uuid, now: Time) -> Result<()> {
+        statement(
+            "UPDATE outbox SET sent_time = $2, claimed_until = NULL, body = $3 WHERE id = $1",
+        )
+        .uuid(id)
+        .time(now)
+        .bytes(Vec::new())
+        .execute(&mut self.db.write().await?)
+        .await?;
+        Ok(())
+    }
+
+    async fn mail_failed(&self, id: Uuid, now: Time, retry_at: Option<Time>) -> Result<()> {
+        let statement = match retry_at {
+            Some(retry_at) => statement(
+                "UPDATE outbox SET attempts = attempts + 1, next_attempt_time = $2, \
+                 claimed_until = NULL WHERE id = $1",
+            )
+            .uuid(id)
+            .time(retry_at),
+            None => statement(
+                "UPDATE outbox SET attempts = attempts + 1, failed_time = $2, \
+                 claimed_until = NULL, body = $3 WHERE id = $1",
+            )
+            .uuid(id)
+            .time(now)
+            .bytes(Vec::new()),
+        };
+        statement.execute(&mut self.db.write().await?).await?;
+        Ok(())
     }
 
     async fn service_secret(&self, name: &str) -> Result<Vec<u8>> {

@@ -47,9 +47,23 @@ struct Cli {
     )]
     allowed_origins: Vec<String>,
 
+    /// The web app served at the gateway's `/` (the built bundle in the
+    /// repository's `web/dist` by default).
+    #[arg(long, env = "TODO_WEB_ROOT", default_value = DEFAULT_WEB_ROOT)]
+    web_root: PathBuf,
+
+    /// Where verification and reset mails go (`smtp://...`); without it
+    /// they are written as `.eml` files into `<data-dir>/mail`.
+    #[arg(long, env = "TODO_SMTP_URL", hide_env_values = true)]
+    smtp_url: Option<String>,
+
     #[command(flatten)]
     logs: LogArgs,
 }
+
+/// The web app as built in this source tree: `cargo run` serves it
+/// whatever the working directory.
+const DEFAULT_WEB_ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/web/dist");
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -71,6 +85,9 @@ async fn main() -> anyhow::Result<()> {
         // The gateway runs on loopback: its x-forwarded-for (the browser's
         // address) is what per-address throttling must see.
         trusted_proxies: vec!["127.0.0.1/32".parse()?, "::1/128".parse()?],
+        mail_dir: cli.data_dir.join("mail"),
+        smtp_url: cli.smtp_url,
+        app_url: format!("http://{gateway_addr}"),
         ..auth_service::Config::default()
     };
     let tasks = task_service::Config {
@@ -84,6 +101,7 @@ async fn main() -> anyhow::Result<()> {
         auth_url: format!("http://{auth_addr}").parse()?,
         tasks_url: format!("http://{tasks_addr}").parse()?,
         allowed_origins: cli.allowed_origins,
+        web_root: Some(cli.web_root),
         ..gateway::Config::default()
     };
 
@@ -139,12 +157,14 @@ fn print_banner(
     let _ = writeln!(
         std::io::stdout().lock(),
         "\
-todo stack (SQLite in {data}/)
+todo stack (SQLite in {data}/, mail in {data}/mail/)
+  web app       http://{gateway}/
   auth-service  http://{auth}
   task-service  http://{tasks}
-  gateway       http://{gateway}  (gRPC-Web for browsers, and gRPC)
+  gateway       http://{gateway}  (Connect and JSON, gRPC-Web, gRPC)
 
 Try:
+  curl -H 'content-type: application/json' -d '{{}}' http://{gateway}/auth.v1.AuthService/GetJwks
   grpcurl -plaintext {gateway} list
   grpcurl -plaintext -d '{{\"email\":\"ada@example.com\",\"password\":\"correct horse battery staple\"}}' \\
       {gateway} auth.v1.AuthService/Register

@@ -104,6 +104,12 @@ pub struct Config {
     #[arg(long, env = "GATEWAY_MAX_CONCURRENT_STREAMS", default_value_t = 200)]
     pub max_concurrent_streams: u32,
 
+    /// A folder holding the web app (its `index.html` and assets), served
+    /// to GET requests on the same origin as the API; unknown paths get
+    /// `index.html` (the app's own routes). Without it, only the API.
+    #[arg(long, env = "GATEWAY_WEB_ROOT")]
+    pub web_root: Option<std::path::PathBuf>,
+
     /// How long the JWK Set served at `/.well-known/jwks.json` is cached.
     #[arg(long, env = "GATEWAY_JWKS_CACHE_TTL", default_value = "30s", value_parser = humantime::parse_duration)]
     pub jwks_cache_ttl: Duration,
@@ -136,6 +142,7 @@ impl Default for Config {
             max_anonymous_streams_per_address: 4,
             max_connections: 10_000,
             max_concurrent_streams: 200,
+            web_root: None,
             jwks_cache_ttl: Duration::from_secs(30),
             disable_reflection: false,
             shutdown_grace: Duration::from_secs(10),

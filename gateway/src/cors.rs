@@ -24,14 +24,16 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::Error;
 
-/// Request headers a gRPC-Web client may send.
-const ALLOWED_HEADERS: [&str; 6] = [
+/// Request headers a gRPC-Web or Connect client may send.
+const ALLOWED_HEADERS: [&str; 8] = [
     "authorization",
     "content-type",
     "x-grpc-web",
     "x-user-agent",
     "grpc-timeout",
     "x-request-id",
+    "connect-protocol-version",
+    "connect-timeout-ms",
 ];
 
 /// Response headers a page may read: the call's status travels in them

@@ -12,7 +12,13 @@
 //! and flips everything to `NOT_SERVING` at shutdown. The process (`""`)
 //! and both service names report that one combined status.
 
-use std::time::Duration;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use serving::{CancellationToken, health::HealthReporter};
 use tonic_health::pb::{
@@ -30,18 +36,67 @@ pub const SERVICES: [&str; 2] = ["auth.v1.AuthService", "tasks.v1.TaskService"];
 /// Longest wait for one upstream's health answer.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Tracks both upstreams' health into `reporter` until `shutdown`.
+/// What `GET /readyz` answers from: the upstreams as last probed, and
+/// whether the gateway is shutting down.
+#[derive(Debug, Clone, Default)]
+pub struct Readiness(Arc<ReadinessState>);
+
+#[derive(Debug, Default)]
+struct ReadinessState {
+    auth: AtomicBool,
+    tasks: AtomicBool,
+    shutting_down: AtomicBool,
+}
+
+impl Readiness {
+    pub fn shutting_down(&self) {
+        self.0.shutting_down.store(true, Ordering::Relaxed);
+    }
+
+    /// `Ok` with the upstreams' states while the gateway can serve, `Err`
+    /// with the reason otherwise. One upstream down makes only its own
+    /// routes answer `UNAVAILABLE`, so it does not take every gateway out
+    /// of the load balancer (and sign-in with it); both down, or shutting
+    /// down, does.
+    pub fn check(&self) -> Result<String, String> {
+        let state = |up: &AtomicBool| {
+            if up.load(Ordering::Relaxed) {
+                "serving"
+            } else {
+                "not serving"
+            }
+        };
+        let detail = format!(
+            "auth-service: {}; task-service: {}",
+            state(&self.0.auth),
+            state(&self.0.tasks)
+        );
+        if self.0.shutting_down.load(Ordering::Relaxed) {
+            Err("shutting down".to_owned())
+        } else if !self.0.auth.load(Ordering::Relaxed) && !self.0.tasks.load(Ordering::Relaxed) {
+            Err(format!("no upstream is serving ({detail})"))
+        } else {
+            Ok(detail)
+        }
+    }
+}
+
+/// Tracks both upstreams' health into `reporter` and `readiness` until
+/// `shutdown`.
 pub async fn track(
     reporter: HealthReporter,
+    readiness: Readiness,
     auth: Upstream,
     tasks: Upstream,
     shutdown: CancellationToken,
 ) {
     let span = tracing::info_span!("gateway_health");
     let track = serving::health::track(reporter, SERVICES.to_vec(), shutdown, || {
-        let (auth, tasks) = (auth.clone(), tasks.clone());
+        let (auth, tasks, readiness) = (auth.clone(), tasks.clone(), readiness.clone());
         async move {
             let (auth_up, tasks_up) = tokio::join!(is_serving(&auth), is_serving(&tasks));
+            readiness.0.auth.store(auth_up, Ordering::Relaxed);
+            readiness.0.tasks.store(tasks_up, Ordering::Relaxed);
             auth_up && tasks_up
         }
     });

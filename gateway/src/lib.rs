@@ -16,6 +16,7 @@
 //! [`limits`], [`health`] and [`jwks`].
 
 mod config;
+pub mod connect;
 pub mod cors;
 pub mod drain;
 pub mod headers;
@@ -26,6 +27,7 @@ pub mod router;
 mod server;
 pub mod stack;
 pub mod upstream;
+pub mod web;
 
 pub use config::Config;
 pub use server::serve;

@@ -76,6 +76,7 @@ pub async fn serve(
     .await;
     let health = tokio::spawn(health::track(
         gateway.health_reporter.clone(),
+        gateway.readiness.clone(),
         gateway.auth.clone(),
         gateway.tasks.clone(),
         shutdown.clone(),
@@ -158,6 +159,7 @@ pub async fn serve(
         while connections.try_join_next().is_some() {}
     }
     drop(listener);
+    gateway.readiness.shutting_down();
 
     tracing::info!(open_connections = graceful.count(), "gateway draining");
     let drained = graceful.shutdown();

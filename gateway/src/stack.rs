@@ -4,8 +4,12 @@
 //! connection (server.rs)      peer address into the request's extensions
 //!  -> CORS (cors.rs)          preflights answered here; allowed origins marked
 //!  -> entry                   x-request-id set and echoed, gRPC-Web callers
-//!     |                       marked; GET /.well-known/jwks.json answered
-//!     |                       (jwks.rs)
+//!     |                       marked; GETs answered here: the JWKS
+//!     |                       (jwks.rs), /healthz and /readyz, the web app
+//!     |                       (web.rs); a POST in a content type nobody
+//!     |                       speaks answered 415
+//!     |-> Connect (connect.rs) unary and streaming, proto and JSON, made a
+//!     |                       gRPC call to the stack below and back
 //!     -> gRPC-Web (tonic-web) grpc-web / grpc-web-text <-> gRPC; gRPC passes
 //!        -> trace (tower-http) the call's span; status (from the trailers
 //!           |                  too) and latency logged when it ends
@@ -21,8 +25,9 @@
 //!           -> UNIMPLEMENTED
 //! ```
 //!
-//! The JWKS document is answered *before* the gRPC-Web layer because that
-//! layer turns away every HTTP/1.1 request that is not gRPC-Web. Tracing
+//! The JWKS document, probes and app are answered *before* the gRPC-Web
+//! layer because that layer turns away every HTTP/1.1 request that is not
+//! gRPC-Web; Connect calls enter the stack below it as plain gRPC. Tracing
 //! sits *below* it, where every call is plain gRPC and its status is a real
 //! trailer the classifier can read. Statuses that describe the caller's
 //! request (`NOT_FOUND`, `INVALID_ARGUMENT`, ...) are outcomes, logged at
@@ -41,7 +46,8 @@ use std::{
     task::{Context, Poll},
 };
 
-use http::{Method, Request, Response};
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
 use serving::{CancellationToken, health::HealthReporter};
 use tonic::{body::Body, service::Routes};
 use tonic_web::GrpcWebLayer;
@@ -54,11 +60,15 @@ use tower_http::{
 use tracing::Level;
 
 use crate::{
-    Config, Error, cors, headers,
+    Config, Error,
+    connect::{self, Connect, Protocol},
+    cors, headers,
+    health::Readiness,
     jwks::{self, Jwks},
     limits::Budget,
     router::{GrpcWebCaller, Router},
     upstream::{self, CallLimits, Upstream},
+    web::{self, WebApp},
 };
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = Result<T, Infallible>> + Send>>;
@@ -78,6 +88,8 @@ pub struct Gateway {
     /// Cancelled by the server when the shutdown grace runs out: every
     /// response still open then ends with `UNAVAILABLE` (see drain.rs).
     pub closing: CancellationToken,
+    /// What `GET /readyz` says.
+    pub readiness: Readiness,
 }
 
 impl Gateway {
@@ -126,9 +138,17 @@ impl Gateway {
             .on_eos(DefaultOnEos::new().level(Level::INFO))
             .on_failure(DefaultOnFailure::new().level(Level::WARN))
             .layer(RouterService(Arc::new(router)));
+        let readiness = Readiness::default();
         let entry = Entry {
             grpc: BoxCloneService::new(GrpcWebLayer::new().layer(traced)),
+            connect: Arc::new(Connect::new(
+                todo_proto::FILE_DESCRIPTOR_SET,
+                &serving::reflection::PUBLIC_SERVICES,
+                config.max_body_bytes,
+            )),
             jwks: Arc::new(Jwks::new(auth_own.clone(), config.jwks_cache_ttl)),
+            web: config.web_root.as_deref().map(web::app),
+            readiness: readiness.clone(),
         };
         let service = cors::layer(&config.allowed_origins)?.layer(entry);
         Ok(Self {
@@ -137,6 +157,7 @@ impl Gateway {
             auth: auth_own,
             tasks: tasks_own,
             closing,
+            readiness,
         })
     }
 }
@@ -181,12 +202,27 @@ fn classifier() -> GrpcErrorsAsFailures {
     )
 }
 
-/// Below CORS: names the call, serves the JWKS document, and hands every
-/// other request to the gRPC-Web layer.
+/// Below CORS: names the call, answers GETs (the JWKS document, probes,
+/// the web app), turns Connect calls into gRPC ones, refuses content types
+/// nobody speaks, and hands gRPC and gRPC-Web to the gRPC-Web layer.
 #[derive(Clone)]
 pub struct Entry {
     grpc: BoxCloneService<Request<Body>, Response<Body>, Infallible>,
+    connect: Arc<Connect>,
     jwks: Arc<Jwks>,
+    web: Option<WebApp>,
+    readiness: Readiness,
+}
+
+/// A small plain-text answer (probes, 404).
+fn plain(status: StatusCode, text: String) -> Response<Body> {
+    let mut response = Response::new(Body::new(http_body_util::Full::new(Bytes::from(text))));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
 }
 
 impl Service<Request<Body>> for Entry {
@@ -203,23 +239,47 @@ impl Service<Request<Body>> for Entry {
         if is_grpc_web(&request) {
             request.extensions_mut().insert(GrpcWebCaller);
         }
-        let grpc = self.grpc.clone();
-        let jwks = self.jwks.clone();
+        let this = self.clone();
         Box::pin(async move {
-            let mut response =
-                if request.method() == Method::GET && request.uri().path() == jwks::PATH {
-                    jwks.respond().await
-                } else {
-                    match grpc.oneshot(request).await {
-                        Ok(response) => response,
-                        Err(infallible) => match infallible {},
-                    }
-                };
+            let mut response = this.respond(request).await;
             response
                 .headers_mut()
                 .insert(headers::X_REQUEST_ID, request_id);
             Ok(response)
         })
+    }
+}
+
+impl Entry {
+    async fn respond(self, request: Request<Body>) -> Response<Body> {
+        let method = request.method().clone();
+        if method == Method::GET || method == Method::HEAD {
+            return match request.uri().path() {
+                jwks::PATH => self.jwks.respond().await,
+                "/healthz" => plain(StatusCode::OK, "ok\n".to_owned()),
+                "/readyz" => match self.readiness.check() {
+                    Ok(detail) => plain(StatusCode::OK, format!("ready: {detail}\n")),
+                    Err(reason) => plain(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!("not ready: {reason}\n"),
+                    ),
+                },
+                _ => match self.web {
+                    Some(web) => web::respond(web, request).await,
+                    None => plain(StatusCode::NOT_FOUND, "not found\n".to_owned()),
+                },
+            };
+        }
+        match connect::protocol(request.headers()) {
+            Protocol::Grpc => match self.grpc.oneshot(request).await {
+                Ok(response) => response,
+                Err(infallible) => match infallible {},
+            },
+            Protocol::Connect(kind, codec) => {
+                self.connect.call(request, kind, codec, self.grpc).await
+            }
+            Protocol::Unsupported => connect::unsupported_media_type(),
+        }
     }
 }
 

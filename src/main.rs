@@ -57,6 +57,11 @@ struct Cli {
     #[arg(long, env = "TODO_SMTP_URL", hide_env_values = true)]
     smtp_url: Option<String>,
 
+    /// Serve Prometheus metrics of all three at `GET /metrics` on this
+    /// address (off without it).
+    #[arg(long, env = "TODO_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
+
     #[command(flatten)]
     logs: LogArgs,
 }
@@ -106,6 +111,7 @@ async fn main() -> anyhow::Result<()> {
     };
 
     let shutdown = serving::shutdown::on_signal();
+    serving::metrics::serve_if(cli.metrics_listen, shutdown.clone()).await?;
     print_banner(&cli.data_dir, auth_addr, tasks_addr, gateway_addr);
 
     let (auth, tasks, gateway) = tokio::join!(

@@ -149,6 +149,11 @@ pub struct Config {
     #[arg(long, env = "AUTH_APP_URL", default_value = "http://localhost:8080")]
     pub app_url: String,
 
+    /// Serve Prometheus metrics at `GET /metrics` on this address (off
+    /// without it).
+    #[arg(long, env = "AUTH_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
     /// Do not serve grpc.reflection (for production setups that do not
     /// publish their schema).
     #[arg(long, env = "AUTH_DISABLE_REFLECTION")]

@@ -83,6 +83,7 @@ impl Keyring {
                         .insert_first_signing_key(key.kid(), key.pkcs8_der(), now)
                         .await?
                     {
+                        serving::metrics::metrics().signing_keys_generated.inc();
                         tracing::info!(kid = key.kid(), "generated the first signing key");
                     }
                 }
@@ -196,5 +197,6 @@ pub async fn rotate(store: &dyn AuthStore, now: Time) -> Result<String, KeyringE
     store
         .activate_signing_key(key.kid(), key.pkcs8_der(), now)
         .await?;
+    serving::metrics::metrics().signing_keys_generated.inc();
     Ok(key.kid().to_owned())
 }

@@ -61,6 +61,9 @@ use crate::{
 };
 
 /// The service name health reports under.
+/// This process in metrics.
+const COMPONENT: &str = "auth-service";
+
 pub const SERVICE_NAME: &str = "auth.v1.AuthService";
 
 /// The service secret that derives refresh-token successors.
@@ -89,6 +92,8 @@ pub async fn serve(
         store::MIGRATIONS,
     )
     .await?;
+    serving::metrics::serve_if(config.metrics_listen, shutdown.clone()).await?;
+    serving::metrics::sample_pools(COMPONENT, &database);
     let store = store::open(&database, service::delta(config.access_token_ttl));
     let successors = SuccessorKey::new(store.service_secret(SUCCESSOR_KEY).await?);
     let key_file = match &config.signing_key_file {
@@ -203,6 +208,7 @@ pub async fn serve(
         .map_request(serving::telemetry::drop_unsafe_request_id)
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .layer(serving::telemetry::rpc_trace_layer())
+        .layer(serving::metrics::RpcMetricsLayer::new(COMPONENT))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(transport::tidy_status_layer());
 

@@ -240,6 +240,16 @@ fn escape_html(text: &str) -> String {
     escaped
 }
 
+fn count_mail(outcome: &'static str) {
+    serving::metrics::metrics()
+        .mail
+        .get_or_create(&serving::metrics::OutcomeLabels {
+            component: "auth-service",
+            outcome,
+        })
+        .inc();
+}
+
 /// The delay before attempt `attempts + 1`.
 fn retry_delay(attempts: i64) -> Duration {
     let doublings = u32::try_from(attempts.clamp(0, 20)).unwrap_or(20);
@@ -274,14 +284,17 @@ pub async fn deliver(
             };
             let recorded = match outcome {
                 Ok(()) => {
+                    count_mail("sent");
                     tracing::info!(mail = %mail.id, to = %mail.recipient, "mail sent");
                     store.mail_sent(mail.id, clock.now()).await
                 }
                 Err(error) if mail.attempts + 1 >= MAX_ATTEMPTS => {
+                    count_mail("failed");
                     tracing::error!(mail = %mail.id, to = %mail.recipient, %error, attempts = mail.attempts + 1, "mail failed for good");
                     store.mail_failed(mail.id, clock.now(), None).await
                 }
                 Err(error) => {
+                    count_mail("retried");
                     let delay = retry_delay(mail.attempts);
                     tracing::warn!(mail = %mail.id, %error, retry_in = ?delay, "mail not sent; will retry");
                     let retry_at = clock.now() + TimeDelta::from_std(delay).unwrap_or(LEASE);

@@ -154,13 +154,17 @@ impl Hasher {
         work: impl FnOnce(&mut Vec<Block>) -> T + Send + 'static,
     ) -> Result<T, HashError> {
         let permit = {
+            let metrics = serving::metrics::metrics();
+            let waited = std::time::Instant::now();
             self.waiting.fetch_add(1, Ordering::Relaxed);
+            metrics.hash_waiting.inc();
             let _done = Decrement(&self.waiting);
-            self.permits
-                .clone()
-                .acquire_owned()
-                .await
-                .map_err(|_| HashError::Closed)?
+            let permit = self.permits.clone().acquire_owned().await;
+            metrics.hash_waiting.dec();
+            metrics
+                .hash_wait_seconds
+                .observe(waited.elapsed().as_secs_f64());
+            permit.map_err(|_| HashError::Closed)?
         };
         let (answer, answered) = oneshot::channel();
         let job: Job = Box::new(move |blocks| {

@@ -71,6 +71,7 @@ impl AuthApi {
             let retry_after = (window.window_start + MAIL_WINDOW - now)
                 .to_std()
                 .unwrap_or(Duration::from_secs(1));
+            serving::metrics::metrics().refused("auth-service", "mail_requests");
             tracing::warn!(email, ?kind, "mail requests throttled for this email");
             return Err(AuthError::Throttled {
                 message: "too many mails asked for this address; retry later",

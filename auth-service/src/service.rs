@@ -133,8 +133,12 @@ impl Policy {
 impl AuthApi {
     pub(crate) fn check_address<T>(&self, request: &Request<T>) -> Result<(), AuthError> {
         self.limiter.check(request).map_err(|retry_after| {
+            serving::metrics::metrics().refused("auth-service", "address_rate");
             tracing::warn!(address = ?self.limiter.client_address(request), "address rate limit hit");
-            AuthError::Throttled { message: "too many requests from this address; retry later", retry_after }
+            AuthError::Throttled {
+                message: "too many requests from this address; retry later",
+                retry_after,
+            }
         })
     }
 
@@ -286,6 +290,14 @@ impl AuthApi {
         let retry_after = (full.window_start + window - now)
             .to_std()
             .unwrap_or_default();
+        serving::metrics::metrics().refused(
+            "auth-service",
+            if over_address {
+                "sign_in_window_address"
+            } else {
+                "sign_in_window_account"
+            },
+        );
         tracing::warn!(
             email,
             address,

@@ -114,6 +114,11 @@ pub struct Config {
     #[arg(long, env = "GATEWAY_JWKS_CACHE_TTL", default_value = "30s", value_parser = humantime::parse_duration)]
     pub jwks_cache_ttl: Duration,
 
+    /// Serve Prometheus metrics at `GET /metrics` on this address (off
+    /// without it).
+    #[arg(long, env = "GATEWAY_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
     /// Do not serve grpc.reflection (for production setups that do not
     /// publish their schema).
     #[arg(long, env = "GATEWAY_DISABLE_REFLECTION")]
@@ -144,6 +149,7 @@ impl Default for Config {
             max_concurrent_streams: 200,
             web_root: None,
             jwks_cache_ttl: Duration::from_secs(30),
+            metrics_listen: None,
             disable_reflection: false,
             shutdown_grace: Duration::from_secs(10),
         }

@@ -107,7 +107,21 @@ pub async fn track(
 /// Whether `upstream` answers its health check with `SERVING` (one of its
 /// serving replicas, when there are several).
 async fn is_serving(upstream: &Upstream) -> bool {
-    is_serving_at(upstream.client(), upstream.origin()).await
+    let origin = upstream.origin();
+    let serving = is_serving_at(upstream.client(), origin.clone()).await;
+    record(upstream.name(), &origin, serving);
+    serving
+}
+
+/// Sets `gateway_upstream_up` of one upstream address.
+pub fn record(upstream: &'static str, origin: &Uri, serving: bool) {
+    let address = origin
+        .authority()
+        .map_or_else(String::new, |authority| authority.to_string());
+    serving::metrics::metrics()
+        .upstream_up
+        .get_or_create(&serving::metrics::UpstreamLabels { upstream, address })
+        .set(i64::from(serving));
 }
 
 /// Whether the service at `origin` answers its health check with `SERVING`.

@@ -119,6 +119,15 @@ impl Router {
                         "too many health or reflection streams are open; retry later"
                     }
                 };
+                serving::metrics::metrics().refused(
+                    "gateway",
+                    match (refused, anonymous_stream) {
+                        (Refused::Address, false) => "calls_per_address",
+                        (Refused::Global, false) => "calls",
+                        (Refused::Address, true) => "anonymous_streams_per_address",
+                        (Refused::Global, true) => "anonymous_streams",
+                    },
+                );
                 tracing::warn!(peer = ?peer.map(serving::address::AddressKey::of), ?refused, anonymous_stream, "refusing a call over its budget");
                 return in_trailers(refusal(message));
             }

@@ -67,6 +67,7 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let gateway = Gateway::build(&config)?;
+    serving::metrics::serve_if(config.metrics_listen, shutdown.clone()).await?;
     // Not serving until the first probe has seen both upstreams answer.
     serving::health::set_all(
         &gateway.health_reporter,
@@ -98,6 +99,7 @@ pub async fn serve(
             Err(_) => {
                 // Once a minute at most: under a flood this is hit for
                 // every connection that closes.
+                serving::metrics::metrics().refused("gateway", "connections");
                 if limit_logged.is_none_or(|at| at.elapsed() >= LIMIT_LOG_INTERVAL) {
                     limit_logged = Some(std::time::Instant::now());
                     tracing::warn!(

@@ -137,7 +137,10 @@ impl Gateway {
             .on_response(DefaultOnResponse::new().level(Level::INFO))
             .on_eos(DefaultOnEos::new().level(Level::INFO))
             .on_failure(DefaultOnFailure::new().level(Level::WARN))
-            .layer(RouterService(Arc::new(router)));
+            .layer(
+                serving::metrics::RpcMetricsLayer::new("gateway")
+                    .layer(RouterService(Arc::new(router))),
+            );
         let readiness = Readiness::default();
         let entry = Entry {
             grpc: BoxCloneService::new(GrpcWebLayer::new().layer(traced)),

@@ -151,6 +151,11 @@ impl Upstream {
         }
     }
 
+    /// The service's name, for logs and metrics.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
     /// `http://address:port/` of the replica the next call goes to.
     pub fn origin(&self) -> Uri {
         self.endpoints.pick()
@@ -341,10 +346,11 @@ impl Checking {
                 continue;
             };
             let probe = self.0.probe.clone();
+            let name = self.0.name;
             checks.spawn(async move {
-                crate::health::is_serving_at(&probe, origin)
-                    .await
-                    .then_some(address)
+                let serving = crate::health::is_serving_at(&probe, origin.clone()).await;
+                crate::health::record(name, &origin, serving);
+                serving.then_some(address)
             });
         }
         let mut serving = Vec::new();

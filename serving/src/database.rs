@@ -166,6 +166,18 @@ impl Database {
         result.is_ok()
     }
 
+    /// Connections open in the pools, and how many of them are idle.
+    pub fn pool_sizes(&self) -> (u32, u32) {
+        let idle = |idle: usize| u32::try_from(idle).unwrap_or(u32::MAX);
+        match self {
+            Self::Sqlite { reader, writer } => (
+                reader.size() + writer.size(),
+                idle(reader.num_idle()) + idle(writer.num_idle()),
+            ),
+            Self::Postgres(pool) => (pool.size(), idle(pool.num_idle())),
+        }
+    }
+
     pub async fn close(&self) {
         match self {
             Self::Sqlite { reader, writer } => {

@@ -10,6 +10,7 @@
 //! - [`database`]: SQLite (WAL, busy timeout, one writer) or PostgreSQL pools
 //!   from a URL, and which driver errors mean "unavailable";
 //! - [`sql`]: one SQL text for both backends: binding, rows, transactions;
+//! - [`metrics`]: Prometheus metrics and the RPC metrics layer;
 //! - [`status`]: `INVALID_ARGUMENT` with `BadRequest`, `RESOURCE_EXHAUSTED`
 //!   with `RetryInfo`, and an `INTERNAL` that leaks nothing;
 //! - [`telemetry`]: tracing set-up and the per-RPC span;
@@ -21,6 +22,7 @@ pub mod address;
 pub mod clock;
 pub mod database;
 pub mod health;
+pub mod metrics;
 pub mod reflection;
 pub mod shutdown;
 pub mod sql;

@@ -258,6 +258,18 @@ impl Tx {
         Ok(())
     }
 
+    /// What a `SELECT` appends to claim the rows it reads for the rest of
+    /// the transaction while other transactions skip them (a work queue
+    /// served by several processes): `FOR UPDATE SKIP LOCKED` on
+    /// PostgreSQL; nothing on SQLite, where one write transaction runs at a
+    /// time.
+    pub fn for_update_skip_locked(&self) -> &'static str {
+        match self {
+            Self::Sqlite(_) => "",
+            Self::Postgres(_) => " FOR UPDATE SKIP LOCKED",
+        }
+    }
+
     /// What a `SELECT` appends to lock the rows it reads until the end of
     /// the transaction: `FOR UPDATE` on PostgreSQL; nothing on SQLite,
     /// where a write transaction holds the whole database already.

@@ -56,6 +56,7 @@ impl Budgets {
     /// A place for one more call of `user`, waiting up to [`QUEUE_WAIT`].
     pub async fn call(&self, user: Uuid) -> Result<CallPlace, Status> {
         self.in_flight.acquire(user).await.ok_or_else(|| {
+            serving::metrics::metrics().refused("task-service", "calls_in_flight_per_user");
             tracing::warn!(%user, "calls in flight per user reached; refusing a call");
             serving::status::resource_exhausted(
                 "too many calls in flight for this user; retry later",
@@ -67,6 +68,7 @@ impl Budgets {
     /// Spends one of `user`'s writes, or says when the next one comes.
     pub fn write(&self, user: Uuid) -> Result<(), Status> {
         self.writes.check_key(&user).map_err(|not_until| {
+            serving::metrics::metrics().refused("task-service", "writes_per_user");
             tracing::warn!(%user, "writes per user reached; refusing a write");
             serving::status::resource_exhausted(
                 "too many writes for this user; slow down",

@@ -105,6 +105,11 @@ pub struct Config {
     #[arg(long, env = "TASK_MAX_WRITES_PER_USER_PER_MINUTE", default_value_t = DEFAULT_MAX_WRITES_PER_USER_PER_MINUTE)]
     pub max_writes_per_user_per_minute: u32,
 
+    /// Serve Prometheus metrics at `GET /metrics` on this address (off
+    /// without it).
+    #[arg(long, env = "TASK_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
     /// Do not serve grpc.reflection (for production setups that do not
     /// publish their schema).
     #[arg(long, env = "TASK_DISABLE_REFLECTION")]
@@ -140,6 +145,7 @@ impl Default for Config {
             max_tasks_per_user: DEFAULT_MAX_TASKS_PER_USER,
             max_calls_in_flight_per_user: DEFAULT_MAX_CALLS_IN_FLIGHT_PER_USER,
             max_writes_per_user_per_minute: DEFAULT_MAX_WRITES_PER_USER_PER_MINUTE,
+            metrics_listen: None,
             disable_reflection: false,
             transport: TransportArgs::default(),
             clock: Clock::default(),

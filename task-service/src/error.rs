@@ -47,10 +47,13 @@ impl From<Error> for Status {
             Error::EtagMismatch => {
                 Status::aborted("the task changed since it was read (etag mismatch); read it again")
             }
-            Error::QuotaExceeded { limit } => status::quota_exceeded(
-                "tasks",
-                &format!("at most {limit} tasks per user; delete some first"),
-            ),
+            Error::QuotaExceeded { limit } => {
+                serving::metrics::metrics().refused("task-service", "tasks_per_user");
+                status::quota_exceeded(
+                    "tasks",
+                    &format!("at most {limit} tasks per user; delete some first"),
+                )
+            }
             Error::Database(cause) if serving::database::is_unavailable(&cause) => {
                 status::unavailable(&cause)
             }

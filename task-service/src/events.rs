@@ -353,6 +353,7 @@ impl Hub {
             return Err(Refused::TooManyWatchers);
         }
         *state.open.entry(owner).or_default() += 1;
+        serving::metrics::metrics().watch_streams_open.inc();
         let (queue, receiver) = mpsc::channel(self.queue_len);
         let end = Arc::new(OnceLock::new());
         state.next_id += 1;
@@ -443,6 +444,7 @@ impl Hub {
     }
 
     fn unsubscribe(&self, owner: Uuid, id: u64) {
+        serving::metrics::metrics().watch_streams_open.dec();
         let mut state = self.state();
         if let Some(open) = state.open.get_mut(&owner) {
             *open -= 1;

@@ -121,6 +121,19 @@ impl KeySet {
     /// Fetches the key set once; installs it if it changed. An empty set is
     /// refused (the old keys stay): it would lock every user out.
     pub async fn refresh(&self) -> anyhow::Result<()> {
+        let outcome = self.install().await;
+        let label = if outcome.is_ok() { "ok" } else { "failed" };
+        serving::metrics::metrics()
+            .jwks_refreshes
+            .get_or_create(&serving::metrics::OutcomeLabels {
+                component: "task-service",
+                outcome: label,
+            })
+            .inc();
+        outcome
+    }
+
+    async fn install(&self) -> anyhow::Result<()> {
         let jwks = self.fetch().await?;
         let mut current = self
             .current

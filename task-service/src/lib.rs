@@ -57,6 +57,9 @@ use crate::{
 };
 
 /// The name health reports the task service under.
+/// This process in metrics.
+const COMPONENT: &str = "task-service";
+
 pub const SERVICE_NAME: &str = <TaskServiceServer<TaskApi> as NamedService>::NAME;
 
 /// Serves `tasks.v1.TaskService`, health and reflection on `listener` until
@@ -77,6 +80,11 @@ pub async fn serve(
     )
     .await
     .context("cannot open the tasks database")?;
+
+    serving::metrics::serve_if(config.metrics_listen, shutdown.clone())
+        .await
+        .context("cannot serve the metrics")?;
+    serving::metrics::sample_pools(COMPONENT, &database);
 
     // SQLite's hub is fed by the store itself, so it is live at once; a
     // PostgreSQL hub is live once its listener listens.
@@ -236,6 +244,7 @@ pub async fn serve(
                 .map_request(serving::telemetry::drop_unsafe_request_id)
                 .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
                 .layer(serving::telemetry::rpc_trace_layer())
+                .layer(serving::metrics::RpcMetricsLayer::new(COMPONENT))
                 .layer(PropagateRequestIdLayer::x_request_id())
                 .layer(serving::transport::tidy_status_layer()),
         )

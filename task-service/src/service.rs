@@ -343,6 +343,7 @@ impl TaskService for TaskApi {
                 ));
             }
             Err(Refused::TooManyWatchers) => {
+                serving::metrics::metrics().refused("task-service", "watchers_per_user");
                 return Err(serving::status::resource_exhausted(
                     "too many open WatchTasks streams for this user; close one first",
                     Duration::from_secs(5),

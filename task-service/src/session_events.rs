@@ -105,6 +105,18 @@ fn time(timestamp: Option<&prost_types::Timestamp>) -> Option<DateTime<Utc>> {
 impl Follower {
     /// Acts on one event; an error means it must be received again.
     async fn apply(&self, event: &pb::SessionEvent) -> crate::error::Result<()> {
+        let kind = match pb::SessionEventKind::try_from(event.kind) {
+            Ok(pb::SessionEventKind::SessionEnded) => "session_ended",
+            Ok(pb::SessionEventKind::AccountDeleted) => "account_deleted",
+            _ => "unknown",
+        };
+        serving::metrics::metrics()
+            .session_events_applied
+            .get_or_create(&serving::metrics::OutcomeLabels {
+                component: "task-service",
+                outcome: kind,
+            })
+            .inc();
         let (Ok(user), Some(expire)) = (
             Uuid::try_parse(&event.user_id),
             time(event.tokens_expire_time.as_ref()),
@@ -144,6 +156,9 @@ impl Follower {
     }
 
     async fn report(&self, following: bool) {
+        serving::metrics::metrics()
+            .session_events_following
+            .set(i64::from(following));
         let status = if following {
             serving::health::ServingStatus::Serving
         } else {

@@ -149,6 +149,20 @@ pub struct Config {
     #[arg(long, env = "AUTH_APP_URL", default_value = "http://localhost:8080")]
     pub app_url: String,
 
+    /// Serve gRPC over TLS with this PEM certificate chain (needs
+    /// `--tls-key`); without it, plain-text HTTP/2.
+    #[arg(long, env = "AUTH_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The PEM private key of `--tls-cert`.
+    #[arg(long, env = "AUTH_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Require clients to present a certificate signed by this PEM CA
+    /// (mutual TLS), with `--tls-cert`.
+    #[arg(long, env = "AUTH_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+
     /// Serve Prometheus metrics at `GET /metrics` on this address (off
     /// without it).
     #[arg(long, env = "AUTH_METRICS_LISTEN")]

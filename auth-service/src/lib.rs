@@ -219,25 +219,38 @@ pub async fn serve(
         Some(address) => (None, Some(transport::bind(address).await?)),
         None => (Some(session_events.clone()), None),
     };
+    let tls = transport::server_tls(
+        config.tls_cert.as_deref(),
+        config.tls_key.as_deref(),
+        config.tls_client_ca.as_deref(),
+    )?;
+    let server = || -> anyhow::Result<tonic::transport::Server> {
+        let server = transport::server(&config.transport);
+        Ok(match tls.clone() {
+            Some(tls) => server.tls_config(tls)?,
+            None => server,
+        })
+    };
     let internal_server = internal.map(|listener| {
         tracing::info!(address = ?listener.local_addr().ok(), "auth-service internal events listening");
-        let serve = transport::server(&config.transport)
+        let serve = server()?
             .layer(layers.clone())
             .add_service(session_events)
             .serve_with_incoming_shutdown(
                 transport::incoming(listener),
                 shutdown.clone().cancelled_owned(),
             );
-        tokio::spawn(transport::run_with_drain(
+        Ok::<_, anyhow::Error>(tokio::spawn(transport::run_with_drain(
             serve,
             shutdown.clone(),
             config.transport.shutdown_grace,
-        ))
+        )))
     });
+    let internal_server = internal_server.transpose()?;
 
     let local = listener.local_addr()?;
     tracing::info!(address = %local, "auth-service listening");
-    let router = transport::server(&config.transport)
+    let router = server()?
         .timeout(config.transport.request_timeout)
         .layer(layers)
         .add_optional_service(internal_here)

@@ -114,6 +114,34 @@ pub struct Config {
     #[arg(long, env = "GATEWAY_JWKS_CACHE_TTL", default_value = "30s", value_parser = humantime::parse_duration)]
     pub jwks_cache_ttl: Duration,
 
+    /// Serve HTTPS (HTTP/2 and HTTP/1.1 by ALPN) with this PEM certificate
+    /// chain; needs `--tls-key`. Both files are re-read when they change,
+    /// so a renewed certificate is served without a restart.
+    #[arg(long, env = "GATEWAY_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+
+    /// The PEM private key of `--tls-cert`.
+    #[arg(long, env = "GATEWAY_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+
+    /// Trust this PEM CA for `https://` upstreams (`--auth-url`,
+    /// `--tasks-url`): service-to-service TLS.
+    #[arg(long, env = "GATEWAY_UPSTREAM_CA")]
+    pub upstream_ca: Option<std::path::PathBuf>,
+
+    /// A PEM certificate to present to upstreams that require one (mutual
+    /// TLS); needs `--upstream-client-key` and `--upstream-ca`.
+    #[arg(long, env = "GATEWAY_UPSTREAM_CLIENT_CERT", requires_all = ["upstream_client_key", "upstream_ca"])]
+    pub upstream_client_cert: Option<std::path::PathBuf>,
+
+    /// The PEM private key of `--upstream-client-cert`.
+    #[arg(
+        long,
+        env = "GATEWAY_UPSTREAM_CLIENT_KEY",
+        requires = "upstream_client_cert"
+    )]
+    pub upstream_client_key: Option<std::path::PathBuf>,
+
     /// Serve Prometheus metrics at `GET /metrics` on this address (off
     /// without it).
     #[arg(long, env = "GATEWAY_METRICS_LISTEN")]
@@ -149,6 +177,11 @@ impl Default for Config {
             max_concurrent_streams: 200,
             web_root: None,
             jwks_cache_ttl: Duration::from_secs(30),
+            tls_cert: None,
+            tls_key: None,
+            upstream_ca: None,
+            upstream_client_cert: None,
+            upstream_client_key: None,
             metrics_listen: None,
             disable_reflection: false,
             shutdown_grace: Duration::from_secs(10),

@@ -26,6 +26,7 @@ pub mod limits;
 pub mod router;
 mod server;
 pub mod stack;
+pub mod tls;
 pub mod upstream;
 pub mod web;
 
@@ -39,8 +40,12 @@ pub enum Error {
         "invalid allowed origin {0:?}: expected scheme://host[:port], such as https://app.example.com"
     )]
     InvalidOrigin(String),
-    #[error("invalid upstream URL {0:?}: expected http://host:port")]
+    #[error("invalid upstream URL {0:?}: expected http://host:port or https://host:port")]
     InvalidUpstream(String),
+    #[error("the upstream {0:?} is https: give --upstream-ca (the CA that signed its certificate)")]
+    MissingUpstreamCa(String),
+    #[error("cannot use the TLS file {0}")]
+    InvalidTlsFile(String),
 }
 
 /// A trailers-only gRPC answer (HTTP 200, `grpc-status` in the headers),

@@ -83,9 +83,20 @@ pub async fn serve(
         shutdown.clone(),
     ));
     let address = listener.local_addr()?;
-    tracing::info!(%address, auth = %config.auth_url, tasks = %config.tasks_url, "gateway listening");
+    tracing::info!(%address, auth = %config.auth_url, tasks = %config.tasks_url, tls = config.tls_cert.is_some(), "gateway listening");
 
     let builder = connection_builder(&config);
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Some(crate::tls::acceptor(
+            crate::tls::Files {
+                cert: cert.clone(),
+                key: key.clone(),
+            },
+            shutdown.clone(),
+        )?),
+        (None, None) => None,
+        _ => anyhow::bail!("--tls-cert and --tls-key go together"),
+    };
     let graceful = GracefulShutdown::new();
     // Every connection's task, so the ones still open after the grace are
     // ended, not left running behind a server that has returned.
@@ -136,7 +147,7 @@ pub async fn serve(
                 request
             })
             .service(gateway.service.clone());
-        let (builder, watcher) = (builder.clone(), graceful.watcher());
+        let (builder, watcher, tls) = (builder.clone(), graceful.watcher(), tls.clone());
         connections.spawn(async move {
             let _permit = permit;
             // A client must start talking within the header timeout: the
@@ -151,9 +162,30 @@ pub async fn serve(
                     return;
                 }
             }
-            let connection =
-                builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
-            if let Err(error) = watcher.watch(connection.into_owned()).await {
+            let service = TowerToHyperService::new(service);
+            let served = match tls {
+                None => {
+                    let connection = builder.serve_connection(TokioIo::new(stream), service);
+                    watcher.watch(connection.into_owned()).await
+                }
+                Some(tls) => {
+                    let stream =
+                        match tokio::time::timeout(HEADER_READ_TIMEOUT, tls.accept(stream)).await {
+                            Ok(Ok(stream)) => stream,
+                            Ok(Err(error)) => {
+                                tracing::debug!(%peer, %error, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(%peer, "TLS handshake timed out");
+                                return;
+                            }
+                        };
+                    let connection = builder.serve_connection(TokioIo::new(stream), service);
+                    watcher.watch(connection.into_owned()).await
+                }
+            };
+            if let Err(error) = served {
                 tracing::debug!(%peer, %error, "connection ended with an error");
             }
         });

@@ -67,7 +67,7 @@ use crate::{
     jwks::{self, Jwks},
     limits::Budget,
     router::{GrpcWebCaller, Router},
-    upstream::{self, CallLimits, Upstream},
+    upstream::{self, CallLimits, Upstream, UpstreamTls},
     web::{self, WebApp},
 };
 
@@ -99,12 +99,36 @@ impl Gateway {
         // get a pool of their own, so a call connection whose streams are all taken by
         // long `WatchTasks` streams cannot make them queue and time out:
         // health reports the upstream, not how busy the gateway is.
-        let calls = upstream::http2_client(config.connect_timeout);
-        let own = upstream::http2_client(config.connect_timeout);
-        let auth = Upstream::new("auth-service", &config.auth_url, calls.clone(), own.clone())?;
-        let tasks = Upstream::new("task-service", &config.tasks_url, calls, own.clone())?;
-        let auth_own = auth.through(own.clone());
-        let tasks_own = tasks.through(own);
+        let tls = match &config.upstream_ca {
+            Some(ca) => Some(UpstreamTls::load(
+                ca,
+                config
+                    .upstream_client_cert
+                    .as_deref()
+                    .zip(config.upstream_client_key.as_deref()),
+            )?),
+            None => None,
+        };
+        let clients = |url| {
+            let client = || upstream::http2_client(url, config.connect_timeout, tls.as_ref());
+            Ok::<_, Error>((client()?, client()?))
+        };
+        let (auth_calls, auth_own) = clients(&config.auth_url)?;
+        let (tasks_calls, tasks_own) = clients(&config.tasks_url)?;
+        let auth = Upstream::new(
+            "auth-service",
+            &config.auth_url,
+            auth_calls,
+            auth_own.clone(),
+        )?;
+        let tasks = Upstream::new(
+            "task-service",
+            &config.tasks_url,
+            tasks_calls,
+            tasks_own.clone(),
+        )?;
+        let auth_own = auth.through(auth_own);
+        let tasks_own = tasks.through(tasks_own);
 
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         let (reflection_v1, reflection_v1alpha) = serving::reflection::services();

@@ -49,9 +49,14 @@ use std::{
 };
 
 use http::{Request, Response, Uri, Version, uri::PathAndQuery};
+use hyper_rustls::{FixedServerNameResolver, HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::{TokioExecutor, TokioTimer},
+};
+use rustls::{
+    ClientConfig, RootCertStore,
+    pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject},
 };
 use tonic::{Status, body::Body};
 
@@ -60,8 +65,55 @@ use crate::{
     limits::{Exceeded, LimitedBody, body_too_large},
 };
 
-/// A pooled HTTP/2 client: one connection per upstream address.
-pub type HttpClient = Client<HttpConnector, Body>;
+/// A pooled HTTP/2 client: one connection per upstream address, over TLS
+/// for an `https://` upstream.
+pub type HttpClient = Client<HttpsConnector<HttpConnector>, Body>;
+
+/// How the gateway reaches `https://` upstreams: whom it trusts, and the
+/// certificate it presents when they ask (mutual TLS).
+#[derive(Debug, Clone)]
+pub struct UpstreamTls {
+    config: Arc<ClientConfig>,
+}
+
+impl UpstreamTls {
+    /// Trusting the PEM CAs in `ca`, presenting `identity` (certificate
+    /// chain and key, PEM) if given.
+    pub fn load(
+        ca: &std::path::Path,
+        identity: Option<(&std::path::Path, &std::path::Path)>,
+    ) -> Result<Self, Error> {
+        let invalid = |path: &std::path::Path| Error::InvalidTlsFile(path.display().to_string());
+        let read = |path: &std::path::Path| std::fs::read(path).map_err(|_| invalid(path));
+        let mut roots = RootCertStore::empty();
+        for certificate in CertificateDer::pem_slice_iter(&read(ca)?) {
+            roots
+                .add(certificate.map_err(|_| invalid(ca))?)
+                .map_err(|_| invalid(ca))?;
+        }
+        let builder = ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|_| invalid(ca))?
+        .with_root_certificates(roots);
+        let config = match identity {
+            Some((cert, key)) => {
+                let chain = CertificateDer::pem_slice_iter(&read(cert)?)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|_| invalid(cert))?;
+                let key = PrivateKeyDer::from_pem_slice(&read(key)?).map_err(|_| invalid(key))?;
+                builder
+                    .with_client_auth_cert(chain, key)
+                    .map_err(|_| invalid(cert))?
+            }
+            None => builder.with_no_client_auth(),
+        };
+        Ok(Self {
+            config: Arc::new(config),
+        })
+    }
+}
 
 /// How often an idle upstream connection is pinged, and how long a ping
 /// may go unanswered before the connection is dropped and re-opened.
@@ -78,12 +130,53 @@ pub const RESOLVE_INTERVAL: Duration = Duration::from_secs(10);
 /// drop the whole connection, and with it every other caller's call.
 pub const MAX_UPSTREAM_HEADER_LIST_BYTES: u32 = 256 * 1024;
 
-/// A plain-text HTTP/2 client that gives up connecting after `connect_timeout`.
-pub fn http2_client(connect_timeout: Duration) -> HttpClient {
+/// An HTTP/2 client for the upstream at `url` that gives up connecting
+/// after `connect_timeout`: plain text for `http://`; for `https://`, TLS
+/// as `tls` says, verifying the certificate against the host of `url`
+/// whatever address of it a call goes to (so replicas found by resolving
+/// the name are checked against the name).
+pub fn http2_client(
+    url: &Uri,
+    connect_timeout: Duration,
+    tls: Option<&UpstreamTls>,
+) -> Result<HttpClient, Error> {
     let mut connector = HttpConnector::new();
     connector.set_connect_timeout(Some(connect_timeout));
     connector.set_nodelay(true);
-    Client::builder(TokioExecutor::new())
+    connector.enforce_http(false);
+    let https = match (url.scheme_str(), tls) {
+        (Some("https"), Some(tls)) => {
+            let host = url
+                .host()
+                .unwrap_or_default()
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned();
+            let name =
+                ServerName::try_from(host).map_err(|_| Error::InvalidUpstream(url.to_string()))?;
+            HttpsConnectorBuilder::new()
+                .with_tls_config((*tls.config).clone())
+                .https_only()
+                .with_server_name_resolver(FixedServerNameResolver::new(name))
+                .enable_http2()
+                .wrap_connector(connector)
+        }
+        (Some("https"), None) => return Err(Error::MissingUpstreamCa(url.to_string())),
+        _ => HttpsConnectorBuilder::new()
+            .with_tls_config(
+                ClientConfig::builder_with_provider(Arc::new(
+                    rustls::crypto::aws_lc_rs::default_provider(),
+                ))
+                .with_safe_default_protocol_versions()
+                .map_err(|_| Error::InvalidUpstream(url.to_string()))?
+                .with_root_certificates(RootCertStore::empty())
+                .with_no_client_auth(),
+            )
+            .https_or_http()
+            .enable_http2()
+            .wrap_connector(connector),
+    };
+    Ok(Client::builder(TokioExecutor::new())
         .timer(TokioTimer::new())
         .pool_timer(TokioTimer::new())
         .http2_only(true)
@@ -91,7 +184,7 @@ pub fn http2_client(connect_timeout: Duration) -> HttpClient {
         .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
         .http2_keep_alive_timeout(KEEPALIVE_TIMEOUT)
         .http2_keep_alive_while_idle(true)
-        .build(connector)
+        .build(https))
 }
 
 /// One service behind the gateway.
@@ -122,22 +215,28 @@ impl Upstream {
         probe: HttpClient,
     ) -> Result<Self, Error> {
         let invalid = || Error::InvalidUpstream(url.to_string());
-        if url.scheme_str() != Some("http") {
-            return Err(invalid());
-        }
+        let scheme = match url.scheme_str() {
+            Some("http") => "http",
+            Some("https") => "https",
+            _ => return Err(invalid()),
+        };
         let authority = url.authority().ok_or_else(invalid)?;
-        let origin = http_origin(authority.as_str()).ok_or_else(invalid)?;
+        let origin = origin_uri(scheme, authority.as_str()).ok_or_else(invalid)?;
         let host = authority
             .host()
             .trim_start_matches('[')
             .trim_end_matches(']');
+        let default_port = if scheme == "https" { 443 } else { 80 };
         let to_resolve = match host.parse::<IpAddr>() {
             Ok(_) => None,
-            Err(_) => Some((host.to_owned(), authority.port_u16().unwrap_or(80))),
+            Err(_) => Some((
+                host.to_owned(),
+                authority.port_u16().unwrap_or(default_port),
+            )),
         };
         Ok(Self {
             name,
-            endpoints: Arc::new(Endpoints::new(name, origin, to_resolve, probe)),
+            endpoints: Arc::new(Endpoints::new(name, scheme, origin, to_resolve, probe)),
             client,
         })
     }
@@ -226,6 +325,8 @@ impl Upstream {
 struct Endpoints {
     /// The service's name, for logs.
     name: &'static str,
+    /// `http` or `https`.
+    scheme: &'static str,
     /// `http://host:port/` as configured: where calls go while no address
     /// is known to serve.
     configured: Uri,
@@ -249,12 +350,14 @@ struct Checked {
 impl Endpoints {
     fn new(
         name: &'static str,
+        scheme: &'static str,
         configured: Uri,
         to_resolve: Option<(String, u16)>,
         probe: HttpClient,
     ) -> Self {
         Self {
             name,
+            scheme,
             state: Mutex::new(Checked {
                 origins: Arc::from([configured.clone()]),
                 checked_at: None,
@@ -300,7 +403,10 @@ impl Endpoints {
     fn serving(&self, host: &str, mut addresses: Vec<SocketAddr>) {
         addresses.sort_unstable();
         addresses.dedup();
-        let mut origins: Vec<Uri> = addresses.iter().filter_map(origin_of).collect();
+        let mut origins: Vec<Uri> = addresses
+            .iter()
+            .filter_map(|address| origin_of(self.scheme, address))
+            .collect();
         if origins.is_empty() {
             origins.push(self.configured.clone());
         }
@@ -342,7 +448,7 @@ impl Checking {
         };
         let mut checks = tokio::task::JoinSet::new();
         for address in addresses {
-            let Some(origin) = origin_of(&address) else {
+            let Some(origin) = origin_of(self.0.scheme, &address) else {
                 continue;
             };
             let probe = self.0.probe.clone();
@@ -369,18 +475,18 @@ impl Drop for Checking {
     }
 }
 
-/// `http://<authority>/`, where calls to one upstream address go.
-fn http_origin(authority: &str) -> Option<Uri> {
+/// `<scheme>://<authority>/`, where calls to one upstream address go.
+fn origin_uri(scheme: &str, authority: &str) -> Option<Uri> {
     Uri::builder()
-        .scheme("http")
+        .scheme(scheme)
         .authority(authority)
         .path_and_query("/")
         .build()
         .ok()
 }
 
-fn origin_of(address: &SocketAddr) -> Option<Uri> {
-    http_origin(&address.to_string())
+fn origin_of(scheme: &str, address: &SocketAddr) -> Option<Uri> {
+    origin_uri(scheme, &address.to_string())
 }
 
 /// An error with its causes, for a log line.
@@ -403,7 +509,12 @@ mod tests {
     use super::*;
 
     fn client() -> HttpClient {
-        http2_client(Duration::from_secs(1))
+        http2_client(
+            &Uri::from_static("http://tasks"),
+            Duration::from_secs(1),
+            None,
+        )
+        .expect("a plain-text client")
     }
 
     fn upstream(url: &'static str) -> Upstream {
@@ -411,12 +522,25 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn upstream_urls_must_be_plain_http_origins() {
+    async fn upstream_urls_must_be_http_or_https_origins() {
         assert_eq!(
             upstream("http://127.0.0.1:50051").origin(),
             Uri::from_static("http://127.0.0.1:50051/")
         );
-        for url in ["https://auth.example:443", "/relative"] {
+        assert_eq!(
+            upstream("https://10.0.0.1:50051").origin(),
+            Uri::from_static("https://10.0.0.1:50051/")
+        );
+        // An https upstream needs a CA to trust.
+        assert!(matches!(
+            http2_client(
+                &Uri::from_static("https://auth:50051"),
+                Duration::from_secs(1),
+                None
+            ),
+            Err(Error::MissingUpstreamCa(_))
+        ));
+        for url in ["ftp://auth.example:21", "/relative"] {
             let url = Uri::from_static(url);
             assert!(Upstream::new("auth", &url, client(), client()).is_err());
         }
@@ -605,6 +729,7 @@ mod tests {
     async fn the_last_replica_is_never_left_out_and_with_none_serving_calls_go_to_the_name() {
         let endpoints = Arc::new(Endpoints::new(
             "tasks",
+            "http",
             Uri::from_static("http://tasks:50052/"),
             None,
             client(),

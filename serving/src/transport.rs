@@ -72,6 +72,72 @@ pub fn server(args: &TransportArgs) -> Server {
         .tcp_nodelay(true)
 }
 
+/// Why TLS files could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsFilesError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("a certificate and its key go together")]
+    Half,
+}
+
+fn read_pem(path: &std::path::Path) -> Result<Vec<u8>, TlsFilesError> {
+    std::fs::read(path).map_err(|source| TlsFilesError::Read {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// Server TLS from PEM files, or `None` without them. With `client_ca`,
+/// every client must present a certificate that CA signed (mutual TLS:
+/// how services can know that a caller is another service of theirs).
+pub fn server_tls(
+    cert: Option<&std::path::Path>,
+    key: Option<&std::path::Path>,
+    client_ca: Option<&std::path::Path>,
+) -> Result<Option<tonic::transport::ServerTlsConfig>, TlsFilesError> {
+    let (cert, key) = match (cert, key) {
+        (Some(cert), Some(key)) => (cert, key),
+        (None, None) => return Ok(None),
+        _ => return Err(TlsFilesError::Half),
+    };
+    let mut tls = tonic::transport::ServerTlsConfig::new().identity(
+        tonic::transport::Identity::from_pem(read_pem(cert)?, read_pem(key)?),
+    );
+    if let Some(ca) = client_ca {
+        tls = tls.client_ca_root(tonic::transport::Certificate::from_pem(read_pem(ca)?));
+    }
+    Ok(Some(tls))
+}
+
+/// A channel endpoint for `url`: over TLS when it is `https://`, trusting
+/// `ca` (a PEM file), and presenting `identity` (certificate and key) when
+/// the server asks for one.
+pub fn endpoint(
+    url: &str,
+    ca: Option<&std::path::Path>,
+    identity: Option<(&std::path::Path, &std::path::Path)>,
+) -> Result<tonic::transport::Endpoint, Box<dyn std::error::Error + Send + Sync>> {
+    let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())?;
+    if !url.starts_with("https:") {
+        return Ok(endpoint);
+    }
+    let mut tls = tonic::transport::ClientTlsConfig::new();
+    if let Some(ca) = ca {
+        tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(read_pem(ca)?));
+    }
+    if let Some((cert, key)) = identity {
+        tls = tls.identity(tonic::transport::Identity::from_pem(
+            read_pem(cert)?,
+            read_pem(key)?,
+        ));
+    }
+    Ok(endpoint.tls_config(tls)?)
+}
+
 /// The incoming connection stream of a bound listener (so tests can bind
 /// port 0 and read the address first). Peer addresses reach requests.
 pub fn incoming(listener: TcpListener) -> TcpIncoming {

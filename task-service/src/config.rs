@@ -105,6 +105,26 @@ pub struct Config {
     #[arg(long, env = "TASK_MAX_WRITES_PER_USER_PER_MINUTE", default_value_t = DEFAULT_MAX_WRITES_PER_USER_PER_MINUTE)]
     pub max_writes_per_user_per_minute: u32,
 
+    /// Serve gRPC over TLS with this PEM certificate chain (needs
+    /// `--tls-key`); without it, plain-text HTTP/2.
+    #[arg(long, env = "TASK_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The PEM private key of `--tls-cert`.
+    #[arg(long, env = "TASK_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Require clients to present a certificate signed by this PEM CA
+    /// (mutual TLS), with `--tls-cert`.
+    #[arg(long, env = "TASK_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// Trust this PEM CA for an `https://` `--auth-url` (and
+    /// `--auth-events-url`); the task-service presents its own
+    /// `--tls-cert` to the auth-service when it has one.
+    #[arg(long, env = "TASK_AUTH_CA")]
+    pub auth_ca: Option<PathBuf>,
+
     /// Serve Prometheus metrics at `GET /metrics` on this address (off
     /// without it).
     #[arg(long, env = "TASK_METRICS_LISTEN")]
@@ -145,6 +165,10 @@ impl Default for Config {
             max_tasks_per_user: DEFAULT_MAX_TASKS_PER_USER,
             max_calls_in_flight_per_user: DEFAULT_MAX_CALLS_IN_FLIGHT_PER_USER,
             max_writes_per_user_per_minute: DEFAULT_MAX_WRITES_PER_USER_PER_MINUTE,
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
+            auth_ca: None,
             metrics_listen: None,
             disable_reflection: false,
             transport: TransportArgs::default(),

@@ -53,18 +53,17 @@ pub struct KeySet {
 }
 
 impl KeySet {
-    /// Keys from the auth-service at `auth_url`, or from `jwks_file` if set.
+    /// Keys from the auth-service at `auth`, or from `jwks_file` if set.
     /// Nothing is fetched yet (see [`KeySet::run`]).
     pub fn new(
         verifier: Verifier,
-        auth_url: &str,
+        auth: Endpoint,
         jwks_file: Option<PathBuf>,
     ) -> anyhow::Result<Self> {
         let source = match jwks_file {
             Some(path) => Source::File(path),
             None => {
-                let channel = Endpoint::from_shared(auth_url.to_owned())
-                    .with_context(|| format!("--auth-url {auth_url:?} is not a valid URL"))?
+                let channel = auth
                     .connect_timeout(Duration::from_secs(2))
                     .timeout(FETCH_TIMEOUT)
                     .connect_lazy();

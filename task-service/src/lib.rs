@@ -122,9 +122,16 @@ pub async fn serve(
     }
 
     let verifier = Verifier::new(&config.issuer, &config.audience, config.token_leeway_secs);
+    // The auth-service, over TLS for an https:// URL (presenting this
+    // service's own certificate when it has one).
+    let auth_endpoint = |url: &str| {
+        let identity = config.tls_cert.as_deref().zip(config.tls_key.as_deref());
+        serving::transport::endpoint(url, config.auth_ca.as_deref(), identity)
+            .map_err(|error| anyhow::anyhow!("cannot reach the auth-service at {url:?}: {error}"))
+    };
     let keys = Arc::new(KeySet::new(
         verifier,
-        &config.auth_url,
+        auth_endpoint(&config.auth_url)?,
         config.jwks_file.clone(),
     )?);
     {
@@ -142,10 +149,12 @@ pub async fn serve(
     let revocations = Arc::new(Revocations::default());
     let deletions = Arc::new(Notify::new());
     tokio::spawn(session_events::follow(
-        config
-            .auth_events_url
-            .clone()
-            .unwrap_or_else(|| config.auth_url.clone()),
+        auth_endpoint(
+            config
+                .auth_events_url
+                .as_deref()
+                .unwrap_or(&config.auth_url),
+        )?,
         Follower {
             revocations: revocations.clone(),
             hub: hub.clone(),
@@ -237,7 +246,16 @@ pub async fn serve(
 
     // Every layer a request passes, outermost first. The per-call timeout
     // bounds the handler's future only: a WatchTasks stream outlives it.
-    let router = serving::transport::server(&config.transport)
+    let tls = serving::transport::server_tls(
+        config.tls_cert.as_deref(),
+        config.tls_key.as_deref(),
+        config.tls_client_ca.as_deref(),
+    )?;
+    let mut server = serving::transport::server(&config.transport);
+    if let Some(tls) = tls {
+        server = server.tls_config(tls)?;
+    }
+    let router = server
         .timeout(config.transport.request_timeout)
         .layer(
             ServiceBuilder::new()

@@ -168,22 +168,16 @@ impl Follower {
     }
 }
 
-/// Follows the session events at `url` until `shutdown`, resuming after
-/// the last sequence seen whenever the stream breaks.
-pub async fn follow(url: String, follower: Follower, shutdown: CancellationToken) {
+/// Follows the session events at `endpoint` until `shutdown`, resuming
+/// after the last sequence seen whenever the stream breaks.
+pub async fn follow(endpoint: Endpoint, follower: Follower, shutdown: CancellationToken) {
     const MAX_BACKOFF: Duration = Duration::from_secs(5);
-    let endpoint = match Endpoint::from_shared(url.clone()) {
-        Ok(endpoint) => endpoint
-            .connect_timeout(Duration::from_secs(2))
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(5))
-            .keep_alive_while_idle(true),
-        Err(error) => {
-            tracing::error!(%url, %error, "the session events URL is not a URL; not following");
-            follower.report(false).await;
-            return;
-        }
-    };
+    let url = endpoint.uri().to_string();
+    let endpoint = endpoint
+        .connect_timeout(Duration::from_secs(2))
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(5))
+        .keep_alive_while_idle(true);
     let mut after = 0i64;
     let mut backoff = Duration::from_millis(100);
     let mut was_following = true;

@@ -64,6 +64,11 @@ struct Cli {
 
     #[command(flatten)]
     logs: LogArgs,
+
+    /// Export spans over OTLP/gRPC to this collector (such as
+    /// `http://otel-collector:4317`); off without it.
+    #[arg(long, env = "TODO_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
 }
 
 /// The web app as built in this source tree: `cargo run` serves it
@@ -73,7 +78,7 @@ const DEFAULT_WEB_ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/web/dist");
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    cli.logs.init();
+    let _tracing = cli.logs.init("todo-stack", cli.otlp_endpoint.as_deref());
     std::fs::create_dir_all(&cli.data_dir)
         .with_context(|| format!("cannot create the data folder {}", cli.data_dir.display()))?;
 

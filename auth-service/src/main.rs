@@ -13,6 +13,11 @@ struct Cli {
     #[command(flatten)]
     logs: LogArgs,
 
+    /// Export spans over OTLP/gRPC to this collector (such as
+    /// `http://otel-collector:4317`); off without it.
+    #[arg(long, env = "AUTH_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
+
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -29,7 +34,7 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    cli.logs.init();
+    let _tracing = cli.logs.init("auth-service", cli.otlp_endpoint.as_deref());
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             let listener = serving::transport::bind(cli.config.listen).await?;

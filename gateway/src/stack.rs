@@ -263,6 +263,9 @@ impl Service<Request<Body>> for Entry {
 
     fn call(&mut self, mut request: Request<Body>) -> Self::Future {
         let request_id = headers::assign_request_id(request.headers_mut());
+        // Every call is part of a trace, which the gateway starts when the
+        // client did not.
+        serving::trace_context::ensure_traceparent(request.headers_mut());
         if is_grpc_web(&request) {
             request.extensions_mut().insert(GrpcWebCaller);
         }

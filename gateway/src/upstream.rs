@@ -59,6 +59,7 @@ use rustls::{
     pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject},
 };
 use tonic::{Status, body::Body};
+use tracing::Instrument;
 
 use crate::{
     Error, headers,
@@ -293,8 +294,23 @@ impl Upstream {
             limits.max_body_bytes,
             exceeded.clone(),
         ));
+        // The call to the upstream is a span of its own, the parent of the
+        // service's span (when spans are exported).
+        let span = tracing::info_span!(
+            "upstream",
+            upstream = self.name,
+            otel.name = tracing::field::Empty,
+            otel.kind = tracing::field::Empty,
+        );
+        if serving::trace_context::exporting() {
+            span.record("otel.name", parts.uri.path());
+            span.record("otel.kind", "client");
+        }
+        serving::trace_context::inject(&span, &mut parts.headers);
         let call = self.client.request(Request::from_parts(parts, body));
-        let outcome = tokio::time::timeout(limits.request_timeout, call).await;
+        let outcome = tokio::time::timeout(limits.request_timeout, call)
+            .instrument(span)
+            .await;
         if exceeded.get() {
             return crate::status_response(body_too_large());
         }

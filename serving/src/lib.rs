@@ -14,6 +14,7 @@
 //! - [`status`]: `INVALID_ARGUMENT` with `BadRequest`, `RESOURCE_EXHAUSTED`
 //!   with `RetryInfo`, and an `INTERNAL` that leaks nothing;
 //! - [`telemetry`]: tracing set-up and the per-RPC span;
+//! - [`trace_context`]: W3C `traceparent`, and spans exported over OTLP;
 //! - [`address`]: client addresses as per-address limits count them;
 //! - [`clock`]: the time, injectable in tests;
 //! - [`shutdown`]: SIGTERM/SIGINT as a cancellation token.
@@ -28,6 +29,7 @@ pub mod shutdown;
 pub mod sql;
 pub mod status;
 pub mod telemetry;
+pub mod trace_context;
 pub mod transport;
 
 pub use tokio_util::sync::CancellationToken;

@@ -32,23 +32,80 @@ pub struct LogArgs {
 }
 
 impl LogArgs {
-    /// Installs the global subscriber in the chosen format (see [`init`]).
-    pub fn init(&self) {
-        init(self.log_format);
+    /// Installs the global subscriber in the chosen format, exporting spans
+    /// to `otlp_endpoint` (OTLP/gRPC) as `service` when one is given (see
+    /// [`init`]).
+    pub fn init(&self, service: &'static str, otlp_endpoint: Option<&str>) -> Tracing {
+        init(self.log_format, service, otlp_endpoint)
     }
 }
 
-/// Installs the global subscriber. Safe to call more than once (later calls
-/// do nothing), so an all-in-one process can start several services.
-pub fn init(format: LogFormat) {
+/// What must outlive the process's work: the span exporter, flushed when
+/// this is dropped.
+#[must_use = "dropping it stops the span export"]
+pub struct Tracing(Option<opentelemetry_sdk::trace::SdkTracerProvider>);
+
+impl Drop for Tracing {
+    fn drop(&mut self) {
+        if let Some(provider) = self.0.take()
+            && let Err(error) = provider.shutdown()
+        {
+            eprintln!("could not flush the last spans: {error}");
+        }
+    }
+}
+
+/// Installs the global subscriber: logs in `format`, and spans exported over
+/// OTLP to `otlp_endpoint` when given (see [`crate::trace_context`]). Safe
+/// to call more than once (later calls change nothing), so an all-in-one
+/// process can start several services. Must run inside the Tokio runtime.
+pub fn init(format: LogFormat, service: &'static str, otlp_endpoint: Option<&str>) -> Tracing {
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_otlp::WithExportConfig as _;
+
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let registry = tracing_subscriber::registry().with(filter);
-    let _ = match format {
+    let provider = otlp_endpoint.and_then(|endpoint| {
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(endpoint)
+            .build();
+        match exporter {
+            Ok(exporter) => Some(
+                opentelemetry_sdk::trace::SdkTracerProvider::builder()
+                    .with_span_processor(
+                        opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor::builder(
+                            exporter,
+                            opentelemetry_sdk::runtime::Tokio,
+                        )
+                        .build(),
+                    )
+                    .with_resource(
+                        opentelemetry_sdk::Resource::builder()
+                            .with_service_name(service)
+                            .build(),
+                    )
+                    .build(),
+            ),
+            Err(error) => {
+                eprintln!("cannot export spans to {endpoint}: {error}");
+                None
+            }
+        }
+    });
+    let spans = provider
+        .as_ref()
+        .map(|provider| tracing_opentelemetry::layer().with_tracer(provider.tracer(service)));
+    let registry = tracing_subscriber::registry().with(filter).with(spans);
+    let installed = match format {
         LogFormat::Human => registry.with(fmt::layer().with_target(false)).try_init(),
         LogFormat::Json => registry
             .with(fmt::layer().json().flatten_event(true))
             .try_init(),
     };
+    if installed.is_ok() && provider.is_some() {
+        crate::trace_context::set_exporting();
+    }
+    Tracing(provider)
 }
 
 /// Longest client-chosen request id kept.
@@ -80,14 +137,33 @@ pub fn drop_unsafe_request_id<B>(mut request: http::Request<B>) -> http::Request
     request
 }
 
-/// The span of one RPC: `rpc{method=/auth.v1.AuthService/Login request_id=...}`.
+/// The span of one RPC:
+/// `rpc{method=/auth.v1.AuthService/Login request_id=... trace_id=...}`,
+/// the child of the caller's span when spans are exported (see
+/// [`crate::trace_context`]).
 pub fn rpc_span<B>(request: &http::Request<B>) -> tracing::Span {
     let request_id = request
         .headers()
         .get("x-request-id")
         .and_then(|value| value.to_str().ok())
         .unwrap_or("");
-    tracing::info_span!("rpc", method = %request.uri().path(), request_id = %request_id)
+    let path = request.uri().path();
+    let span = tracing::info_span!(
+        "rpc",
+        method = %path,
+        request_id = %request_id,
+        trace_id = tracing::field::Empty,
+        otel.name = tracing::field::Empty,
+        otel.kind = tracing::field::Empty,
+    );
+    if crate::trace_context::exporting() {
+        // Only for the exported span; the log lines need not repeat them.
+        span.record("otel.name", path);
+        span.record("otel.kind", "server");
+    }
+    let trace_id = crate::trace_context::adopt(&span, request.headers());
+    span.record("trace_id", tracing::field::display(trace_id));
+    span
 }
 
 /// [`rpc_span`] as a tower-http `MakeSpan` for any body type.

@@ -13,12 +13,17 @@ struct Cli {
 
     #[command(flatten)]
     logs: LogArgs,
+
+    /// Export spans over OTLP/gRPC to this collector (such as
+    /// `http://otel-collector:4317`); off without it.
+    #[arg(long, env = "TASK_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    cli.logs.init();
+    let _tracing = cli.logs.init("task-service", cli.otlp_endpoint.as_deref());
     let listener = serving::transport::bind(cli.config.listen).await?;
     task_service::serve(cli.config, listener, serving::shutdown::on_signal()).await
 }

@@ -79,8 +79,16 @@ const DEFAULT_WEB_ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/web/dist");
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let _tracing = cli.logs.init("todo-stack", cli.otlp_endpoint.as_deref());
-    std::fs::create_dir_all(&cli.data_dir)
-        .with_context(|| format!("cannot create the data folder {}", cli.data_dir.display()))?;
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        // Readable by this user only, whatever the umask: it holds the
+        // databases and the key-encryption key.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&cli.data_dir)
+            .with_context(|| format!("cannot create the data folder {}", cli.data_dir.display()))?;
+    }
 
     let auth_listener = serving::transport::bind(cli.auth_listen).await?;
     let tasks_listener = serving::transport::bind(cli.tasks_listen).await?;
@@ -96,6 +104,7 @@ async fn main() -> anyhow::Result<()> {
         // address) is what per-address throttling must see.
         trusted_proxies: vec!["127.0.0.1/32".parse()?, "::1/128".parse()?],
         mail_dir: cli.data_dir.join("mail"),
+        key_encryption_key_file: cli.data_dir.join("key-encryption-key"),
         smtp_url: cli.smtp_url,
         app_url: format!("http://{gateway_addr}"),
         ..auth_service::Config::default()

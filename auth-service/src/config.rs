@@ -63,8 +63,27 @@ pub struct Config {
     #[arg(long, env = "AUTH_SESSION_MAX_LIFETIME", default_value = "90days", value_parser = humantime::parse_duration)]
     pub session_max_lifetime: Duration,
 
-    /// PEM file holding an Ed25519 PKCS#8 private key to sign with. Without
-    /// it, a key is generated on first start and kept in the database.
+    /// The key-encryption key that seals every secret the database holds
+    /// (signing keys, queued mails): 32 random bytes, base64
+    /// (`openssl rand -base64 32`). Created here if missing on SQLite (the
+    /// `cargo run` default); on PostgreSQL it must exist (a mounted
+    /// secret, the same on every replica).
+    #[arg(
+        long,
+        env = "AUTH_KEY_ENCRYPTION_KEY_FILE",
+        default_value = "data/key-encryption-key"
+    )]
+    pub key_encryption_key_file: PathBuf,
+
+    /// The key-encryption key being rotated away from: it still opens what
+    /// it sealed, until `auth-service rotate-kek` has sealed everything
+    /// again with `--key-encryption-key-file`.
+    #[arg(long, env = "AUTH_PREVIOUS_KEY_ENCRYPTION_KEY_FILE")]
+    pub previous_key_encryption_key_file: Option<PathBuf>,
+
+    /// PEM file holding an Ed25519 PKCS#8 private key to sign with (used
+    /// from the file, never copied into the database). Without it, a key
+    /// is generated on first start and kept in the database, sealed.
     #[arg(long, env = "AUTH_SIGNING_KEY_FILE")]
     pub signing_key_file: Option<PathBuf>,
 

@@ -7,8 +7,11 @@
 //! and whenever it meets a `kid` it does not know, so a rotation made by one
 //! process (or by `auth-service rotate-key`) reaches all of them.
 //!
-//! With `--signing-key-file`, the file's key is made the active key at
-//! start-up; replacing the file and restarting is a rotation.
+//! Private keys are stored sealed with the key-encryption key (see
+//! [`crate::key_encryption`]); a copy of the database holds no usable key.
+//! With `--signing-key-file`, the file's key signs and is published, and
+//! is never copied into the database; keys in the database stay published
+//! while tokens they signed may live.
 
 use std::{
     sync::{Arc, RwLock},
@@ -20,7 +23,10 @@ use chrono::TimeDelta;
 use serving::clock::Clock;
 use tokio::sync::Mutex;
 
-use crate::store::{AuthStore, StoreError, Time};
+use crate::{
+    key_encryption::{self, KeyEncryption, SealError},
+    store::{AuthStore, SecretSlot, StoreError, Time},
+};
 
 /// The longest time a key reload may be skipped after the previous one when
 /// an unknown `kid` shows up: a flood of junk kids costs one query per this.
@@ -37,6 +43,8 @@ pub enum KeyringError {
     },
     #[error("no signing key is active")]
     NoKey,
+    #[error(transparent)]
+    Seal(#[from] SealError),
 }
 
 struct Keys {
@@ -46,6 +54,9 @@ struct Keys {
 
 pub struct Keyring {
     store: Arc<dyn AuthStore>,
+    keks: Arc<dyn KeyEncryption>,
+    /// `--signing-key-file`'s key: it signs, and is not in the database.
+    file_key: Option<Arc<SigningKey>>,
     clock: Clock,
     /// How long a retired key stays published: the longest an access token
     /// it signed can still be accepted.
@@ -59,41 +70,49 @@ impl Keyring {
     /// Loads the keys, creating the first one when the database has none.
     pub async fn load(
         store: Arc<dyn AuthStore>,
+        keks: Arc<dyn KeyEncryption>,
         clock: Clock,
         verifier: Verifier,
         access_token_ttl: Duration,
         key_file: Option<SigningKey>,
     ) -> Result<Self, KeyringError> {
         let now = clock.now();
-        match key_file {
-            Some(key) => {
-                store
-                    .activate_signing_key(key.kid(), key.pkcs8_der(), now)
-                    .await?
-            }
-            None => {
-                if !store
-                    .signing_keys()
-                    .await?
-                    .iter()
-                    .any(|key| key.retire_time.is_none())
-                {
-                    let key = SigningKey::generate().map_err(|_| KeyringError::NoKey)?;
-                    if store
-                        .insert_first_signing_key(key.kid(), key.pkcs8_der(), now)
-                        .await?
-                    {
-                        serving::metrics::metrics().signing_keys_generated.inc();
-                        tracing::info!(kid = key.kid(), "generated the first signing key");
-                    }
-                }
+        let file_key = key_file.map(Arc::new);
+        if file_key.is_none()
+            && !store
+                .signing_keys()
+                .await?
+                .iter()
+                .any(|key| key.retire_time.is_none())
+        {
+            let key = SigningKey::generate().map_err(|_| KeyringError::NoKey)?;
+            let sealed = keks.seal(
+                key.pkcs8_der(),
+                &SecretSlot::SigningKey(key.kid().to_owned()).purpose(),
+            )?;
+            if store
+                .insert_first_signing_key(key.kid(), &sealed, now)
+                .await?
+            {
+                serving::metrics::metrics().signing_keys_generated.inc();
+                tracing::info!(kid = key.kid(), "generated the first signing key");
             }
         }
         let retention = TimeDelta::from_std(access_token_ttl).unwrap_or(TimeDelta::MAX)
             + TimeDelta::seconds(60);
-        let keys = read_keys(store.as_ref(), &verifier, now, retention).await?;
+        let keys = read_keys(
+            store.as_ref(),
+            keks.as_ref(),
+            file_key.as_ref(),
+            &verifier,
+            now,
+            retention,
+        )
+        .await?;
         Ok(Self {
             store,
+            keks,
+            file_key,
             clock,
             retention,
             keys: RwLock::new(Arc::new(keys)),
@@ -138,6 +157,8 @@ impl Keyring {
         }
         let keys = read_keys(
             self.store.as_ref(),
+            self.keks.as_ref(),
+            self.file_key.as_ref(),
             &self.verifier,
             self.clock.now(),
             self.retention,
@@ -154,12 +175,14 @@ impl Keyring {
 
 async fn read_keys(
     store: &dyn AuthStore,
+    keks: &dyn KeyEncryption,
+    file_key: Option<&Arc<SigningKey>>,
     verifier: &Verifier,
     now: Time,
     retention: TimeDelta,
 ) -> Result<Keys, KeyringError> {
-    let mut published = Vec::new();
-    let mut signing = None;
+    let mut published: Vec<Arc<SigningKey>> = file_key.cloned().into_iter().collect();
+    let mut signing = file_key.cloned();
     // Newest first: the first active key is the one to sign with.
     for stored in store.signing_keys().await? {
         let still_needed = stored
@@ -168,12 +191,16 @@ async fn read_keys(
         if !still_needed {
             continue;
         }
-        let key = SigningKey::from_pkcs8_der(&stored.private_key).map_err(|source| {
-            KeyringError::BadKey {
+        if file_key.is_some_and(|file| file.kid() == stored.kid) {
+            continue;
+        }
+        let slot = SecretSlot::SigningKey(stored.kid.clone());
+        let private_key = key_encryption::open_stored(keks, &stored.private_key, &slot)?;
+        let key = SigningKey::from_pkcs8_der(secrecy::ExposeSecret::expose_secret(&private_key))
+            .map_err(|source| KeyringError::BadKey {
                 kid: stored.kid.clone(),
                 source,
-            }
-        })?;
+            })?;
         let key = Arc::new(key);
         if stored.retire_time.is_none() && signing.is_none() {
             signing = Some(key.clone());
@@ -192,11 +219,17 @@ async fn read_keys(
 /// Makes a new key the active one and retires the others: what
 /// `auth-service rotate-key` does. Running replicas pick it up on their
 /// next reload; tokens signed by the old key stay valid until they expire.
-pub async fn rotate(store: &dyn AuthStore, now: Time) -> Result<String, KeyringError> {
+pub async fn rotate(
+    store: &dyn AuthStore,
+    keks: &dyn KeyEncryption,
+    now: Time,
+) -> Result<String, KeyringError> {
     let key = SigningKey::generate().map_err(|_| KeyringError::NoKey)?;
-    store
-        .activate_signing_key(key.kid(), key.pkcs8_der(), now)
-        .await?;
+    let sealed = keks.seal(
+        key.pkcs8_der(),
+        &SecretSlot::SigningKey(key.kid().to_owned()).purpose(),
+    )?;
+    store.activate_signing_key(key.kid(), &sealed, now).await?;
     serving::metrics::metrics().signing_keys_generated.inc();
     Ok(key.kid().to_owned())
 }

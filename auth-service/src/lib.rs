@@ -13,6 +13,8 @@
 //! - [`recovery`] and [`mail`]: email verification, password reset and
 //!   account deletion; the outbox and its delivery worker.
 //! - [`keyring`]: Ed25519 signing keys in the database, rotation, JWKS.
+//! - [`key_encryption`]: the key-encryption key that seals every secret
+//!   the database holds.
 //! - [`throttle`]: per-address limits; the per-account window is in the store.
 //! - [`session_events`]: the internal stream of ended sessions and deleted
 //!   accounts that the task-service follows.
@@ -21,6 +23,7 @@
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod key_encryption;
 pub mod keyring;
 pub mod mail;
 pub mod password;
@@ -49,6 +52,7 @@ use tonic::codec::CompressionEncoding;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
 use crate::{
+    key_encryption::{KeyEncryption, LocalKeks},
     keyring::Keyring,
     mail::Mailer,
     password::Hasher,
@@ -56,7 +60,7 @@ use crate::{
     refresh_token::SuccessorKey,
     service::{AuthApi, Policy},
     session_events::SessionEventsApi,
-    store::{AuthStore, Retention},
+    store::{AuthStore, Retention, SecretSlot},
     throttle::AddressLimiter,
 };
 
@@ -95,7 +99,10 @@ pub async fn serve(
     serving::metrics::serve_if(config.metrics_listen, shutdown.clone()).await?;
     serving::metrics::sample_pools(COMPONENT, &database);
     let store = store::open(&database, service::delta(config.access_token_ttl));
-    let successors = SuccessorKey::new(store.service_secret(SUCCESSOR_KEY).await?);
+    let keks = key_encryption_keys(&config, &database)?;
+    key_encryption::seal_and_check(store.as_ref(), keks.as_ref()).await?;
+    let successors =
+        SuccessorKey::new(open_service_secret(store.as_ref(), keks.as_ref(), SUCCESSOR_KEY).await?);
     let key_file = match &config.signing_key_file {
         Some(path) => {
             let pem = std::fs::read_to_string(path).map_err(|error| {
@@ -109,6 +116,7 @@ pub async fn serve(
     let keyring = Arc::new(
         Keyring::load(
             store.clone(),
+            keks.clone(),
             config.clock.clone(),
             verifier,
             config.access_token_ttl,
@@ -165,9 +173,11 @@ pub async fn serve(
     let mail = Mail {
         mailer: mailer.clone(),
         queued: Arc::new(Notify::new()),
+        keks: keks.clone(),
     };
     tokio::spawn(mail::deliver(
         store.clone(),
+        keks.clone(),
         mailer,
         config.clock.clone(),
         mail.queued.clone(),
@@ -320,7 +330,61 @@ pub async fn rotate_key(config: &Config) -> anyhow::Result<String> {
     )
     .await?;
     let store = store::open(&database, service::delta(config.access_token_ttl));
-    let kid = keyring::rotate(store.as_ref(), config.clock.now()).await?;
+    let keks = key_encryption_keys(config, &database)?;
+    let kid = keyring::rotate(store.as_ref(), keks.as_ref(), config.clock.now()).await?;
     database.close().await;
     Ok(kid)
+}
+
+/// `auth-service rotate-kek`: every secret the database holds sealed again
+/// with `--key-encryption-key-file`, opened with it or with
+/// `--previous-key-encryption-key-file`. Returns how many were re-sealed.
+pub async fn rotate_kek(config: &Config) -> anyhow::Result<usize> {
+    let database = Database::open(
+        &config.database_url,
+        PoolOptions::new(1, config.statement_timeout),
+        store::MIGRATIONS,
+    )
+    .await?;
+    let store = store::open(&database, service::delta(config.access_token_ttl));
+    let keks = key_encryption_keys(config, &database)?;
+    let resealed = key_encryption::rotate(store.as_ref(), keks.as_ref()).await?;
+    database.close().await;
+    Ok(resealed)
+}
+
+/// The key-encryption keys of `config`. For an embedded SQLite database
+/// a missing key file is generated (the `cargo run` default); on
+/// PostgreSQL it must be given: replicas must share it, and it must not
+/// live beside the database.
+fn key_encryption_keys(
+    config: &Config,
+    database: &Database,
+) -> anyhow::Result<Arc<dyn KeyEncryption>> {
+    let generate = matches!(database, Database::Sqlite { .. });
+    let keks = LocalKeks::load(
+        &config.key_encryption_key_file,
+        config.previous_key_encryption_key_file.as_deref(),
+        generate,
+    )?;
+    tracing::info!(
+        kek = keks.current_id(),
+        "secrets at rest sealed with key-encryption key"
+    );
+    Ok(Arc::new(keks))
+}
+
+/// The service secret `name`, created sealed on first use, opened.
+async fn open_service_secret(
+    store: &dyn AuthStore,
+    keks: &dyn KeyEncryption,
+    name: &str,
+) -> anyhow::Result<Vec<u8>> {
+    let slot = SecretSlot::ServiceSecret(name.to_owned());
+    let candidate: [u8; 32] = rand::random();
+    let stored = store
+        .service_secret(name, &keks.seal(&candidate, &slot.purpose())?)
+        .await?;
+    let opened = key_encryption::open_stored(keks, &stored, &slot)?;
+    Ok(secrecy::ExposeSecret::expose_secret(&opened).to_vec())
 }

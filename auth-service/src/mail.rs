@@ -41,7 +41,10 @@ use serving::{CancellationToken, clock::Clock};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use crate::store::{AuthStore, MailTokenKind, NewMail, OutgoingMail};
+use crate::{
+    key_encryption::{self, KeyEncryption},
+    store::{AuthStore, MailTokenKind, NewMail, OutgoingMail, SecretSlot},
+};
 
 /// Attempts before a mail is given up.
 pub const MAX_ATTEMPTS: i64 = 12;
@@ -73,6 +76,8 @@ pub enum MailError {
     Smtp(#[from] lettre::transport::smtp::Error),
     #[error("cannot write the mail file: {0}")]
     File(#[from] std::io::Error),
+    #[error("the mail cannot be sealed or opened with the key-encryption key")]
+    Seal,
     #[error("a line of the message is longer than 998 octets")]
     Encoding,
 }
@@ -132,6 +137,7 @@ impl Mailer {
         to: &str,
         name: &str,
         token: &str,
+        keks: &dyn KeyEncryption,
     ) -> Result<NewMail, MailError> {
         let (subject, path, text, html) = match kind {
             MailTokenKind::VerifyEmail => (
@@ -165,24 +171,30 @@ impl Mailer {
                     .singlepart(part(ContentType::TEXT_PLAIN, &fill(text, str::to_owned))?)
                     .singlepart(part(ContentType::TEXT_HTML, &fill(html, escape_html))?),
             )?;
+        let message = keks
+            .seal(&message.formatted(), &SecretSlot::Mail(id).purpose())
+            .map_err(|_| MailError::Seal)?;
         Ok(NewMail {
             id,
             recipient: to.to_owned(),
-            message: message.formatted(),
+            message,
         })
     }
 
     /// Sends one queued mail.
-    async fn send(&self, mail: &OutgoingMail) -> Result<(), MailError> {
+    async fn send(&self, mail: &OutgoingMail, keks: &dyn KeyEncryption) -> Result<(), MailError> {
+        let message = key_encryption::open_stored(keks, &mail.message, &SecretSlot::Mail(mail.id))
+            .map_err(|_| MailError::Seal)?;
+        let message = secrecy::ExposeSecret::expose_secret(&message);
         match &self.transport {
             Transport::Smtp(smtp) => {
                 let envelope =
                     Envelope::new(Some(self.from.email.clone()), vec![mail.recipient.parse()?])?;
-                smtp.send_raw(&envelope, &mail.message).await?;
+                smtp.send_raw(&envelope, message).await?;
             }
             Transport::Folder(folder) => {
                 let path = folder.join(format!("{}.eml", mail.id));
-                write_private(folder, &path, &mail.message)?;
+                write_private(folder, &path, message)?;
                 tracing::info!(path = %path.display(), "mail written (no --smtp-url)");
             }
         }
@@ -264,6 +276,7 @@ fn retry_delay(attempts: i64) -> Duration {
 /// retries coming due).
 pub async fn deliver(
     store: Arc<dyn AuthStore>,
+    keks: Arc<dyn KeyEncryption>,
     mailer: Mailer,
     clock: Clock,
     queued: Arc<Notify>,
@@ -279,7 +292,7 @@ pub async fn deliver(
         };
         for mail in &claimed {
             let outcome = tokio::select! {
-                outcome = mailer.send(mail) => outcome,
+                outcome = mailer.send(mail, keks.as_ref()) => outcome,
                 () = shutdown.cancelled() => return,
             };
             let recorded = match outcome {
@@ -334,16 +347,27 @@ mod tests {
     }
 
     #[test]
-    fn a_mail_has_a_text_and_an_html_part_with_the_link() {
+    fn a_mail_has_a_text_and_an_html_part_with_the_link_and_is_sealed() {
+        let folder = tempfile::tempdir().unwrap();
+        let keks = key_encryption::LocalKeks::load(&folder.path().join("kek"), None, true).unwrap();
         let mail = mailer()
             .compose(
                 MailTokenKind::ResetPassword,
                 "ada@example.com",
                 "Ada <script>",
                 "TOKEN123",
+                &keks,
             )
             .unwrap();
-        let text = String::from_utf8(mail.message).unwrap();
+        assert!(
+            !String::from_utf8_lossy(&mail.message.ciphertext).contains("TOKEN123"),
+            "queued sealed"
+        );
+        let opened = keks
+            .open(&mail.message, &SecretSlot::Mail(mail.id).purpose())
+            .unwrap();
+        let text =
+            String::from_utf8(secrecy::ExposeSecret::expose_secret(&opened).to_vec()).unwrap();
         assert!(text.contains("multipart/alternative"));
         assert!(text.contains("text/plain"));
         assert!(text.contains("text/html"));

@@ -29,6 +29,10 @@ enum Command {
     /// Make a new signing key the active one. Tokens signed by the old key
     /// stay valid until they expire; running replicas switch within a minute.
     RotateKey,
+    /// Seal every secret in the database again with
+    /// `--key-encryption-key-file`, opening them with it or with
+    /// `--previous-key-encryption-key-file`. Nobody is signed out.
+    RotateKek,
 }
 
 #[tokio::main]
@@ -43,6 +47,11 @@ async fn main() -> anyhow::Result<()> {
         Command::RotateKey => {
             let kid = auth_service::rotate_key(&cli.config).await?;
             println!("new signing key {kid} is active");
+            Ok(())
+        }
+        Command::RotateKek => {
+            let resealed = auth_service::rotate_kek(&cli.config).await?;
+            println!("{resealed} secret(s) sealed with the new key-encryption key");
             Ok(())
         }
     }

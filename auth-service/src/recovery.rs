@@ -28,6 +28,7 @@ use uuid::Uuid;
 use crate::{
     domain::{Email, Password},
     error::AuthError,
+    key_encryption::KeyEncryption,
     mail::Mailer,
     refresh_token::{self, RefreshToken},
     service::{AuthApi, SESSION_ENDED, user_message},
@@ -50,6 +51,8 @@ pub struct Mail {
     pub mailer: Mailer,
     /// Wakes the delivery worker when a mail is queued.
     pub queued: Arc<Notify>,
+    /// Seals queued mails: they hold live links.
+    pub keks: Arc<dyn KeyEncryption>,
 }
 
 fn scope(kind: MailTokenKind) -> &'static str {
@@ -243,7 +246,7 @@ async fn queue(
     let token = RefreshToken::generate();
     let message = mail
         .mailer
-        .compose(kind, email, name, token.expose())
+        .compose(kind, email, name, token.expose(), mail.keks.as_ref())
         .map_err(|error| AuthError::Mail(error.to_string()))?;
     let ttl = match kind {
         MailTokenKind::VerifyEmail => VERIFICATION_TTL,

@@ -116,14 +116,7 @@ impl Database {
                 .synchronous(SqliteSynchronous::Full)
                 .busy_timeout(Duration::from_secs(5))
                 .foreign_keys(true);
-            if let Some(folder) = connect.get_filename().parent()
-                && !folder.as_os_str().is_empty()
-            {
-                std::fs::create_dir_all(folder).map_err(|source| ConnectError::Folder {
-                    path: folder.display().to_string(),
-                    source,
-                })?;
-            }
+            create_private(connect.get_filename())?;
             let mut migrating = SqliteConnection::connect_with(&connect).await?;
             migrations.sqlite.run_direct(&mut migrating).await?;
             migrating.close().await?;
@@ -186,6 +179,41 @@ impl Database {
             }
             Self::Postgres(pool) => pool.close().await,
         }
+    }
+}
+
+/// Creates the database file's folder (mode 0700) and the file itself
+/// (mode 0600) when they do not exist, whatever the umask: SQLite gives
+/// the `-wal` and `-shm` files the mode of the database file, so all of
+/// them are readable by the service's user only (checklist K2).
+fn create_private(file: &std::path::Path) -> Result<(), ConnectError> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let failed = |path: &std::path::Path, source| ConnectError::Folder {
+        path: path.display().to_string(),
+        source,
+    };
+    if let Some(folder) = file
+        .parent()
+        .filter(|folder| !folder.as_os_str().is_empty())
+    {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(folder)
+            .map_err(|source| failed(folder, source))?;
+    }
+    if file.as_os_str().is_empty() || file.to_str() == Some(":memory:") {
+        return Ok(());
+    }
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(file)
+    {
+        Ok(_) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(source) => Err(failed(file, source)),
     }
 }
 

@@ -92,6 +92,10 @@ impl<'q> Statement<'q> {
         self.bind(Value::Text(Some(value.into())))
     }
 
+    pub fn opt_text(self, value: Option<impl Into<Cow<'q, str>>>) -> Self {
+        self.bind(Value::Text(value.map(Into::into)))
+    }
+
     pub fn big_int(self, value: i64) -> Self {
         self.bind(Value::BigInt(Some(value)))
     }
@@ -360,6 +364,13 @@ impl Row {
     }
 
     pub fn bool(&self, column: &str) -> Result<bool> {
+        match self {
+            Self::Sqlite(row) => row.try_get(column),
+            Self::Postgres(row) => row.try_get(column),
+        }
+    }
+
+    pub fn opt_bytes(&self, column: &str) -> Result<Option<Vec<u8>>> {
         match self {
             Self::Sqlite(row) => row.try_get(column),
             Self::Postgres(row) => row.try_get(column),

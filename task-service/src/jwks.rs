@@ -228,7 +228,7 @@ mod tests {
         write(&path, &first);
         let keys = KeySet::new(
             Verifier::new("iss", "aud", 0),
-            "http://unused",
+            Endpoint::from_static("http://unused"),
             Some(path.clone()),
         )
         .unwrap();
@@ -259,7 +259,7 @@ mod tests {
         write(&path, &SigningKey::generate().unwrap());
         let keys = KeySet::new(
             Verifier::new("iss", "aud", 0),
-            "http://unused",
+            Endpoint::from_static("http://unused"),
             Some(path.clone()),
         )
         .unwrap();

@@ -101,7 +101,7 @@ pub async fn serve(
         config.max_tasks_per_user,
     ));
     let page_tokens = PageTokenKey::new(
-        store
+        &store
             .page_token_secret()
             .await
             .context("cannot read the page-token key")?,

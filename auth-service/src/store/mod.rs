@@ -22,6 +22,8 @@ pub mod sql;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serving::database::{Database, Migrations};
+
+pub use crate::key_encryption::Sealed;
 use sqlx::migrate::Migrator;
 use uuid::Uuid;
 
@@ -124,10 +126,28 @@ pub enum Rotation {
     Invalid,
 }
 
+/// A secret as the database holds it: sealed with a key-encryption key
+/// (see `key_encryption`), or, from before sealing, plain (to be sealed).
+#[derive(Clone, PartialEq, Eq)]
+pub enum StoredSecret {
+    Sealed(Sealed),
+    Plain(Vec<u8>),
+}
+
+impl std::fmt::Debug for StoredSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Sealed(sealed) => write!(f, "Sealed(kek {})", sealed.kek_id),
+            Self::Plain(_) => f.write_str("Plain([REDACTED])"),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct StoredKey {
     pub kid: String,
-    pub private_key: Vec<u8>,
+    /// The PKCS#8 private key.
+    pub private_key: StoredSecret,
     pub create_time: Time,
     pub retire_time: Option<Time>,
 }
@@ -163,12 +183,12 @@ pub enum MailTokenKind {
 }
 
 /// A mail to queue in the outbox: who gets it, and the message, already
-/// formatted (RFC 5322), opaque to the store.
+/// formatted (RFC 5322) and sealed (it holds a live link).
 #[derive(Clone)]
 pub struct NewMail {
     pub id: Uuid,
     pub recipient: String,
-    pub message: Vec<u8>,
+    pub message: Sealed,
 }
 
 /// A queued mail a delivery worker has claimed.
@@ -176,7 +196,7 @@ pub struct NewMail {
 pub struct OutgoingMail {
     pub id: Uuid,
     pub recipient: String,
-    pub message: Vec<u8>,
+    pub message: StoredSecret,
     /// Earlier attempts that failed.
     pub attempts: i64,
 }
@@ -378,16 +398,16 @@ pub trait AuthStore: Send + Sync + 'static {
     /// failed for good (the body is erased).
     async fn mail_failed(&self, id: Uuid, now: Time, retry_at: Option<Time>) -> Result<()>;
 
-    /// The service-wide secret named `name` (32 random bytes), created by
-    /// the first caller and shared by every replica.
-    async fn service_secret(&self, name: &str) -> Result<Vec<u8>>;
+    /// The service-wide secret named `name`: `candidate` (stored by the
+    /// first caller), or the one stored before. Shared by every replica.
+    async fn service_secret(&self, name: &str, candidate: &Sealed) -> Result<StoredSecret>;
 
     /// Every signing key, newest first.
     async fn signing_keys(&self) -> Result<Vec<StoredKey>>;
 
     /// Stores `key` (if its kid is new) and retires every other key at `now`,
     /// making `key` the one to sign with.
-    async fn activate_signing_key(&self, kid: &str, private_key: &[u8], now: Time) -> Result<()>;
+    async fn activate_signing_key(&self, kid: &str, private_key: &Sealed, now: Time) -> Result<()>;
 
     /// Stores `key` only if no active key exists (first start). Returns
     /// whether it was stored; concurrent first starts may both succeed,
@@ -395,9 +415,37 @@ pub trait AuthStore: Send + Sync + 'static {
     async fn insert_first_signing_key(
         &self,
         kid: &str,
-        private_key: &[u8],
+        private_key: &Sealed,
         now: Time,
     ) -> Result<bool>;
+
+    /// Every sealed or plain secret the database holds (signing keys,
+    /// service secrets, queued mails), to be sealed again.
+    async fn stored_secrets(&self) -> Result<Vec<(SecretSlot, StoredSecret)>>;
+
+    /// Replaces the secret in `slot` by `sealed`.
+    async fn reseal(&self, slot: &SecretSlot, sealed: &Sealed) -> Result<()>;
+}
+
+/// Where a stored secret lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSlot {
+    SigningKey(String),
+    ServiceSecret(String),
+    Mail(Uuid),
+}
+
+impl SecretSlot {
+    /// The associated data a secret in this slot is sealed with: a sealed
+    /// value moved to another slot does not open.
+    pub fn purpose(&self) -> Vec<u8> {
+        match self {
+            Self::SigningKey(kid) => format!("signing-key:{kid}"),
+            Self::ServiceSecret(name) => format!("service-secret:{name}"),
+            Self::Mail(id) => format!("mail:{id}"),
+        }
+        .into_bytes()
+    }
 }
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");

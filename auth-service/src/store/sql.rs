@@ -151,6 +151,23 @@ fn session(row: &Row) -> Result<Session> {
     })
 }
 
+/// The columns of a stored secret: `{value}`, and beside it how it is sealed.
+const SEALED: &str = "kek_id, seal_algorithm, nonce";
+
+/// The secret in `value` of `row`, with how it is sealed.
+fn stored_secret(row: &Row, value: &str) -> Result<StoredSecret> {
+    let bytes = row.bytes(value)?;
+    Ok(match row.opt_text("kek_id")? {
+        None => StoredSecret::Plain(bytes),
+        Some(kek_id) => StoredSecret::Sealed(Sealed {
+            kek_id,
+            algorithm: row.opt_text("seal_algorithm")?.unwrap_or_default(),
+            nonce: row.opt_bytes("nonce")?.unwrap_or_default(),
+            ciphertext: bytes,
+        }),
+    })
+}
+
 fn login_window(row: &Row) -> Result<LoginWindow> {
     Ok(LoginWindow {
         attempts: row.big_int("attempts")?,
@@ -631,17 +648,17 @@ impl AuthStore for SqlStore {
     }
 
     async fn signing_keys(&self) -> Result<Vec<StoredKey>> {
-        statement(
-            "SELECT kid, private_key, create_time, retire_time FROM signing_keys \
-             ORDER BY create_time DESC",
-        )
+        statement(format!(
+            "SELECT kid, private_key, {SEALED}, create_time, retire_time FROM signing_keys \
+             ORDER BY create_time DESC"
+        ))
         .fetch_all(&mut self.db.read().await?)
         .await?
         .iter()
         .map(|row| {
             Ok(StoredKey {
                 kid: row.text("kid")?,
-                private_key: row.bytes("private_key")?,
+                private_key: stored_secret(row, "private_key")?,
                 create_time: row.time("create_time")?,
                 retire_time: row.opt_time("retire_time")?,
             })
@@ -649,15 +666,19 @@ impl AuthStore for SqlStore {
         .collect()
     }
 
-    async fn activate_signing_key(&self, kid: &str, private_key: &[u8], now: Time) -> Result<()> {
+    async fn activate_signing_key(&self, kid: &str, private_key: &Sealed, now: Time) -> Result<()> {
         let mut tx = self.db.begin_write().await?;
         statement(
-            "INSERT INTO signing_keys (kid, private_key, create_time) VALUES ($1, $2, $3) \
+            "INSERT INTO signing_keys (kid, private_key, kek_id, seal_algorithm, nonce, create_time) \
+             VALUES ($1, $2, $4, $5, $6, $3) \
              ON CONFLICT (kid) DO UPDATE SET retire_time = NULL, create_time = $3",
         )
         .text(kid)
-        .bytes(private_key)
+        .bytes(&private_key.ciphertext[..])
         .time(now)
+        .text(&private_key.kek_id)
+        .text(&private_key.algorithm)
+        .bytes(&private_key.nonce[..])
         .execute(&mut tx)
         .await?;
         statement(
@@ -674,17 +695,20 @@ impl AuthStore for SqlStore {
     async fn insert_first_signing_key(
         &self,
         kid: &str,
-        private_key: &[u8],
+        private_key: &Sealed,
         now: Time,
     ) -> Result<bool> {
         let inserted = statement(
-            "INSERT INTO signing_keys (kid, private_key, create_time) \
-             SELECT $1, $2, $3 WHERE NOT EXISTS \
+            "INSERT INTO signing_keys (kid, private_key, kek_id, seal_algorithm, nonce, create_time) \
+             SELECT $1, $2, $4, $5, $6, $3 WHERE NOT EXISTS \
              (SELECT 1 FROM signing_keys WHERE retire_time IS NULL)",
         )
         .text(kid)
-        .bytes(private_key)
+        .bytes(&private_key.ciphertext[..])
         .time(now)
+        .text(&private_key.kek_id)
+        .text(&private_key.algorithm)
+        .bytes(&private_key.nonce[..])
         .execute(&mut self.db.write().await?)
         .await?;
         Ok(inserted > 0)
@@ -808,13 +832,16 @@ impl AuthStore for SqlStore {
         .execute(&mut tx)
         .await?;
         statement(
-            "INSERT INTO outbox (id, recipient, body, create_time, attempts, next_attempt_time) \
-             VALUES ($1, $2, $3, $4, 0, $4)",
+            "INSERT INTO outbox (id, recipient, body, kek_id, seal_algorithm, nonce, create_time, \
+             attempts, next_attempt_time) VALUES ($1, $2, $3, $5, $6, $7, $4, 0, $4)",
         )
         .uuid(mail.id)
         .text(&mail.recipient)
-        .bytes(&mail.message[..])
+        .bytes(&mail.message.ciphertext[..])
         .time(now)
+        .text(&mail.message.kek_id)
+        .text(&mail.message.algorithm)
+        .bytes(&mail.message.nonce[..])
         .execute(&mut tx)
         .await?;
         tx.commit().await?;
@@ -912,7 +939,7 @@ impl AuthStore for SqlStore {
     ) -> Result<Vec<OutgoingMail>> {
         let mut tx = self.db.begin_write().await?;
         let sql = format!(
-            "SELECT id, recipient, body, attempts FROM outbox \
+            "SELECT id, recipient, body, {SEALED}, attempts FROM outbox \
              WHERE sent_time IS NULL AND failed_time IS NULL AND next_attempt_time <= $1 \
              AND (claimed_until IS NULL OR claimed_until <= $1) \
              ORDER BY next_attempt_time LIMIT $2{}",
@@ -934,7 +961,7 @@ impl AuthStore for SqlStore {
             claimed.push(OutgoingMail {
                 id,
                 recipient: row.text("recipient")?,
-                message: row.bytes("body")?,
+                message: stored_secret(row, "body")?,
                 attempts: row.big_int("attempts")?,
             });
         }
@@ -974,21 +1001,93 @@ impl AuthStore for SqlStore {
         Ok(())
     }
 
-    async fn service_secret(&self, name: &str) -> Result<Vec<u8>> {
-        let candidate: [u8; 32] = rand::random();
+    async fn service_secret(&self, name: &str, candidate: &Sealed) -> Result<StoredSecret> {
         let mut conn = self.db.write().await?;
         statement(
-            "INSERT INTO service_secrets (name, value) VALUES ($1, $2) \
-             ON CONFLICT (name) DO NOTHING",
+            "INSERT INTO service_secrets (name, value, kek_id, seal_algorithm, nonce) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (name) DO NOTHING",
         )
         .text(name)
-        .bytes(candidate.to_vec())
+        .bytes(&candidate.ciphertext[..])
+        .text(&candidate.kek_id)
+        .text(&candidate.algorithm)
+        .bytes(&candidate.nonce[..])
         .execute(&mut conn)
         .await?;
-        let row = statement("SELECT value FROM service_secrets WHERE name = $1")
-            .text(name)
-            .fetch_one(&mut conn)
+        let row = statement(format!(
+            "SELECT value, {SEALED} FROM service_secrets WHERE name = $1"
+        ))
+        .text(name)
+        .fetch_one(&mut conn)
+        .await?;
+        stored_secret(&row, "value")
+    }
+
+    async fn stored_secrets(&self) -> Result<Vec<(SecretSlot, StoredSecret)>> {
+        let mut conn = self.db.read().await?;
+        let mut secrets = Vec::new();
+        for row in statement(format!(
+            "SELECT kid, private_key, {SEALED} FROM signing_keys"
+        ))
+        .fetch_all(&mut conn)
+        .await?
+        {
+            secrets.push((
+                SecretSlot::SigningKey(row.text("kid")?),
+                stored_secret(&row, "private_key")?,
+            ));
+        }
+        for row in statement(format!("SELECT name, value, {SEALED} FROM service_secrets"))
+            .fetch_all(&mut conn)
+            .await?
+        {
+            secrets.push((
+                SecretSlot::ServiceSecret(row.text("name")?),
+                stored_secret(&row, "value")?,
+            ));
+        }
+        for row in statement(format!(
+            "SELECT id, body, {SEALED} FROM outbox WHERE sent_time IS NULL AND failed_time IS NULL"
+        ))
+        .fetch_all(&mut conn)
+        .await?
+        {
+            secrets.push((
+                SecretSlot::Mail(row.uuid("id")?),
+                stored_secret(&row, "body")?,
+            ));
+        }
+        Ok(secrets)
+    }
+
+    async fn reseal(&self, slot: &SecretSlot, sealed: &Sealed) -> Result<()> {
+        let sql = match slot {
+            SecretSlot::SigningKey(_) => {
+                "UPDATE signing_keys SET private_key = $2, kek_id = $3, seal_algorithm = $4, \
+                 nonce = $5 WHERE kid = $1"
+            }
+            SecretSlot::ServiceSecret(_) => {
+                "UPDATE service_secrets SET value = $2, kek_id = $3, seal_algorithm = $4, \
+                 nonce = $5 WHERE name = $1"
+            }
+            SecretSlot::Mail(_) => {
+                "UPDATE outbox SET body = $2, kek_id = $3, seal_algorithm = $4, nonce = $5 \
+                 WHERE id = $1"
+            }
+        };
+        let statement = match slot {
+            SecretSlot::SigningKey(kid) | SecretSlot::ServiceSecret(kid) => {
+                statement(sql).text(kid.as_str())
+            }
+            SecretSlot::Mail(id) => statement(sql).uuid(*id),
+        };
+        statement
+            .bytes(&sealed.ciphertext[..])
+            .text(&sealed.kek_id)
+            .text(&sealed.algorithm)
+            .bytes(&sealed.nonce[..])
+            .execute(&mut self.db.write().await?)
             .await?;
-        Ok(row.bytes("value")?)
+        Ok(())
     }
 }

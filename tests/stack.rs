@@ -9,9 +9,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tonic_health::pb::{
-    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
-};
+use test_harness::health;
+use tonic_health::pb::health_check_response::ServingStatus;
 
 /// Longest time the stack may take to start or stop.
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -57,21 +56,6 @@ fn read_addresses(stdout: impl BufRead + Send + 'static) -> [String; 3] {
     found.map(|url| url.expect("found"))
 }
 
-async fn health(url: &str) -> Option<ServingStatus> {
-    let channel = tonic::transport::Endpoint::from_shared(url.to_owned())
-        .ok()?
-        .connect()
-        .await
-        .ok()?;
-    let response = HealthClient::new(channel)
-        .check(HealthCheckRequest {
-            service: String::new(),
-        })
-        .await
-        .ok()?;
-    ServingStatus::try_from(response.into_inner().status).ok()
-}
-
 #[tokio::test]
 async fn the_run_command_serves_health_on_all_three_ports_and_stops_on_sigterm() {
     let data = tempfile::tempdir().expect("a temporary folder");
@@ -96,7 +80,7 @@ async fn the_run_command_serves_health_on_all_three_ports_and_stops_on_sigterm()
     for url in &addresses {
         let deadline = Instant::now() + PATIENCE;
         loop {
-            let status = health(url).await;
+            let status = health(url, "").await;
             if status == Some(ServingStatus::Serving) {
                 break;
             }

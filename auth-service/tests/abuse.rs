@@ -7,11 +7,9 @@
 //! believes from its trusted proxy (the test's own loopback peer), as it
 //! believes the gateway's.
 
-mod support;
-
 use std::time::Duration;
 
-use support::*;
+use test_harness::*;
 use todo_proto::auth::v1::{self as pb, auth_service_client::AuthServiceClient};
 use tonic::{Code, Request, transport::Channel};
 
@@ -67,16 +65,17 @@ async fn jwks_is_served(client: &mut AuthServiceClient<Channel>) {
         .expect("GetJwks is served during the attack");
 }
 
-fn behind_a_proxy(db: &test_harness::TestDatabase) -> auth_service::Config {
+fn behind_a_proxy(db: &TestDatabase) -> auth_service::Config {
     auth_service::Config {
         trusted_proxies: vec!["127.0.0.1/32".parse().unwrap()],
-        ..test_config(db)
+        ..auth_config(db)
     }
 }
 
 #[tokio::test]
 async fn a_strangers_wrong_passwords_do_not_keep_the_owner_out() {
-    on_each_backend(|db| async move {
+    on_each_backend(|backend| async move {
+        let db = backend.fresh().await;
         let server = AuthServer::start_with(behind_a_proxy(&db)).await;
         let mut client = server.client().await;
         let email = unique_email();
@@ -115,7 +114,8 @@ async fn a_strangers_wrong_passwords_do_not_keep_the_owner_out() {
 
 #[tokio::test]
 async fn guessing_from_many_addresses_stops_at_the_account_ceiling_but_not_the_owner() {
-    on_each_backend(|db| async move {
+    on_each_backend(|backend| async move {
+        let db = backend.fresh().await;
         let config = auth_service::Config {
             login_max_failures_per_account: 12,
             ..behind_a_proxy(&db)
@@ -167,7 +167,8 @@ async fn guessing_from_many_addresses_stops_at_the_account_ceiling_but_not_the_o
 
 #[tokio::test]
 async fn a_logout_flood_is_throttled_per_address_while_others_refresh() {
-    on_each_backend(|db| async move {
+    on_each_backend(|backend| async move {
+        let db = backend.fresh().await;
         let config = auth_service::Config {
             address_rate_per_minute: 60,
             address_burst: 10,

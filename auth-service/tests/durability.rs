@@ -1,34 +1,24 @@
 //! What the binary promises as a process: an acknowledged write survives
 //! `kill -9`, and SIGTERM drains and exits 0.
 
-mod support;
-
 use std::{
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
-use support::*;
-use test_harness::{Backend, TestDatabase};
+use test_harness::*;
 use todo_proto::auth::v1::auth_service_client::AuthServiceClient;
 use tonic::transport::Channel;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start_binary(database_url: &str, port: u16) -> Child {
+fn start_binary(db: &TestDatabase, port: u16) -> Child {
     Command::new(env!("CARGO_BIN_EXE_auth-service"))
         .args([
             "--listen",
             &format!("127.0.0.1:{port}"),
             "--database-url",
-            database_url,
+            &db.url,
         ])
+        .args(auth_file_args(db))
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -36,33 +26,25 @@ fn start_binary(database_url: &str, port: u16) -> Child {
         .expect("start the auth-service binary")
 }
 
+/// A client of the binary on `port`, once it listens.
 async fn connect(port: u16) -> AuthServiceClient<Channel> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        match AuthServiceClient::connect(format!("http://127.0.0.1:{port}")).await {
-            Ok(client) => return client,
-            Err(_) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(50)).await
-            }
-            Err(error) => panic!("the binary never listened: {error}"),
-        }
-    }
+    AuthServiceClient::new(test_harness::connect(&format!("http://127.0.0.1:{port}")).await)
 }
 
 #[tokio::test]
 async fn an_acknowledged_registration_survives_kill_9_and_sigterm_exits_0() {
-    for backend in Backend::all() {
-        let db: TestDatabase = backend.fresh().await;
-        let port = free_port();
-        let mut child = start_binary(&db.url, port);
+    on_each_backend(|backend| async move {
+        let db = backend.fresh().await;
+        let port = closed_port().await.port();
+        let mut child = start_binary(&db, port);
         let mut client = connect(port).await;
         let email = unique_email();
         let registered = register(&mut client, &email).await;
         child.kill().expect("SIGKILL");
         child.wait().unwrap();
 
-        let port = free_port();
-        let mut child = start_binary(&db.url, port);
+        let port = closed_port().await.port();
+        let mut child = start_binary(&db, port);
         let mut client = connect(port).await;
         login(&mut client, &email, PASSWORD)
             .await
@@ -86,5 +68,6 @@ async fn an_acknowledged_registration_survives_kill_9_and_sigterm_exits_0() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
         assert!(exit.success(), "exit status after SIGTERM: {exit:?}");
-    }
+    })
+    .await;
 }

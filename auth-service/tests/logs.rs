@@ -2,15 +2,12 @@
 //! target at TRACE, and the captured output is searched for each secret the
 //! test used or the server stored.
 
-mod support;
-
 use std::{
     io::Write,
     sync::{Arc, Mutex},
 };
 
-use support::*;
-use test_harness::TestDatabase;
+use test_harness::*;
 use todo_proto::auth::v1 as pb;
 
 #[derive(Clone, Default)]

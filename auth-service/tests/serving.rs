@@ -1,35 +1,24 @@
 //! What every process serves besides its API: health that follows the
 //! database, reflection, and clean failure while the database is away.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
-use support::*;
-use test_harness::{TcpProxy, TestDatabase};
+use test_harness::*;
 use tonic::Code;
-use tonic_health::pb::{
-    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
-};
+use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_reflection::pb::v1::{
     ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
     server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
 };
 
 async fn health(server: &AuthServer, service: &str) -> ServingStatus {
-    let mut client = HealthClient::new(server.channel().await);
-    let response = client
-        .check(HealthCheckRequest {
-            service: service.into(),
-        })
-        .await
-        .unwrap();
-    response.into_inner().status()
+    server.health(service).await.expect("health answers")
 }
 
 #[tokio::test]
 async fn health_and_reflection_are_served() {
-    on_each_backend(|db| async move {
+    on_each_backend(|backend| async move {
+        let db = backend.fresh().await;
         let server = AuthServer::start(&db).await;
         assert_eq!(health(&server, "").await, ServingStatus::Serving);
         assert_eq!(
@@ -67,7 +56,7 @@ async fn health_and_reflection_are_served() {
 #[tokio::test]
 async fn reflection_can_be_switched_off() {
     let db = TestDatabase::sqlite();
-    let mut config = test_config(&db);
+    let mut config = auth_config(&db);
     config.disable_reflection = true;
     let server = AuthServer::start_with(config).await;
     let mut reflection = ServerReflectionClient::new(server.channel().await);
@@ -83,28 +72,15 @@ async fn reflection_can_be_switched_off() {
     server.stop().await;
 }
 
-/// Polls until `check` holds, failing after `within`.
-async fn eventually<F, Fut>(within: Duration, what: &str, check: F)
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test]
 async fn a_database_outage_is_unavailable_and_not_serving_then_recovers_by_itself() {
     let Some(db) = TestDatabase::postgres().await else {
         eprintln!("SKIPPED: set TEST_POSTGRES_URL to run the PostgreSQL outage test");
         return;
     };
-    let proxy = TcpProxy::start(test_harness::database_address(&db.url)).await;
-    let mut config = test_config(&db);
-    config.database_url = test_harness::url_via(&db.url, proxy.addr());
+    let proxy = TcpProxy::start(database_address(&db.url)).await;
+    let mut config = auth_config(&db);
+    config.database_url = url_via(&db.url, proxy.addr());
     let server = AuthServer::start_with(config).await;
     let mut client = server.client().await;
     let email = unique_email();
@@ -146,7 +122,7 @@ async fn a_database_outage_is_unavailable_and_not_serving_then_recovers_by_itsel
 #[tokio::test]
 async fn a_message_over_the_limit_is_resource_exhausted_and_changes_nothing() {
     let db = TestDatabase::sqlite();
-    let mut config = test_config(&db);
+    let mut config = auth_config(&db);
     config.transport.max_message_bytes = 4 * 1024;
     let server = AuthServer::start_with(config).await;
     let mut client = server.client().await;
@@ -167,7 +143,7 @@ async fn a_message_over_the_limit_is_resource_exhausted_and_changes_nothing() {
 async fn a_compressed_message_is_limited_by_its_inflated_size() {
     use tonic::codec::CompressionEncoding;
     let db = TestDatabase::sqlite();
-    let mut config = test_config(&db);
+    let mut config = auth_config(&db);
     config.transport.max_message_bytes = 4 * 1024;
     let server = AuthServer::start_with(config).await;
     let mut client = server

@@ -2,12 +2,10 @@
 //! and refused in every forged form (RFC 8725). Signing keys survive
 //! restarts and rotate without logging anyone out.
 
-mod support;
-
 use access_token::{AccessClaims, SigningKey};
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, jwk::JwkSet};
-use support::*;
+use test_harness::*;
 use todo_proto::auth::v1 as pb;
 use tonic::{Code, Request};
 
@@ -27,7 +25,8 @@ async fn jwks(
 
 #[tokio::test]
 async fn a_standard_jwt_library_verifies_access_tokens_with_the_jwks() {
-    on_each_backend(|db| async move {
+    on_each_backend(|backend| async move {
+        let db = backend.fresh().await;
         let server = AuthServer::start(&db).await;
         let mut client = server.client().await;
         let registered = register(&mut client, &unique_email()).await;
@@ -75,7 +74,8 @@ fn claims_for(user: &pb::User, sid: uuid::Uuid, iat: i64) -> AccessClaims {
 
 #[tokio::test]
 async fn forged_access_tokens_are_unauthenticated() {
-    on_each_backend(|db| async move {
+    on_each_backend(|backend| async move {
+        let db = backend.fresh().await;
         let server = AuthServer::start(&db).await;
         let mut client = server.client().await;
         let registered = register(&mut client, &unique_email()).await;
@@ -198,13 +198,14 @@ async fn forged_access_tokens_are_unauthenticated() {
 
 #[tokio::test]
 async fn tokens_signed_with_the_servers_key_but_wrong_claims_are_refused() {
-    on_each_backend(|db| async move {
+    on_each_backend(|backend| async move {
+        let db = backend.fresh().await;
         // Run the server on a key we hold, so we can sign bad claims with it.
         let folder = tempfile::tempdir().unwrap();
         let key = SigningKey::generate().unwrap();
         let path = folder.path().join("signing.pem");
         std::fs::write(&path, pem_of(&key)).unwrap();
-        let mut config = test_config(&db);
+        let mut config = auth_config(&db);
         config.signing_key_file = Some(path);
         let server = AuthServer::start_with(config).await;
         let mut client = server.client().await;
@@ -274,7 +275,8 @@ fn pem_of(key: &SigningKey) -> String {
 
 #[tokio::test]
 async fn authorization_metadata_must_be_exactly_one_bearer_token() {
-    on_each_backend(|db| async move {
+    on_each_backend(|backend| async move {
+        let db = backend.fresh().await;
         let server = AuthServer::start(&db).await;
         let mut client = server.client().await;
         let registered = register(&mut client, &unique_email()).await;
@@ -334,7 +336,8 @@ async fn authorization_metadata_must_be_exactly_one_bearer_token() {
 
 #[tokio::test]
 async fn a_restart_on_the_same_database_keeps_users_sessions_and_the_signing_key() {
-    on_each_backend(|db| async move {
+    on_each_backend(|backend| async move {
+        let db = backend.fresh().await;
         let server = AuthServer::start(&db).await;
         let mut client = server.client().await;
         let email = unique_email();
@@ -362,7 +365,8 @@ async fn a_restart_on_the_same_database_keeps_users_sessions_and_the_signing_key
 
 #[tokio::test]
 async fn rotating_the_key_keeps_unexpired_tokens_valid() {
-    on_each_backend(|db| async move {
+    on_each_backend(|backend| async move {
+        let db = backend.fresh().await;
         let server = AuthServer::start(&db).await;
         let mut client = server.client().await;
         let old = tokens(&register(&mut client, &unique_email()).await.tokens).clone();
@@ -371,7 +375,7 @@ async fn rotating_the_key_keeps_unexpired_tokens_valid() {
             .kid
             .unwrap();
 
-        let new_kid = auth_service::rotate_key(&test_config(&db)).await.unwrap();
+        let new_kid = auth_service::rotate_key(&auth_config(&db)).await.unwrap();
         assert_ne!(new_kid, old_kid);
         // The running server meets the new kid, reloads, and verifies both.
         let server2 = AuthServer::start(&db).await;
@@ -400,12 +404,21 @@ async fn rotating_the_key_keeps_unexpired_tokens_valid() {
 
 /// The RPCs callable without an access token (CONTRACT.md); every other
 /// method of the service, including any added later, must refuse.
-const PUBLIC: [&str; 5] = ["Register", "Login", "Refresh", "Logout", "GetJwks"];
+const PUBLIC: [&str; 8] = [
+    "Register",
+    "Login",
+    "Refresh",
+    "Logout",
+    "GetJwks",
+    "VerifyEmail",
+    "RequestPasswordReset",
+    "ResetPassword",
+];
 
 #[tokio::test]
 async fn every_method_but_the_public_ones_refuses_a_call_without_a_token() {
     use prost::Message;
-    let db = test_harness::TestDatabase::sqlite();
+    let db = TestDatabase::sqlite();
     let server = AuthServer::start(&db).await;
     let set = prost_types::FileDescriptorSet::decode(todo_proto::FILE_DESCRIPTOR_SET).unwrap();
     let service = set
@@ -437,8 +450,9 @@ async fn every_method_but_the_public_ones_refuses_a_call_without_a_token() {
         );
     }
     assert_eq!(
-        protected, 4,
-        "GetCurrentUser, ListSessions, RevokeSession, ChangePassword"
+        protected, 6,
+        "GetCurrentUser, ListSessions, RevokeSession, ChangePassword, \
+         RequestEmailVerification, DeleteAccount"
     );
     server.stop().await;
 }

@@ -7,11 +7,9 @@
 //! cargo bench -p gateway --bench overhead
 //! ```
 
-#[path = "../tests/stack/mod.rs"]
-mod stack;
-
 use std::time::{Duration, Instant};
 
+use test_harness::{Backend, GatewayStack, origin};
 use todo_proto::auth::v1::{GetJwksRequest, auth_service_client::AuthServiceClient};
 use tonic::client::GrpcService;
 
@@ -42,8 +40,8 @@ where
 
 #[tokio::main]
 async fn main() {
-    let stack = stack::Stack::start().await;
-    let direct = tonic::transport::Endpoint::from(stack::origin(stack.auth))
+    let stack = GatewayStack::start(Backend::Sqlite).await;
+    let direct = tonic::transport::Endpoint::from(origin(stack.auth))
         .connect()
         .await
         .expect("connects");

@@ -10,15 +10,13 @@
 //! with a notice, except when `CI` is set: CI installs both, so there a
 //! missing prerequisite is a failure.
 
-mod stack;
-
 use std::{
     path::{Path, PathBuf},
     process::Command,
     time::Duration,
 };
 
-use stack::Stack;
+use test_harness::{Backend, GatewayStack, closed_port};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const TIMEOUT: Duration = Duration::from_secs(180);
@@ -58,10 +56,12 @@ async fn a_page_on_another_origin_uses_the_gateway_and_sees_live_updates_in_chro
         return;
     }
     // The page's port is chosen here so the gateway can allow exactly its origin.
-    let page_port = stack::closed_port().await.port();
+    let page_port = closed_port().await.port();
     let page_origin = format!("http://127.0.0.1:{page_port}");
-    let stack =
-        Stack::start_with(|config| config.allowed_origins = vec![page_origin.clone()]).await;
+    let stack = GatewayStack::start_with(Backend::Sqlite, |config| {
+        config.allowed_origins = vec![page_origin.clone()]
+    })
+    .await;
 
     let mut command = Command::new("node");
     command

@@ -2,11 +2,9 @@
 //! other services use. Reflection lists both APIs, health folds in both
 //! upstreams, and a call to a method nobody serves is `UNIMPLEMENTED`.
 
-mod stack;
-
 use std::time::Duration;
 
-use stack::{STEP, Stack, authorized};
+use test_harness::{Backend, GatewayStack, STEP, authorized, on_each_backend};
 use todo_proto::{
     auth::v1::{LoginRequest, RegisterRequest, auth_service_client::AuthServiceClient},
     tasks::v1::{CreateTaskRequest, ListTasksRequest, task_service_client::TaskServiceClient},
@@ -19,7 +17,7 @@ use tonic_reflection::pb::v1::{
     server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
 };
 
-async fn channel(stack: &Stack) -> Channel {
+async fn channel(stack: &GatewayStack) -> Channel {
     tonic::transport::Endpoint::from(stack.uri())
         .connect()
         .await
@@ -28,56 +26,59 @@ async fn channel(stack: &Stack) -> Channel {
 
 #[tokio::test]
 async fn plain_grpc_reaches_both_services_through_the_gateway() {
-    let stack = Stack::start().await;
-    let channel = channel(&stack).await;
-    let mut auth = AuthServiceClient::new(channel.clone());
-    auth.register(RegisterRequest {
-        email: "grpc@example.com".into(),
-        password: "correct horse battery staple".into(),
-        display_name: String::new(),
-    })
-    .await
-    .expect("Register succeeds");
-    let token = auth
-        .login(LoginRequest {
+    on_each_backend(|backend| async move {
+        let stack = GatewayStack::start(backend).await;
+        let channel = channel(&stack).await;
+        let mut auth = AuthServiceClient::new(channel.clone());
+        auth.register(RegisterRequest {
             email: "grpc@example.com".into(),
             password: "correct horse battery staple".into(),
+            display_name: String::new(),
         })
         .await
-        .expect("Login succeeds")
-        .into_inner()
-        .tokens
-        .expect("tokens")
-        .access_token;
-    let mut tasks = TaskServiceClient::new(channel);
-    tasks
-        .create_task(authorized(
-            CreateTaskRequest {
-                title: "Over gRPC".into(),
-                ..Default::default()
-            },
-            &token,
-        ))
-        .await
-        .expect("CreateTask succeeds");
-    let listed = tasks
-        .list_tasks(authorized(ListTasksRequest::default(), &token))
-        .await
-        .expect("ListTasks")
-        .into_inner();
-    assert_eq!(
-        listed
-            .tasks
-            .iter()
-            .map(|t| t.title.as_str())
-            .collect::<Vec<_>>(),
-        ["Over gRPC"]
-    );
+        .expect("Register succeeds");
+        let token = auth
+            .login(LoginRequest {
+                email: "grpc@example.com".into(),
+                password: "correct horse battery staple".into(),
+            })
+            .await
+            .expect("Login succeeds")
+            .into_inner()
+            .tokens
+            .expect("tokens")
+            .access_token;
+        let mut tasks = TaskServiceClient::new(channel);
+        tasks
+            .create_task(authorized(
+                CreateTaskRequest {
+                    title: "Over gRPC".into(),
+                    ..Default::default()
+                },
+                &token,
+            ))
+            .await
+            .expect("CreateTask succeeds");
+        let listed = tasks
+            .list_tasks(authorized(ListTasksRequest::default(), &token))
+            .await
+            .expect("ListTasks")
+            .into_inner();
+        assert_eq!(
+            listed
+                .tasks
+                .iter()
+                .map(|t| t.title.as_str())
+                .collect::<Vec<_>>(),
+            ["Over gRPC"]
+        );
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn reflection_lists_both_services() {
-    let stack = Stack::start().await;
+    let stack = GatewayStack::start(Backend::Sqlite).await;
     let mut reflection = ServerReflectionClient::new(channel(&stack).await);
     let request = ServerReflectionRequest {
         host: String::new(),
@@ -115,7 +116,8 @@ async fn reflection_lists_both_services() {
 
 #[tokio::test]
 async fn reflection_can_be_switched_off() {
-    let stack = Stack::start_with(|config| config.disable_reflection = true).await;
+    let stack =
+        GatewayStack::start_with(Backend::Sqlite, |config| config.disable_reflection = true).await;
     let mut reflection = ServerReflectionClient::new(channel(&stack).await);
     let request = ServerReflectionRequest {
         host: String::new(),
@@ -137,7 +139,7 @@ async fn reflection_can_be_switched_off() {
 
 #[tokio::test]
 async fn health_is_serving_only_while_both_upstreams_are() {
-    let mut stack = stack::Stack::start_without_tasks(|_| {}).await;
+    let mut stack = GatewayStack::start_without_tasks(Backend::Sqlite, |_| {}).await;
     // The task-service's port accepts connections, but nothing answers.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
@@ -150,7 +152,7 @@ async fn health_is_serving_only_while_both_upstreams_are() {
 
 #[tokio::test]
 async fn an_unknown_method_is_unimplemented() {
-    let stack = Stack::start().await;
+    let stack = GatewayStack::start(Backend::Sqlite).await;
     let channel = channel(&stack).await;
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.expect("ready");

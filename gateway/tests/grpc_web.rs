@@ -2,11 +2,9 @@
 //! client layer), as a browser would call them: accounts, tasks, the live
 //! `WatchTasks` stream, and errors that arrive with their details intact.
 
-mod stack;
-
 use std::time::Duration;
 
-use stack::{STEP, Stack, authorized};
+use test_harness::{Backend, GatewayStack, STEP, authorized, on_each_backend};
 use todo_proto::{
     auth::v1::{LoginRequest, RegisterRequest},
     tasks::v1::{
@@ -17,8 +15,8 @@ use tokio::time::timeout;
 use tonic::Code;
 use tonic_types::StatusExt;
 
-async fn register_login_create_and_list(http2: bool) {
-    let stack = Stack::start().await;
+async fn register_login_create_and_list(backend: Backend, http2: bool) {
+    let stack = GatewayStack::start(backend).await;
     let mut auth = stack.auth_web(http2);
     let email = format!("web-{http2}@example.com");
     let registered = timeout(
@@ -82,92 +80,100 @@ async fn register_login_create_and_list(http2: bool) {
 
 #[tokio::test]
 async fn register_login_create_and_list_over_grpc_web_http1() {
-    register_login_create_and_list(false).await;
+    on_each_backend(|backend| register_login_create_and_list(backend, false)).await;
 }
 
 #[tokio::test]
 async fn register_login_create_and_list_over_grpc_web_http2() {
-    register_login_create_and_list(true).await;
+    on_each_backend(|backend| register_login_create_and_list(backend, true)).await;
 }
 
 #[tokio::test]
 async fn watch_tasks_streams_a_task_created_by_another_client() {
-    let stack = Stack::start().await;
-    let token = stack.register("watcher@example.com").await;
+    on_each_backend(|backend| async move {
+        let stack = GatewayStack::start(backend).await;
+        let token = stack.register("watcher@example.com").await;
 
-    // The watcher: a gRPC-Web server stream over HTTP/1.1, as in a browser.
-    let mut stream = timeout(
-        STEP,
-        stack
-            .tasks_web(false)
-            .watch_tasks(authorized(WatchTasksRequest {}, &token)),
-    )
-    .await
-    .expect("no hang")
-    .expect("WatchTasks opens")
-    .into_inner();
-
-    // Another client of the same user, on its own connection.
-    let created = stack
-        .tasks_web(true)
-        .create_task(authorized(
-            CreateTaskRequest {
-                title: "From the phone".into(),
-                ..Default::default()
-            },
-            &token,
-        ))
+        // The watcher: a gRPC-Web server stream over HTTP/1.1, as in a browser.
+        let mut stream = timeout(
+            STEP,
+            stack
+                .tasks_web(false)
+                .watch_tasks(authorized(WatchTasksRequest {}, &token)),
+        )
         .await
-        .expect("CreateTask succeeds")
-        .into_inner()
-        .task
-        .expect("a task");
+        .expect("no hang")
+        .expect("WatchTasks opens")
+        .into_inner();
 
-    let event = timeout(STEP, stream.message())
-        .await
-        .expect("the event arrives while the stream is open")
-        .expect("the stream is healthy")
-        .expect("the stream has not ended");
-    assert_eq!(event.event_type(), TaskEventType::Created);
-    let task = event.task.expect("the created task");
-    assert_eq!(task.id, created.id);
-    assert_eq!(task.title, "From the phone");
+        // Another client of the same user, on its own connection.
+        let created = stack
+            .tasks_web(true)
+            .create_task(authorized(
+                CreateTaskRequest {
+                    title: "From the phone".into(),
+                    ..Default::default()
+                },
+                &token,
+            ))
+            .await
+            .expect("CreateTask succeeds")
+            .into_inner()
+            .task
+            .expect("a task");
+
+        let event = timeout(STEP, stream.message())
+            .await
+            .expect("the event arrives while the stream is open")
+            .expect("the stream is healthy")
+            .expect("the stream has not ended");
+        assert_eq!(event.event_type(), TaskEventType::Created);
+        let task = event.task.expect("the created task");
+        assert_eq!(task.id, created.id);
+        assert_eq!(task.title, "From the phone");
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn a_watch_stream_outlives_the_request_timeout() {
-    let stack =
-        Stack::start_with(|config| config.request_timeout = Duration::from_millis(500)).await;
-    let token = stack.register("patient@example.com").await;
-    let mut stream = stack
-        .tasks_web(false)
-        .watch_tasks(authorized(WatchTasksRequest {}, &token))
-        .await
-        .expect("WatchTasks opens")
-        .into_inner();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    stack
-        .tasks_web(false)
-        .create_task(authorized(
-            CreateTaskRequest {
-                title: "Later".into(),
-                ..Default::default()
-            },
-            &token,
-        ))
-        .await
-        .expect("CreateTask succeeds");
-    let event = timeout(STEP, stream.message())
-        .await
-        .expect("no hang")
-        .expect("the stream was not cut by the unary timeout")
-        .expect("the stream has not ended");
-    assert_eq!(event.task.expect("a task").title, "Later");
+    on_each_backend(|backend| async move {
+        let stack = GatewayStack::start_with(backend, |config| {
+            config.request_timeout = Duration::from_millis(500)
+        })
+        .await;
+        let token = stack.register("patient@example.com").await;
+        let mut stream = stack
+            .tasks_web(false)
+            .watch_tasks(authorized(WatchTasksRequest {}, &token))
+            .await
+            .expect("WatchTasks opens")
+            .into_inner();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        stack
+            .tasks_web(false)
+            .create_task(authorized(
+                CreateTaskRequest {
+                    title: "Later".into(),
+                    ..Default::default()
+                },
+                &token,
+            ))
+            .await
+            .expect("CreateTask succeeds");
+        let event = timeout(STEP, stream.message())
+            .await
+            .expect("no hang")
+            .expect("the stream was not cut by the unary timeout")
+            .expect("the stream has not ended");
+        assert_eq!(event.task.expect("a task").title, "Later");
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn an_invalid_argument_arrives_with_its_bad_request_details() {
-    let stack = Stack::start().await;
+    let stack = GatewayStack::start(Backend::Sqlite).await;
     for http2 in [false, true] {
         let status = timeout(
             STEP,
@@ -195,23 +201,26 @@ async fn an_invalid_argument_arrives_with_its_bad_request_details() {
 
 #[tokio::test]
 async fn a_made_up_task_id_is_not_found_and_no_token_is_unauthenticated() {
-    let stack = Stack::start().await;
-    let token = stack.register("finder@example.com").await;
-    let mut tasks = stack.tasks_web(false);
-    let status = tasks
-        .get_task(authorized(
-            GetTaskRequest {
-                id: "0190f3c2-0000-7000-8000-000000000000".into(),
-            },
-            &token,
-        ))
-        .await
-        .expect_err("no such task");
-    assert_eq!(status.code(), Code::NotFound, "{status:?}");
+    on_each_backend(|backend| async move {
+        let stack = GatewayStack::start(backend).await;
+        let token = stack.register("finder@example.com").await;
+        let mut tasks = stack.tasks_web(false);
+        let status = tasks
+            .get_task(authorized(
+                GetTaskRequest {
+                    id: "0190f3c2-0000-7000-8000-000000000000".into(),
+                },
+                &token,
+            ))
+            .await
+            .expect_err("no such task");
+        assert_eq!(status.code(), Code::NotFound, "{status:?}");
 
-    let status = tasks
-        .list_tasks(ListTasksRequest::default())
-        .await
-        .expect_err("no token");
-    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+        let status = tasks
+            .list_tasks(ListTasksRequest::default())
+            .await
+            .expect_err("no token");
+        assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    })
+    .await;
 }

@@ -4,13 +4,9 @@
 //! first page and the thousandth, on each backend, because every order is
 //! a keyset range scan over an index that starts with the owner.
 
-#[path = "../tests/support/mod.rs"]
-mod support;
-
 use std::time::{Duration, Instant};
 
-use support::*;
-use test_harness::Backend;
+use test_harness::*;
 use todo_proto::tasks::v1 as pb;
 use uuid::Uuid;
 
@@ -61,7 +57,7 @@ async fn seed(backend: Backend, url: &str, owner: Uuid, count: i64) {
 }
 
 /// The median latency of `runs` identical calls.
-async fn median(client: &mut Client, request: &pb::ListTasksRequest, runs: usize) -> Duration {
+async fn median(client: &mut TaskClient, request: &pb::ListTasksRequest, runs: usize) -> Duration {
     let mut times = Vec::new();
     for _ in 0..runs {
         let started = Instant::now();
@@ -80,7 +76,7 @@ async fn median(client: &mut Client, request: &pb::ListTasksRequest, runs: usize
 #[tokio::main]
 async fn main() {
     for backend in Backend::all() {
-        let stack = Stack::start(backend).await;
+        let stack = TaskStack::start(backend).await;
         let (alice, mut client) = stack.user("alice").await;
         // Alice's tasks among another user's as many.
         seed(backend, &stack.database.url, Uuid::now_v7(), TASKS).await;

@@ -3,15 +3,13 @@
 //! malformed is `UNAUTHENTICATED`; and the start order of the two services
 //! does not matter.
 
-mod support;
-
 use std::time::Duration;
 
 use access_token::{AccessClaims, SigningKey};
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serving::clock::Clock;
-use support::*;
+use test_harness::*;
 use todo_proto::tasks::v1 as pb;
 use tonic::Code;
 
@@ -44,7 +42,7 @@ fn header(alg: Algorithm, kid: &str) -> Header {
 #[tokio::test]
 async fn forged_tokens_are_unauthenticated() {
     on_each_backend(|backend| async move {
-        let stack = Stack::start(backend).await;
+        let stack = TaskStack::start(backend).await;
         let (alice, mut alice_client) = stack.user("alice").await;
         let (bob, _) = stack.user("bob").await;
         create(&mut alice_client, titled("alice's")).await;
@@ -119,7 +117,7 @@ async fn forged_tokens_are_unauthenticated() {
 #[tokio::test]
 async fn malformed_authorization_metadata_is_unauthenticated() {
     on_each_backend(|backend| async move {
-        let stack = Stack::start(backend).await;
+        let stack = TaskStack::start(backend).await;
         let (alice, _) = stack.user("alice").await;
         let basic = "Basic YWxpY2U6cGFzc3dvcmQ=".to_string();
         let bare = alice.token.clone();
@@ -155,7 +153,7 @@ async fn malformed_authorization_metadata_is_unauthenticated() {
 async fn an_expired_token_is_unauthenticated_even_after_it_was_cached() {
     on_each_backend(|backend| async move {
         let clock = Clock::manual();
-        let stack = Stack::start_with(backend, clock.clone(), |_| {}).await;
+        let stack = TaskStack::start_with(backend, clock.clone(), |_| {}).await;
         let (_, mut alice) = stack.user("alice").await;
         alice
             .list_tasks(pb::ListTasksRequest::default())
@@ -176,7 +174,7 @@ async fn an_expired_token_is_unauthenticated_even_after_it_was_cached() {
 #[tokio::test]
 async fn a_token_for_another_audience_is_unauthenticated() {
     on_each_backend(|backend| async move {
-        let stack = Stack::start_with(backend, Clock::default(), |config| {
+        let stack = TaskStack::start_with(backend, Clock::default(), |config| {
             config.audience = "another-api".into()
         })
         .await;
@@ -239,13 +237,16 @@ async fn a_task_service_started_before_the_auth_service_serves_once_it_is_up() {
         let listener = tokio::net::TcpListener::bind(auth_addr)
             .await
             .expect("the reserved address is free again");
+        let auth_database = TestDatabase::sqlite();
         let auth = AuthServer::start_on(
             listener,
-            test_harness::TestDatabase::sqlite(),
-            Clock::default(),
+            auth_service::Config {
+                clock: Clock::default(),
+                ..auth_config(&auth_database)
+            },
         );
         tasks.wait_serving().await;
-        let user = auth.register("late").await;
+        let user = auth.new_user("late").await;
         let mut client = tasks.client(&user.token).await;
         create(&mut client, titled("works")).await;
 
@@ -280,7 +281,7 @@ async fn health_and_reflection_are_public_and_reflection_can_be_switched_off() {
         }
     }
     on_each_backend(|backend| async move {
-        let stack = Stack::start(backend).await;
+        let stack = TaskStack::start(backend).await;
         assert!(
             services(&stack.tasks)
                 .await
@@ -292,7 +293,7 @@ async fn health_and_reflection_are_public_and_reflection_can_be_switched_off() {
             Some(tonic_health::pb::health_check_response::ServingStatus::Serving)
         );
         stack.stop().await;
-        let stack = Stack::start_with(backend, Clock::default(), |config| {
+        let stack = TaskStack::start_with(backend, Clock::default(), |config| {
             config.disable_reflection = true
         })
         .await;

@@ -3,11 +3,9 @@
 //! examine a bounded window, calls in flight and writes are budgeted per
 //! user, and the number of tasks is capped.
 
-mod support;
-
 use std::{sync::Arc, time::Duration};
 
-use support::*;
+use test_harness::*;
 use todo_proto::tasks::v1 as pb;
 use tokio::sync::Notify;
 use tonic::Code;
@@ -22,7 +20,7 @@ fn crafted_query() -> String {
 #[tokio::test]
 async fn one_users_costly_searches_do_not_starve_another_users_reads() {
     on_each_backend(|backend| async move {
-        let stack = Stack::start_with(backend, Default::default(), |config| {
+        let stack = TaskStack::start_with(backend, Default::default(), |config| {
             config.max_calls_in_flight_per_user = 4;
         })
         .await;
@@ -99,7 +97,7 @@ async fn one_users_costly_searches_do_not_starve_another_users_reads() {
 #[tokio::test]
 async fn a_search_examines_a_bounded_window_and_its_pages_still_cover_every_match() {
     on_each_backend(|backend| async move {
-        let stack = Stack::start(backend).await;
+        let stack = TaskStack::start(backend).await;
         let (_, mut client) = stack.user("searcher").await;
         // 1,150 tasks, one in fifty a match, oldest first.
         let mut expected = Vec::new();
@@ -166,7 +164,7 @@ async fn a_search_examines_a_bounded_window_and_its_pages_still_cover_every_matc
 #[tokio::test]
 async fn writes_past_a_users_budget_are_refused_with_a_retry_time() {
     on_each_backend(|backend| async move {
-        let stack = Stack::start_with(backend, Default::default(), |config| {
+        let stack = TaskStack::start_with(backend, Default::default(), |config| {
             config.max_writes_per_user_per_minute = 60;
         })
         .await;
@@ -205,7 +203,7 @@ async fn writes_past_a_users_budget_are_refused_with_a_retry_time() {
 #[tokio::test]
 async fn a_user_cannot_have_more_tasks_than_the_quota() {
     on_each_backend(|backend| async move {
-        let stack = Stack::start_with(backend, Default::default(), |config| {
+        let stack = TaskStack::start_with(backend, Default::default(), |config| {
             config.max_tasks_per_user = 3;
         })
         .await;

@@ -2,20 +2,18 @@
 //! that does not exist, and no list, filter or page token shows it. Ends
 //! with a model-based property test of random operations by three users.
 
-mod support;
-
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 use prost_types::FieldMask;
-use support::*;
+use test_harness::*;
 use todo_proto::tasks::v1 as pb;
 use tonic::Code;
 
 #[tokio::test]
 async fn another_users_task_is_not_found_and_unchanged() {
     on_each_backend(|backend| async move {
-        let stack = Stack::start(backend).await;
+        let stack = TaskStack::start(backend).await;
         let (_, mut alice) = stack.user("alice").await;
         let (_, mut bob) = stack.user("bob").await;
         let task = create(&mut alice, titled("alice's secret")).await;
@@ -101,7 +99,7 @@ async fn another_users_task_is_not_found_and_unchanged() {
 #[tokio::test]
 async fn no_filter_order_or_page_token_shows_another_users_tasks() {
     on_each_backend(|backend| async move {
-        let stack = Stack::start(backend).await;
+        let stack = TaskStack::start(backend).await;
         let (_, mut alice) = stack.user("alice").await;
         let (_, mut bob) = stack.user("bob").await;
         for i in 0..6 {
@@ -274,7 +272,7 @@ fn model_list(
     rows.into_iter().map(|(id, _)| id.clone()).collect()
 }
 
-async fn run_model(clients: &mut [Client], ops: Vec<Op>) -> Result<(), TestCaseError> {
+async fn run_model(clients: &mut [TaskClient], ops: Vec<Op>) -> Result<(), TestCaseError> {
     let mut model: Vec<BTreeMap<String, Modelled>> = vec![BTreeMap::new(); 3];
     // Ids every user has ever created, so foreign and deleted ids are tried.
     let mut known: Vec<Vec<String>> = vec![Vec::new(); 3];
@@ -441,11 +439,11 @@ fn random_operations_by_three_users_match_a_per_user_model() {
         .enable_all()
         .build()
         .expect("a runtime");
-    for backend in test_harness::Backend::all() {
+    for backend in Backend::all() {
         eprintln!("-- on {backend}");
         // One stack per backend; each case uses three fresh users, so cases
         // cannot see each other's tasks.
-        let stack = runtime.block_on(Stack::start(backend));
+        let stack = runtime.block_on(TaskStack::start(backend));
         let config = ProptestConfig {
             cases: 12,
             failure_persistence: None,

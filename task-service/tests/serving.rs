@@ -2,28 +2,13 @@
 //! message that leaks nothing), health follows it, open watchers are told,
 //! and everything recovers without a restart.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
 use serving::clock::Clock;
-use support::*;
-use test_harness::{Backend, TcpProxy, database_address, url_via};
+use test_harness::*;
 use todo_proto::tasks::v1 as pb;
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
-
-async fn eventually<F, Fut>(what: &str, check: F)
-where
-    F: Fn() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + PATIENCE;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 #[tokio::test]
 async fn a_database_outage_is_unavailable_and_not_serving_then_recovers_by_itself() {
@@ -33,7 +18,12 @@ async fn a_database_outage_is_unavailable_and_not_serving_then_recovers_by_itsel
     }
     let database = Backend::Postgres.fresh().await;
     let proxy = TcpProxy::start(database_address(&database.url)).await;
-    let auth = AuthServer::start(Clock::default()).await;
+    let auth_database = TestDatabase::sqlite();
+    let auth = AuthServer::start_with(auth_service::Config {
+        clock: Clock::default(),
+        ..auth_config(&auth_database)
+    })
+    .await;
     let tasks = TaskServer::start(task_config(
         &url_via(&database.url, proxy.addr()),
         &auth.url(),
@@ -41,7 +31,7 @@ async fn a_database_outage_is_unavailable_and_not_serving_then_recovers_by_itsel
     ))
     .await;
     tasks.wait_serving().await;
-    let user = auth.register("alice").await;
+    let user = auth.new_user("alice").await;
     let mut client = tasks.client(&user.token).await;
     let task = create(&mut client, titled("before the outage")).await;
     let mut events = client
@@ -88,7 +78,7 @@ async fn a_database_outage_is_unavailable_and_not_serving_then_recovers_by_itsel
         }
     };
     assert_eq!(ended.code(), Code::Unavailable, "{ended:?}");
-    eventually("health is NOT_SERVING", || async {
+    eventually(PATIENCE, "health is NOT_SERVING", || async {
         tasks.health(task_service::SERVICE_NAME).await == Some(ServingStatus::NotServing)
     })
     .await;
@@ -109,7 +99,7 @@ async fn a_database_outage_is_unavailable_and_not_serving_then_recovers_by_itsel
 #[tokio::test]
 async fn every_call_gets_a_request_id_and_a_given_one_is_kept() {
     on_each_backend(|backend| async move {
-        let stack = Stack::start(backend).await;
+        let stack = TaskStack::start(backend).await;
         let (_, mut alice) = stack.user("alice").await;
         let response = alice
             .list_tasks(pb::ListTasksRequest::default())

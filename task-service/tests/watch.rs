@@ -2,19 +2,16 @@
 //! replicas, ending with a precise status when the token expires, the
 //! watcher falls behind, the change feed breaks or the server shuts down.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
 use prost_types::FieldMask;
 use serving::clock::Clock;
-use support::*;
-use test_harness::Backend;
+use test_harness::*;
 use todo_proto::tasks::v1::{self as pb, TaskEventType};
 use tonic::{Code, Streaming};
 
 /// Opens a watch, retrying while the change feed is still starting.
-async fn watch(client: &mut Client) -> Streaming<pb::WatchTasksResponse> {
+async fn watch(client: &mut TaskClient) -> Streaming<pb::WatchTasksResponse> {
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
         match client.watch_tasks(pb::WatchTasksRequest {}).await {
@@ -50,7 +47,7 @@ async fn next_event(stream: &mut Streaming<pb::WatchTasksResponse>) -> (TaskEven
 #[tokio::test]
 async fn a_users_other_client_sees_create_update_complete_delete_in_order_and_nobody_else_does() {
     on_each_backend(|backend| async move {
-        let stack = Stack::start(backend).await;
+        let stack = TaskStack::start(backend).await;
         let (alice, mut laptop) = stack.user("alice").await;
         let mut phone = stack.tasks.client(&alice.token).await;
         let (_, mut bob) = stack.user("bob").await;
@@ -133,7 +130,7 @@ async fn a_write_through_one_replica_reaches_a_watcher_on_another() {
         eprintln!("SKIPPED: replicas share a database only on PostgreSQL");
         return;
     }
-    let stack = Stack::start(Backend::Postgres).await;
+    let stack = TaskStack::start(Backend::Postgres).await;
     let replica = TaskServer::start(task_config(
         &stack.database.url,
         &stack.auth.url(),
@@ -180,7 +177,7 @@ async fn a_write_through_one_replica_reaches_a_watcher_on_another() {
 #[tokio::test]
 async fn a_rolled_back_write_notifies_nobody() {
     on_each_backend(|backend| async move {
-        let stack = Stack::start(backend).await;
+        let stack = TaskStack::start(backend).await;
         let (alice, mut client) = stack.user("alice").await;
         let mut events = watch(&mut stack.tasks.client(&alice.token).await).await;
         let task = create(&mut client, titled("v1")).await;
@@ -214,7 +211,7 @@ async fn a_rolled_back_write_notifies_nobody() {
 async fn an_expiring_token_ends_the_stream_with_unauthenticated() {
     on_each_backend(|backend| async move {
         let clock = Clock::manual();
-        let stack = Stack::start_with(backend, clock.clone(), |_| {}).await;
+        let stack = TaskStack::start_with(backend, clock.clone(), |_| {}).await;
         let (_, mut alice) = stack.user("alice").await;
         let mut events = watch(&mut alice).await;
         let task = create(&mut alice, titled("before expiry")).await;
@@ -237,7 +234,8 @@ async fn an_expiring_token_ends_the_stream_with_unauthenticated() {
 async fn a_watcher_too_far_behind_is_ended_with_resource_exhausted() {
     on_each_backend(|backend| async move {
         let stack =
-            Stack::start_with(backend, Clock::default(), |config| config.watch_buffer = 2).await;
+            TaskStack::start_with(backend, Clock::default(), |config| config.watch_buffer = 2)
+                .await;
         let (alice, writer) = stack.user("alice").await;
         // A reader with a tiny HTTP/2 window that does not read: the
         // transport's buffers fill, then its queue overflows.
@@ -303,14 +301,14 @@ async fn shutdown_ends_open_streams_and_does_not_hang() {
     on_each_backend(|backend| async move {
         // A drain grace far longer than the test's patience: if the open
         // stream did not end by itself, `stop` would time out.
-        let stack = Stack::start_with(backend, Clock::default(), |config| {
+        let stack = TaskStack::start_with(backend, Clock::default(), |config| {
             config.transport.shutdown_grace = Duration::from_secs(600)
         })
         .await;
         let (_, mut alice) = stack.user("alice").await;
         let mut events = watch(&mut alice).await;
         let started = Instant::now();
-        let Stack {
+        let TaskStack {
             auth,
             tasks,
             database,
@@ -338,7 +336,7 @@ async fn losing_the_change_feed_ends_streams_with_unavailable_and_recovers() {
         eprintln!("SKIPPED: the change feed is a database connection only on PostgreSQL");
         return;
     }
-    let stack = Stack::start(Backend::Postgres).await;
+    let stack = TaskStack::start(Backend::Postgres).await;
     let (_, mut alice) = stack.user("alice").await;
     let mut events = watch(&mut alice).await;
 
@@ -371,7 +369,7 @@ async fn losing_the_change_feed_ends_streams_with_unavailable_and_recovers() {
 #[tokio::test]
 async fn a_watch_outlives_the_unary_request_timeout() {
     on_each_backend(|backend| async move {
-        let stack = Stack::start_with(backend, Clock::default(), |config| {
+        let stack = TaskStack::start_with(backend, Clock::default(), |config| {
             config.transport.request_timeout = Duration::from_secs(1)
         })
         .await;
@@ -392,7 +390,7 @@ async fn a_watch_outlives_the_unary_request_timeout() {
 #[tokio::test]
 async fn a_quiet_stream_sends_heartbeats_and_then_the_next_change() {
     on_each_backend(|backend| async move {
-        let stack = Stack::start_with(backend, Clock::default(), |config| {
+        let stack = TaskStack::start_with(backend, Clock::default(), |config| {
             config.watch_heartbeat = Duration::from_millis(200)
         })
         .await;

@@ -1,175 +1,92 @@
-//! Fresh, real databases for integration tests: every test gets its own
-//! SQLite file or its own PostgreSQL database, so tests run in parallel
-//! without seeing each other's rows, and nothing is ever mocked.
+//! The one harness every integration test of the workspace uses: the real
+//! services, started in this process on port 0 over fresh real databases,
+//! and the clients a caller would use. Nothing is mocked; a test speaks to
+//! the same `serve` the binaries run, over real sockets.
 //!
-//! PostgreSQL tests need `TEST_POSTGRES_URL` (for example
-//! `postgres://postgres@127.0.0.1:5432/test`; `.ci/run` sets it). Without it
-//! they print that they skipped and pass; CI always sets it, so CI never
-//! skips. [`Backend::all`] is what a behavioural test iterates over.
+//! Reading top-down:
+//!
+//! - [`database`]: [`Backend`] and [`TestDatabase`], a fresh SQLite file or
+//!   PostgreSQL database per test; [`on_each_backend`] runs a test on each.
+//! - [`server`]: [`Server`], any service's `serve` spawned on a listener,
+//!   with its health, a channel, and a stop that waits for the drain.
+//! - [`auth`] and [`tasks`]: each service with the configuration tests
+//!   start from ([`auth_config`], [`task_config`]), and the calls tests make
+//!   of its API; [`TaskStack`] is an auth-service issuing tokens and a ready
+//!   task-service.
+//! - [`gateway`]: [`GatewayStack`], all three services behind the gateway.
+//! - [`bearer`]: [`Bearer`] and [`authorized`], the one way a test sends an
+//!   access token.
+//! - [`web`]: gRPC-Web clients, and the gRPC-Web wire format by hand.
+//! - [`status`]: what a refused call says.
+//! - [`proxy`]: [`TcpProxy`], to take a database "down" in the middle of a
+//!   test.
+//!
+//! Two decisions a reader must know. A configuration here is the service's
+//! real defaults with only what every test needs changed (a manual clock
+//! where tests move time; per-address and per-user limits raised so that
+//! ordinary tests never meet them); a test of a limit sets its own. And a
+//! stack owns its databases, so dropping it stops its services and removes
+//! their data.
 
+pub mod auth;
+pub mod bearer;
+pub mod database;
+pub mod gateway;
 mod proxy;
+pub mod server;
+pub mod status;
+pub mod tasks;
+pub mod web;
 
-use std::fmt;
+use std::{future::Future, time::Duration};
 
+pub use auth::{
+    AuthServer, PASSWORD, User, auth_config, auth_defaults, auth_file_args, current_user,
+    key_encryption_key_file, login, refresh, register, registration, tokens, unique_email,
+};
+pub use bearer::{Bearer, authorized};
+pub use database::{Backend, POSTGRES_URL_VAR, TestDatabase};
+pub use gateway::GatewayStack;
 pub use proxy::{TcpProxy, target as database_address, via as url_via};
+pub use server::{Server, bind, closed_port, connect, health, origin, wait_for_health};
+pub use status::{bad_fields, code};
+pub use tasks::{TaskClient, TaskServer, TaskStack, create, list_all, mask, task_config, titled};
+pub use web::{GrpcWeb, grpc_web, raw_client};
 
-use sqlx::{Connection, Executor, PgConnection};
+/// How long anything in a test may take to become true: a service to
+/// become ready, a stream to answer, a server to drain.
+pub const PATIENCE: Duration = Duration::from_secs(20);
 
-/// The environment variable naming the PostgreSQL server for tests.
-pub const POSTGRES_URL_VAR: &str = "TEST_POSTGRES_URL";
+/// Longest any single call through the gateway may take before it counts
+/// as a hang.
+pub const STEP: Duration = Duration::from_secs(15);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-impl fmt::Display for Backend {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Sqlite => "sqlite",
-            Self::Postgres => "postgres",
-        })
+/// Runs `test` once per backend (SQLite always, PostgreSQL when
+/// `TEST_POSTGRES_URL` is set), one after the other.
+pub async fn on_each_backend<F, Fut>(test: F)
+where
+    F: Fn(Backend) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    for backend in Backend::all() {
+        eprintln!("-- on {backend}");
+        test(backend).await;
     }
 }
 
-impl Backend {
-    /// SQLite always; PostgreSQL when `TEST_POSTGRES_URL` is set (a notice
-    /// is printed when it is not).
-    pub fn all() -> Vec<Backend> {
-        if std::env::var(POSTGRES_URL_VAR).is_ok() {
-            vec![Self::Sqlite, Self::Postgres]
-        } else {
-            eprintln!(
-                "SKIPPED PostgreSQL: set {POSTGRES_URL_VAR} to run these tests on PostgreSQL too"
-            );
-            vec![Self::Sqlite]
-        }
-    }
-
-    /// A fresh, empty database of this backend.
-    pub async fn fresh(self) -> TestDatabase {
-        match self {
-            Self::Sqlite => TestDatabase::sqlite(),
-            Self::Postgres => TestDatabase::postgres()
-                .await
-                .expect("TEST_POSTGRES_URL is set, so PostgreSQL must be reachable"),
-        }
-    }
-}
-
-/// A database that exists for one test. Dropping it removes the SQLite
-/// folder or drops the PostgreSQL database.
-pub struct TestDatabase {
-    pub backend: Backend,
-    pub url: String,
-    cleanup: Cleanup,
-}
-
-enum Cleanup {
-    Folder(#[allow(dead_code)] tempfile::TempDir),
-    Postgres { admin_url: String, name: String },
-}
-
-impl fmt::Debug for TestDatabase {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "TestDatabase({}, {})", self.backend, self.url)
-    }
-}
-
-impl TestDatabase {
-    /// A new SQLite file in a temporary folder.
-    pub fn sqlite() -> Self {
-        let folder = tempfile::tempdir().expect("a temporary folder");
-        let url = format!("sqlite://{}", folder.path().join("test.db").display());
-        Self {
-            backend: Backend::Sqlite,
-            url,
-            cleanup: Cleanup::Folder(folder),
-        }
-    }
-
-    /// A new database on the server of `TEST_POSTGRES_URL`, or `None` when
-    /// the variable is unset.
-    pub async fn postgres() -> Option<Self> {
-        let admin_url = std::env::var(POSTGRES_URL_VAR).ok()?;
-        let name = format!("test_{}", uuid::Uuid::new_v4().simple());
-        let mut admin = PgConnection::connect(&admin_url)
-            .await
-            .expect("connect to TEST_POSTGRES_URL");
-        admin
-            .execute(format!(r#"CREATE DATABASE "{name}""#).as_str())
-            .await
-            .expect("create a test database");
-        admin.close().await.ok();
-        let url = with_database(&admin_url, &name);
-        Some(Self {
-            backend: Backend::Postgres,
-            url,
-            cleanup: Cleanup::Postgres { admin_url, name },
-        })
-    }
-}
-
-/// `url` with its database name replaced by `name`.
-fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (url, None),
-    };
-    let authority_end = base.find("://").map(|i| i + 3).unwrap_or(0);
-    let base = match base[authority_end..].find('/') {
-        Some(slash) => &base[..authority_end + slash],
-        None => base,
-    };
-    match query {
-        Some(query) => format!("{base}/{name}?{query}"),
-        None => format!("{base}/{name}"),
-    }
-}
-
-impl Drop for TestDatabase {
-    fn drop(&mut self) {
-        if let Cleanup::Postgres { admin_url, name } = &self.cleanup {
-            let (admin_url, name) = (admin_url.clone(), name.clone());
-            // Drop runs inside a test's runtime; a thread with its own runtime
-            // avoids blocking it. Best effort: a leftover database is harmless.
-            let _ = std::thread::spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build();
-                if let Ok(runtime) = runtime {
-                    runtime.block_on(async {
-                        if let Ok(mut admin) = PgConnection::connect(&admin_url).await {
-                            let _ = admin
-                                .execute(
-                                    format!(r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#)
-                                        .as_str(),
-                                )
-                                .await;
-                        }
-                    });
-                }
-            })
-            .join();
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::with_database;
-
-    #[test]
-    fn replaces_the_database_name() {
-        assert_eq!(
-            with_database("postgres://u@h:5432/test", "x"),
-            "postgres://u@h:5432/x"
+/// Polls `check` every 100 ms until it holds; panics after `within`,
+/// saying what it waited for.
+pub async fn eventually<F, Fut>(within: Duration, what: &str, check: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
         );
-        assert_eq!(
-            with_database("postgres://u@h/test?sslmode=disable", "x"),
-            "postgres://u@h/x?sslmode=disable"
-        );
-        assert_eq!(with_database("postgres://u@h", "x"), "postgres://u@h/x");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

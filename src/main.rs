@@ -54,8 +54,8 @@ struct Cli {
 
     /// Where verification and reset mails go (`smtp://...`); without it
     /// they are written as `.eml` files into `<data-dir>/mail`.
-    #[arg(long, env = "TODO_SMTP_URL", hide_env_values = true)]
-    smtp_url: Option<String>,
+    #[arg(long, env = "TODO_SMTP_URL", hide_env_values = true, value_parser = serving::config::secret)]
+    smtp_url: Option<serving::config::SecretString>,
 
     /// Serve Prometheus metrics of all three at `GET /metrics` on this
     /// address (off without it).
@@ -99,7 +99,7 @@ async fn main() -> anyhow::Result<()> {
 
     let auth = auth_service::Config {
         listen: auth_addr,
-        database_url: sqlite_url(&cli.data_dir, "auth.db"),
+        database_url: sqlite_url(&cli.data_dir, "auth.db").into(),
         // The gateway runs on loopback: its x-forwarded-for (the browser's
         // address) is what per-address throttling must see.
         trusted_proxies: vec!["127.0.0.1/32".parse()?, "::1/128".parse()?],
@@ -111,7 +111,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let tasks = task_service::Config {
         listen: tasks_addr,
-        database_url: sqlite_url(&cli.data_dir, "tasks.db"),
+        database_url: sqlite_url(&cli.data_dir, "tasks.db").into(),
         auth_url: format!("http://{auth_addr}"),
         ..task_service::Config::default()
     };

@@ -57,7 +57,7 @@ impl Verifier {
         Self {
             keys: RwLock::new(Arc::default()),
             validation,
-            leeway_secs: leeway_secs.min(60) as i64,
+            leeway_secs: leeway_secs.min(60).cast_signed(),
         }
     }
 
@@ -79,7 +79,7 @@ impl Verifier {
         *self
             .keys
             .write()
-            .unwrap_or_else(|poison| poison.into_inner()) = Arc::new(keys);
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(keys);
         count
     }
 
@@ -91,7 +91,7 @@ impl Verifier {
     fn current_keys(&self) -> Arc<HashMap<String, DecodingKey>> {
         self.keys
             .read()
-            .unwrap_or_else(|poison| poison.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
     }
 

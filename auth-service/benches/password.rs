@@ -19,7 +19,7 @@ fn password_hash(c: &mut Criterion) {
     let mut group = c.benchmark_group("argon2id m=19456 t=2 p=1");
     group.sample_size(20);
     group.bench_function("hash", |b| {
-        b.to_async(&runtime).iter(|| hasher.hash(&password))
+        b.to_async(&runtime).iter(|| hasher.hash(&password));
     });
     group.finish();
 }
@@ -30,7 +30,7 @@ fn login(c: &mut Criterion) {
     let shutdown = CancellationToken::new();
     let client = runtime.block_on(async {
         let config = Config {
-            database_url: format!("sqlite://{}", folder.path().join("bench.db").display()),
+            database_url: format!("sqlite://{}", folder.path().join("bench.db").display()).into(),
             address_rate_per_minute: u32::MAX,
             address_burst: u32::MAX,
             login_max_failures: u32::MAX,
@@ -64,7 +64,7 @@ fn login(c: &mut Criterion) {
                     .await
                     .unwrap()
             }
-        })
+        });
     });
     group.finish();
     shutdown.cancel();

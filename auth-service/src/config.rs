@@ -4,7 +4,7 @@
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use ipnet::IpNet;
-use serving::{clock::Clock, transport::TransportArgs};
+use serving::{clock::Clock, config::SecretString, transport::TransportArgs};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Config {
@@ -12,13 +12,16 @@ pub struct Config {
     #[arg(long, env = "AUTH_LISTEN", default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
 
-    /// `sqlite://PATH` (created if missing) or `postgres://USER@HOST/DB`.
+    /// `sqlite://PATH` (created if missing) or
+    /// `postgres://USER:PASSWORD@HOST/DB` (kept secret: never printed).
     #[arg(
         long,
         env = "AUTH_DATABASE_URL",
-        default_value = "sqlite://data/auth.db"
+        default_value = "sqlite://data/auth.db",
+        hide_env_values = true,
+        value_parser = serving::config::secret
     )]
-    pub database_url: String,
+    pub database_url: SecretString,
 
     /// Largest number of pooled database connections.
     #[arg(long, env = "AUTH_DATABASE_MAX_CONNECTIONS", default_value_t = 10)]
@@ -148,8 +151,8 @@ pub struct Config {
     /// Where mail goes: `smtp://user:password@host:587` (STARTTLS when the
     /// server offers it) or `smtps://...:465` (TLS). Without it each mail
     /// is written as an `.eml` file into `--mail-dir`.
-    #[arg(long, env = "AUTH_SMTP_URL", hide_env_values = true)]
-    pub smtp_url: Option<String>,
+    #[arg(long, env = "AUTH_SMTP_URL", hide_env_values = true, value_parser = serving::config::secret)]
+    pub smtp_url: Option<SecretString>,
 
     /// The sender of verification and reset mails.
     #[arg(
@@ -218,18 +221,9 @@ fn parse_ip_or_cidr(value: &str) -> Result<IpNet, String> {
 }
 
 impl Default for Config {
-    /// The documented default of every flag, as `auth-service` with no
-    /// arguments would run (environment fallbacks that are set still apply).
+    /// The documented default of every flag (the environment is not read).
     fn default() -> Self {
-        #[derive(clap::Parser)]
-        struct Defaults {
-            #[command(flatten)]
-            config: Config,
-        }
-        // Parsing an empty command line yields exactly the documented defaults.
-        let mut config = <Defaults as clap::Parser>::parse_from(["auth-service"]).config;
-        config.clock = Clock::default();
-        config
+        serving::config::defaults()
     }
 }
 

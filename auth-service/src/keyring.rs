@@ -130,7 +130,7 @@ impl Keyring {
     fn current(&self) -> Arc<Keys> {
         self.keys
             .read()
-            .unwrap_or_else(|poison| poison.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
     }
 
@@ -167,7 +167,7 @@ impl Keyring {
         *self
             .keys
             .write()
-            .unwrap_or_else(|poison| poison.into_inner()) = Arc::new(keys);
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(keys);
         *last = Instant::now();
         Ok(())
     }
@@ -208,7 +208,7 @@ async fn read_keys(
         published.push(key);
     }
     let signing = signing.ok_or(KeyringError::NoKey)?;
-    let jwks = Jwks::of(published.iter().map(|key| key.as_ref()));
+    let jwks = Jwks::of(published.iter().map(std::convert::AsRef::as_ref));
     verifier.set_keys(&jwks);
     Ok(Keys {
         signing,

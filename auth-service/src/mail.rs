@@ -37,7 +37,11 @@ use lettre::{
         header::{ContentTransferEncoding, ContentType},
     },
 };
-use serving::{CancellationToken, clock::Clock};
+use serving::{
+    CancellationToken,
+    clock::Clock,
+    config::{ExposeSecret, SecretString},
+};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
@@ -100,14 +104,14 @@ pub struct Mailer {
 impl Mailer {
     /// A mailer sending through `smtp_url`, or into `folder` without one.
     pub fn new(
-        smtp_url: Option<&str>,
+        smtp_url: Option<&SecretString>,
         folder: &Path,
         from: &str,
         app_url: &str,
     ) -> Result<Self, MailError> {
         let transport = match smtp_url {
             Some(url) => Transport::Smtp(
-                AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
+                AsyncSmtpTransport::<Tokio1Executor>::from_url(url.expose_secret())
                     // Never echo the URL: it may hold credentials.
                     .map_err(|error| MailError::SmtpUrl(error.to_string()))?
                     .timeout(Some(Duration::from_secs(20)))
@@ -321,7 +325,7 @@ pub async fn deliver(
                 tracing::warn!(mail = %mail.id, %error, "cannot record a mail's outcome");
             }
         }
-        if claimed.len() as i64 == BATCH {
+        if i64::try_from(claimed.len()) == Ok(BATCH) {
             continue;
         }
         tokio::select! {

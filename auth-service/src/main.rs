@@ -35,6 +35,10 @@ enum Command {
     RotateKek,
 }
 
+#[allow(
+    clippy::print_stdout,
+    reason = "the rotate commands print their result"
+)]
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();

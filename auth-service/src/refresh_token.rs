@@ -58,8 +58,8 @@ impl RefreshToken {
 pub struct SuccessorKey(SecretBox<[u8]>);
 
 impl SuccessorKey {
-    pub fn new(key: Vec<u8>) -> Self {
-        Self(SecretBox::new(key.into_boxed_slice()))
+    pub fn new(key: SecretBox<[u8]>) -> Self {
+        Self(key)
     }
 
     /// The token that replaces `token` when it is spent.
@@ -104,14 +104,14 @@ mod tests {
 
     #[test]
     fn a_successor_is_the_same_for_the_same_token_and_key_only() {
-        let key = SuccessorKey::new(vec![7; 32]);
+        let key = SuccessorKey::new(vec![7; 32].into());
         let token = RefreshToken::generate();
         let next = key.successor_of(token.expose());
         assert_eq!(next.expose(), key.successor_of(token.expose()).expose());
         assert!(is_well_formed(next.expose()));
         assert_eq!(hash(next.expose()), next.hash);
         assert_ne!(next.expose(), token.expose());
-        let other_key = SuccessorKey::new(vec![8; 32]);
+        let other_key = SuccessorKey::new(vec![8; 32].into());
         assert_ne!(
             next.expose(),
             other_key.successor_of(token.expose()).expose()

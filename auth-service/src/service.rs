@@ -60,7 +60,7 @@ const MAX_USER_AGENT_CHARS: usize = 256;
 fn timestamp(time: Time) -> prost_types::Timestamp {
     prost_types::Timestamp {
         seconds: time.timestamp(),
-        nanos: time.timestamp_subsec_nanos() as i32,
+        nanos: time.timestamp_subsec_nanos().cast_signed(),
     }
 }
 

@@ -49,7 +49,7 @@ impl SessionEventsApi {
 fn timestamp(time: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
     prost_types::Timestamp {
         seconds: time.timestamp(),
-        nanos: time.timestamp_subsec_nanos() as i32,
+        nanos: time.timestamp_subsec_nanos().cast_signed(),
     }
 }
 

@@ -49,7 +49,7 @@ async fn passwords_are_never_truncated() {
         let server = AuthServer::start(&db).await;
         let mut client = server.client().await;
         let password: String = (0..100)
-            .map(|i| char::from(b'a' + (i % 26) as u8))
+            .map(|i| char::from(b'a' + u8::try_from(i % 26).unwrap()))
             .collect();
         client
             .register(pb::RegisterRequest {

@@ -80,7 +80,7 @@ async fn a_database_outage_is_unavailable_and_not_serving_then_recovers_by_itsel
     };
     let proxy = TcpProxy::start(database_address(&db.url)).await;
     let mut config = auth_config(&db);
-    config.database_url = url_via(&db.url, proxy.addr());
+    config.database_url = url_via(&db.url, proxy.addr()).into();
     let server = AuthServer::start_with(config).await;
     let mut client = server.client().await;
     let email = unique_email();

@@ -242,9 +242,10 @@ async fn a_sign_in_checked_against_the_old_password_cannot_start_a_session_after
     on_each_backend(|backend| async move {
         let db = backend.fresh().await;
         let options = serving::database::PoolOptions::new(2, std::time::Duration::from_secs(5));
-        let database = serving::database::Database::open(&db.url, options, store::MIGRATIONS)
-            .await
-            .unwrap();
+        let database =
+            serving::database::Database::open(&db.url.clone().into(), options, store::MIGRATIONS)
+                .await
+                .unwrap();
         let store = store::open(&database, chrono::TimeDelta::minutes(15));
         let now = serving::clock::Clock::default().now();
         let day = chrono::TimeDelta::days(1);

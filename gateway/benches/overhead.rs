@@ -7,6 +7,11 @@
 //! cargo bench -p gateway --bench overhead
 //! ```
 
+#![allow(
+    clippy::print_stdout,
+    reason = "a benchmark reports its figures on stdout"
+)]
+
 use std::time::{Duration, Instant};
 
 use test_harness::{Backend, GatewayStack, origin};

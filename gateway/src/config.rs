@@ -159,33 +159,9 @@ pub struct Config {
 }
 
 impl Default for Config {
-    /// The defaults of every flag (environment variables are not read).
+    /// The documented default of every flag (the environment is not read).
     fn default() -> Self {
-        Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            auth_url: Uri::from_static("http://127.0.0.1:50051"),
-            tasks_url: Uri::from_static("http://127.0.0.1:50052"),
-            allowed_origins: Vec::new(),
-            max_body_bytes: 1024 * 1024,
-            request_timeout: Duration::from_secs(30),
-            connect_timeout: Duration::from_secs(2),
-            max_concurrent_requests: 1024,
-            max_concurrent_requests_per_address: 256,
-            max_anonymous_streams: 64,
-            max_anonymous_streams_per_address: 4,
-            max_connections: 10_000,
-            max_concurrent_streams: 200,
-            web_root: None,
-            jwks_cache_ttl: Duration::from_secs(30),
-            tls_cert: None,
-            tls_key: None,
-            upstream_ca: None,
-            upstream_client_cert: None,
-            upstream_client_key: None,
-            metrics_listen: None,
-            disable_reflection: false,
-            shutdown_grace: Duration::from_secs(10),
-        }
+        serving::config::defaults()
     }
 }
 

@@ -12,29 +12,18 @@
 //! and flips everything to `NOT_SERVING` at shutdown. The process (`""`)
 //! and both service names report that one combined status.
 
-use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-    time::Duration,
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, Ordering},
 };
 
 use serving::{CancellationToken, health::HealthReporter};
-use tonic_health::pb::{
-    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
-};
 use tracing::Instrument;
 
-use http::Uri;
-
-use crate::upstream::{HttpClient, Upstream};
+use crate::upstream::{self, Upstream};
 
 /// Services the gateway reports health for, besides the process (`""`).
 pub const SERVICES: [&str; 2] = ["auth.v1.AuthService", "tasks.v1.TaskService"];
-
-/// Longest wait for one upstream's health answer.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// What `GET /readyz` answers from: the upstreams as last probed, and
 /// whether the gateway is shutting down.
@@ -108,31 +97,5 @@ pub async fn track(
 /// serving replicas, when there are several).
 async fn is_serving(upstream: &Upstream) -> bool {
     let origin = upstream.origin();
-    let serving = is_serving_at(upstream.client(), origin.clone()).await;
-    record(upstream.name(), &origin, serving);
-    serving
-}
-
-/// Sets `gateway_upstream_up` of one upstream address.
-pub fn record(upstream: &'static str, origin: &Uri, serving: bool) {
-    let address = origin
-        .authority()
-        .map_or_else(String::new, |authority| authority.to_string());
-    serving::metrics::metrics()
-        .upstream_up
-        .get_or_create(&serving::metrics::UpstreamLabels { upstream, address })
-        .set(i64::from(serving));
-}
-
-/// Whether the service at `origin` answers its health check with `SERVING`.
-pub async fn is_serving_at(client: &HttpClient, origin: Uri) -> bool {
-    let mut client = HealthClient::with_origin(client.clone(), origin);
-    let mut request = tonic::Request::new(HealthCheckRequest {
-        service: String::new(),
-    });
-    request.set_timeout(PROBE_TIMEOUT);
-    match tokio::time::timeout(PROBE_TIMEOUT, client.check(request)).await {
-        Ok(Ok(response)) => response.into_inner().status == ServingStatus::Serving as i32,
-        Ok(Err(_)) | Err(_) => false,
-    }
+    upstream::probe(upstream.name(), upstream.client(), origin).await
 }

@@ -47,9 +47,3 @@ pub enum Error {
     #[error("cannot use the TLS file {0}")]
     InvalidTlsFile(String),
 }
-
-/// A trailers-only gRPC answer (HTTP 200, `grpc-status` in the headers),
-/// which gRPC, gRPC-Web binary and gRPC-Web text clients all understand.
-pub(crate) fn status_response(status: tonic::Status) -> http::Response<tonic::body::Body> {
-    status.into_http()
-}

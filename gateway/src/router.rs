@@ -134,7 +134,7 @@ impl Router {
         };
         let response = tokio::select! {
             response = self.dispatch(request) => response,
-            () = self.closing.cancelled() => crate::status_response(drain::shutting_down()),
+            () = self.closing.cancelled() => drain::shutting_down().into_http(),
         };
         let response = in_trailers(response);
         let closing = self.closing.clone();
@@ -155,7 +155,7 @@ impl Router {
                 Err(infallible) => match infallible {},
             }
         } else {
-            crate::status_response(Status::unimplemented("unknown service or method"))
+            Status::unimplemented("unknown service or method").into_http()
         }
     }
 }
@@ -163,10 +163,7 @@ impl Router {
 /// A load limit's refusal, which like a rate limit's tells the client
 /// when to retry.
 fn refusal(message: &str) -> Response<Body> {
-    crate::status_response(serving::status::resource_exhausted(
-        message,
-        std::time::Duration::from_secs(1),
-    ))
+    serving::status::resource_exhausted(message, std::time::Duration::from_secs(1)).into_http()
 }
 
 fn is_reflection(path: &str) -> bool {

@@ -135,7 +135,7 @@ async fn reload(files: Files, resolver: Arc<Reloading>, shutdown: CancellationTo
             }
             // Perhaps half written: tried again at the next look.
             Err(error) => {
-                tracing::warn!(%error, "cannot reload the TLS certificate; keeping the old one")
+                tracing::warn!(%error, "cannot reload the TLS certificate; keeping the old one");
             }
         }
     }

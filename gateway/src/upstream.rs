@@ -59,6 +59,9 @@ use rustls::{
     pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject},
 };
 use tonic::{Status, body::Body};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
 use tracing::Instrument;
 
 use crate::{
@@ -283,7 +286,7 @@ impl Upstream {
         uri.path_and_query = Some(path);
         parts.uri = match Uri::from_parts(uri) {
             Ok(uri) => uri,
-            Err(error) => return crate::status_response(serving::status::internal(&error)),
+            Err(error) => return serving::status::internal(&error).into_http(),
         };
         parts.version = Version::HTTP_2;
         headers::prepare_for_upstream(&mut parts.headers, peer);
@@ -312,7 +315,7 @@ impl Upstream {
             .instrument(span)
             .await;
         if exceeded.get() {
-            return crate::status_response(body_too_large());
+            return body_too_large().into_http();
         }
         match outcome {
             Ok(Ok(response)) => response.map(Body::new),
@@ -321,17 +324,16 @@ impl Upstream {
                 if error.is_connect() {
                     self.endpoints.forget(&origin);
                 }
-                crate::status_response(Status::unavailable(format!(
+                Status::unavailable(format!(
                     "{} is temporarily unavailable; retry later",
                     self.name
-                )))
+                ))
+                .into_http()
             }
             Err(_) => {
                 tracing::warn!(upstream = self.name, timeout = ?limits.request_timeout, "upstream did not answer in time");
-                crate::status_response(Status::deadline_exceeded(format!(
-                    "{} did not answer in time",
-                    self.name
-                )))
+                Status::deadline_exceeded(format!("{} did not answer in time", self.name))
+                    .into_http()
             }
         }
     }
@@ -467,13 +469,9 @@ impl Checking {
             let Some(origin) = origin_of(self.0.scheme, &address) else {
                 continue;
             };
-            let probe = self.0.probe.clone();
+            let client = self.0.probe.clone();
             let name = self.0.name;
-            checks.spawn(async move {
-                let serving = crate::health::is_serving_at(&probe, origin.clone()).await;
-                crate::health::record(name, &origin, serving);
-                serving.then_some(address)
-            });
+            checks.spawn(async move { probe(name, &client, origin).await.then_some(address) });
         }
         let mut serving = Vec::new();
         while let Some(checked) = checks.join_next().await {
@@ -489,6 +487,32 @@ impl Drop for Checking {
         state.checking = false;
         state.checked_at = Some(Instant::now());
     }
+}
+
+/// Longest wait for one upstream address's health answer.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Whether the `upstream` replica at `origin` answers its health check
+/// with `SERVING`, asked through `client` (the gateway's own pool); the
+/// answer is also `gateway_upstream_up` of that address.
+pub async fn probe(upstream: &'static str, client: &HttpClient, origin: Uri) -> bool {
+    let mut health = HealthClient::with_origin(client.clone(), origin.clone());
+    let mut request = tonic::Request::new(HealthCheckRequest {
+        service: String::new(),
+    });
+    request.set_timeout(PROBE_TIMEOUT);
+    let serving = match tokio::time::timeout(PROBE_TIMEOUT, health.check(request)).await {
+        Ok(Ok(response)) => response.into_inner().status == ServingStatus::Serving as i32,
+        Ok(Err(_)) | Err(_) => false,
+    };
+    let address = origin
+        .authority()
+        .map_or_else(String::new, std::string::ToString::to_string);
+    serving::metrics::metrics()
+        .upstream_up
+        .get_or_create(&serving::metrics::UpstreamLabels { upstream, address })
+        .set(i64::from(serving));
+    serving
 }
 
 /// `<scheme>://<authority>/`, where calls to one upstream address go.

@@ -59,7 +59,7 @@ async fn a_page_on_another_origin_uses_the_gateway_and_sees_live_updates_in_chro
     let page_port = closed_port().await.port();
     let page_origin = format!("http://127.0.0.1:{page_port}");
     let stack = GatewayStack::start_with(Backend::Sqlite, |config| {
-        config.allowed_origins = vec![page_origin.clone()]
+        config.allowed_origins = vec![page_origin.clone()];
     })
     .await;
 
@@ -77,7 +77,7 @@ async fn a_page_on_another_origin_uses_the_gateway_and_sees_live_updates_in_chro
         .expect("node starts");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    println!("{stdout}");
+    eprintln!("{stdout}");
     eprintln!("{stderr}");
     assert!(
         output.status.success(),

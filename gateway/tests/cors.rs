@@ -15,7 +15,7 @@ use todo_proto::tasks::v1::ListTasksRequest;
 async fn cors_preflight_answers_allowed_origins_only() {
     let allowed = "http://app.example:3000";
     let stack = GatewayStack::start_with(Backend::Sqlite, |config| {
-        config.allowed_origins = vec![allowed.into()]
+        config.allowed_origins = vec![allowed.into()];
     })
     .await;
     let preflight = |origin: &'static str| {
@@ -102,7 +102,7 @@ async fn cors_preflight_answers_allowed_origins_only() {
 async fn an_allowed_origin_may_read_the_status_headers() {
     let origin = "http://app.example:3000";
     let stack = GatewayStack::start_with(Backend::Sqlite, |config| {
-        config.allowed_origins = vec![origin.into()]
+        config.allowed_origins = vec![origin.into()];
     })
     .await;
     let body = frame(&ListTasksRequest::default());

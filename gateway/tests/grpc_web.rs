@@ -139,7 +139,7 @@ async fn watch_tasks_streams_a_task_created_by_another_client() {
 async fn a_watch_stream_outlives_the_request_timeout() {
     on_each_backend(|backend| async move {
         let stack = GatewayStack::start_with(backend, |config| {
-            config.request_timeout = Duration::from_millis(500)
+            config.request_timeout = Duration::from_millis(500);
         })
         .await;
         let token = stack.register("patient@example.com").await;

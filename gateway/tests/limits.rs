@@ -69,7 +69,7 @@ async fn calls_over_the_concurrency_limit_are_refused_at_once() {
         match stack.auth_web(false).register(request).await {
             Ok(response) => break response.into_inner().tokens.expect("tokens").access_token,
             Err(status) if status.code() == Code::ResourceExhausted => {
-                tokio::time::sleep(Duration::from_millis(20)).await
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
             Err(status) => panic!("Register failed: {status:?}"),
         }
@@ -83,7 +83,7 @@ async fn calls_over_the_concurrency_limit_are_refused_at_once() {
         {
             Ok(stream) => break stream,
             Err(status) if status.code() == Code::ResourceExhausted => {
-                tokio::time::sleep(Duration::from_millis(20)).await
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
             Err(status) => panic!("WatchTasks failed: {status:?}"),
         }
@@ -170,7 +170,7 @@ fn assert_refused_for_the_address(status: &tonic::Status) {
 #[tokio::test]
 async fn one_address_cannot_hold_more_calls_than_its_cap() {
     let stack = GatewayStack::start_with(Backend::Sqlite, |config| {
-        config.max_concurrent_requests_per_address = 3
+        config.max_concurrent_requests_per_address = 3;
     })
     .await;
     let token = admitted("Register", || {

@@ -47,7 +47,7 @@ async fn echoing_upstream() -> SocketAddr {
                             request
                                 .uri()
                                 .path_and_query()
-                                .map(|p| p.as_str())
+                                .map(http::uri::PathAndQuery::as_str)
                                 .unwrap_or(""),
                         )
                         .body(Full::new(Bytes::new()))
@@ -67,7 +67,7 @@ async fn echoing_upstream() -> SocketAddr {
 async fn metadata_is_forwarded_and_x_forwarded_for_is_replaced() {
     let upstream = echoing_upstream().await;
     let stack = GatewayStack::start_without_tasks(Backend::Sqlite, |config| {
-        config.tasks_url = origin(upstream)
+        config.tasks_url = origin(upstream);
     })
     .await;
     let (_, headers, _) = post(

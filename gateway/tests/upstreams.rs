@@ -15,7 +15,7 @@ use tonic_health::pb::health_check_response::ServingStatus;
 async fn an_upstream_that_is_down_is_unavailable_at_once() {
     let down = closed_port().await;
     let stack = GatewayStack::start_without_tasks(Backend::Sqlite, |config| {
-        config.tasks_url = origin(down)
+        config.tasks_url = origin(down);
     })
     .await;
     let started = Instant::now();
@@ -41,7 +41,7 @@ async fn an_upstream_that_never_answers_is_cut_at_the_request_timeout() {
     // The task-service's port is reserved (connections are accepted by the
     // kernel) but nothing ever answers on it.
     let stack = GatewayStack::start_without_tasks(Backend::Sqlite, |config| {
-        config.request_timeout = Duration::from_millis(700)
+        config.request_timeout = Duration::from_millis(700);
     })
     .await;
     let started = Instant::now();

@@ -38,7 +38,9 @@ impl Clock {
     /// a timestamp read back equals the one written.
     pub fn now(&self) -> DateTime<Utc> {
         match &self.manual {
-            Some(time) => *time.lock().unwrap_or_else(|poison| poison.into_inner()),
+            Some(time) => *time
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
             None => truncate(Utc::now()),
         }
     }
@@ -46,7 +48,9 @@ impl Clock {
     /// Moves a manual clock forward; does nothing to the system clock.
     pub fn advance(&self, by: Duration) {
         if let Some(time) = &self.manual {
-            let mut time = time.lock().unwrap_or_else(|poison| poison.into_inner());
+            let mut time = time
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             *time += TimeDelta::from_std(by).unwrap_or(TimeDelta::MAX);
         }
     }

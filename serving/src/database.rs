@@ -34,6 +34,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use secrecy::{ExposeSecret, SecretString};
 use sqlx::{
     Connection, PgPool, SqliteConnection, SqlitePool,
     migrate::Migrator,
@@ -105,10 +106,11 @@ impl Database {
     /// (under sqlx's lock, so replicas starting together are safe), and
     /// returns pools bounded by `options`.
     pub async fn open(
-        url: &str,
+        url: &SecretString,
         options: PoolOptions,
         migrations: Migrations,
     ) -> Result<Self, ConnectError> {
+        let url = url.expose_secret();
         if url.starts_with("sqlite:") {
             let connect = SqliteConnectOptions::from_str(url)?
                 .create_if_missing(true)
@@ -313,7 +315,7 @@ mod tests {
 
     async fn sqlite(folder: &tempfile::TempDir, timeout: Duration) -> (SqlitePool, SqlitePool) {
         let url = format!("sqlite://{}", folder.path().join("test.db").display());
-        match Database::open(&url, PoolOptions::new(2, timeout), MIGRATIONS)
+        match Database::open(&url.into(), PoolOptions::new(2, timeout), MIGRATIONS)
             .await
             .expect("open a SQLite file")
         {

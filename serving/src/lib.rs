@@ -17,10 +17,12 @@
 //! - [`trace_context`]: W3C `traceparent`, and spans exported over OTLP;
 //! - [`address`]: client addresses as per-address limits count them;
 //! - [`clock`]: the time, injectable in tests;
+//! - [`config`]: flag defaults, made one way for every binary;
 //! - [`shutdown`]: SIGTERM/SIGINT as a cancellation token.
 
 pub mod address;
 pub mod clock;
+pub mod config;
 pub mod database;
 pub mod health;
 pub mod metrics;

@@ -458,9 +458,13 @@ mod tests {
             postgres: &NO_MIGRATIONS,
         };
         Db::new(
-            Database::open(url, PoolOptions::new(2, Duration::from_secs(5)), migrations)
-                .await
-                .expect("open the database"),
+            Database::open(
+                &url.into(),
+                PoolOptions::new(2, Duration::from_secs(5)),
+                migrations,
+            )
+            .await
+            .expect("open the database"),
         )
     }
 

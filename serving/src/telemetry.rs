@@ -184,7 +184,7 @@ pub struct RpcFailure;
 
 impl OnFailure<GrpcFailureClass> for RpcFailure {
     fn on_failure(&mut self, failure: GrpcFailureClass, latency: Duration, _span: &tracing::Span) {
-        let latency_ms = latency.as_millis() as u64;
+        let latency_ms = u64::try_from(latency.as_millis()).unwrap_or(u64::MAX);
         match failure {
             GrpcFailureClass::Code(code) => {
                 let code = tonic::Code::from_i32(code.get());

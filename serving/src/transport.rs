@@ -26,7 +26,7 @@ pub struct TransportArgs {
     /// multiplexes all its callers (open WatchTasks streams included) over
     /// one connection per service, so this must stay above the gateway's
     /// `--max-concurrent-requests`, or calls would queue behind streams.
-    #[arg(long, env = "MAX_CONCURRENT_STREAMS", default_value_t = DEFAULT_MAX_CONCURRENT_STREAMS)]
+    #[arg(long, env = "MAX_CONCURRENT_STREAMS", default_value_t = 2048)]
     pub max_concurrent_streams: u32,
     /// Longest time one unary call may take before it is cancelled.
     #[arg(long, env = "REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
@@ -37,18 +37,11 @@ pub struct TransportArgs {
 }
 
 impl Default for TransportArgs {
+    /// The flags' documented defaults.
     fn default() -> Self {
-        Self {
-            max_message_bytes: 1024 * 1024,
-            max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
-            request_timeout: Duration::from_secs(30),
-            shutdown_grace: Duration::from_secs(10),
-        }
+        crate::config::defaults()
     }
 }
-
-/// See [`TransportArgs::max_concurrent_streams`].
-const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 2048;
 
 /// HTTP/2 header list limit: generous for a bearer token, small enough that
 /// header floods are cheap to refuse.

@@ -4,6 +4,11 @@
 //! first page and the thousandth, on each backend, because every order is
 //! a keyset range scan over an index that starts with the owner.
 
+#![allow(
+    clippy::print_stdout,
+    reason = "a benchmark reports its figures on stdout"
+)]
+
 use std::time::{Duration, Instant};
 
 use test_harness::*;

@@ -2,41 +2,33 @@
 //! environment-variable fallbacks (`TASK_*`). The defaults run on a laptop
 //! next to an auth-service started with its own defaults.
 //!
-//! The defaults are constants used both by clap and by [`Config::default`],
-//! so tests and the all-in-one stack get exactly what `--help` documents
-//! without the process environment leaking into them.
+//! [`Config::default`] is what `--help` documents, read from the flags
+//! themselves with the environment ignored ([`serving::config::defaults`]),
+//! so tests and the all-in-one stack start from it.
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use serving::{clock::Clock, transport::TransportArgs};
-
-const DEFAULT_LISTEN: &str = "127.0.0.1:50052";
-const DEFAULT_DATABASE_URL: &str = "sqlite://data/tasks.db";
-const DEFAULT_DATABASE_MAX_CONNECTIONS: u32 = 10;
-const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
-const DEFAULT_AUTH_URL: &str = "http://127.0.0.1:50051";
-const DEFAULT_ISSUER: &str = "todo-auth";
-const DEFAULT_AUDIENCE: &str = "todo-api";
-const DEFAULT_JWKS_REFRESH: Duration = Duration::from_secs(5 * 60);
-const DEFAULT_TOKEN_LEEWAY_SECS: u64 = 30;
-const DEFAULT_WATCH_HEARTBEAT: Duration = Duration::from_secs(30);
-const DEFAULT_WATCH_BUFFER: usize = 256;
-const DEFAULT_MAX_TASKS_PER_USER: u32 = 10_000;
-const DEFAULT_MAX_CALLS_IN_FLIGHT_PER_USER: u32 = 4;
-const DEFAULT_MAX_WRITES_PER_USER_PER_MINUTE: u32 = 600;
+use serving::{clock::Clock, config::SecretString, transport::TransportArgs};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Config {
     /// Address to serve gRPC on.
-    #[arg(long, env = "TASK_LISTEN", default_value = DEFAULT_LISTEN)]
+    #[arg(long, env = "TASK_LISTEN", default_value = "127.0.0.1:50052")]
     pub listen: SocketAddr,
 
-    /// `sqlite://PATH` (created if missing) or `postgres://USER@HOST/DB`.
-    #[arg(long, env = "TASK_DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
-    pub database_url: String,
+    /// `sqlite://PATH` (created if missing) or
+    /// `postgres://USER:PASSWORD@HOST/DB` (kept secret: never printed).
+    #[arg(
+        long,
+        env = "TASK_DATABASE_URL",
+        default_value = "sqlite://data/tasks.db",
+        hide_env_values = true,
+        value_parser = serving::config::secret
+    )]
+    pub database_url: SecretString,
 
     /// Largest number of pooled database connections.
-    #[arg(long, env = "TASK_DATABASE_MAX_CONNECTIONS", default_value_t = DEFAULT_DATABASE_MAX_CONNECTIONS)]
+    #[arg(long, env = "TASK_DATABASE_MAX_CONNECTIONS", default_value_t = 10)]
     pub database_max_connections: u32,
 
     /// Longest time one database statement may run before it is stopped
@@ -46,7 +38,7 @@ pub struct Config {
 
     /// The auth-service whose `GetJwks` publishes the token-signing keys.
     /// Ignored when `--jwks-file` is given.
-    #[arg(long, env = "TASK_AUTH_URL", default_value = DEFAULT_AUTH_URL)]
+    #[arg(long, env = "TASK_AUTH_URL", default_value = "http://127.0.0.1:50051")]
     pub auth_url: String,
 
     /// Where the auth-service streams its session events (ended sessions,
@@ -65,20 +57,20 @@ pub struct Config {
     pub jwks_refresh: Duration,
 
     /// Expected `iss` of access tokens.
-    #[arg(long, env = "TASK_ISSUER", default_value = DEFAULT_ISSUER)]
+    #[arg(long, env = "TASK_ISSUER", default_value = "todo-auth")]
     pub issuer: String,
 
     /// Expected `aud` of access tokens.
-    #[arg(long, env = "TASK_AUDIENCE", default_value = DEFAULT_AUDIENCE)]
+    #[arg(long, env = "TASK_AUDIENCE", default_value = "todo-api")]
     pub audience: String,
 
     /// Clock skew tolerated on `exp`/`nbf`, in seconds (capped at 60).
-    #[arg(long, env = "TASK_TOKEN_LEEWAY_SECS", default_value_t = DEFAULT_TOKEN_LEEWAY_SECS)]
+    #[arg(long, env = "TASK_TOKEN_LEEWAY_SECS", default_value_t = 30)]
     pub token_leeway_secs: u64,
 
     /// Events a WatchTasks stream may have queued before it is ended with
     /// RESOURCE_EXHAUSTED (the client is too far behind).
-    #[arg(long, env = "TASK_WATCH_BUFFER", default_value_t = DEFAULT_WATCH_BUFFER)]
+    #[arg(long, env = "TASK_WATCH_BUFFER", default_value_t = 256)]
     pub watch_buffer: usize,
 
     /// After this long without a change, a WatchTasks stream sends a
@@ -89,20 +81,24 @@ pub struct Config {
 
     /// Most tasks one user may have; `CreateTask` past it answers
     /// `RESOURCE_EXHAUSTED` with a `QuotaFailure`.
-    #[arg(long, env = "TASK_MAX_TASKS_PER_USER", default_value_t = DEFAULT_MAX_TASKS_PER_USER)]
+    #[arg(long, env = "TASK_MAX_TASKS_PER_USER", default_value_t = 10_000)]
     pub max_tasks_per_user: u32,
 
     /// Calls one user may have in flight on this replica; more wait a
     /// little, then answer `RESOURCE_EXHAUSTED`. Keep it below
     /// `--database-max-connections`, so one user cannot hold every
     /// connection.
-    #[arg(long, env = "TASK_MAX_CALLS_IN_FLIGHT_PER_USER", default_value_t = DEFAULT_MAX_CALLS_IN_FLIGHT_PER_USER)]
+    #[arg(long, env = "TASK_MAX_CALLS_IN_FLIGHT_PER_USER", default_value_t = 4)]
     pub max_calls_in_flight_per_user: u32,
 
     /// Creates, updates, completions and deletes one user may make per
     /// minute on this replica (bursts of a tenth of it, at least 10); more
     /// answer `RESOURCE_EXHAUSTED` with a `RetryInfo`.
-    #[arg(long, env = "TASK_MAX_WRITES_PER_USER_PER_MINUTE", default_value_t = DEFAULT_MAX_WRITES_PER_USER_PER_MINUTE)]
+    #[arg(
+        long,
+        env = "TASK_MAX_WRITES_PER_USER_PER_MINUTE",
+        default_value_t = 600
+    )]
     pub max_writes_per_user_per_minute: u32,
 
     /// Serve gRPC over TLS with this PEM certificate chain (needs
@@ -146,40 +142,14 @@ pub struct Config {
 impl Default for Config {
     /// The documented default of every flag (the environment is not read).
     fn default() -> Self {
-        Self {
-            listen: DEFAULT_LISTEN
-                .parse()
-                .expect("the default listen address is valid"),
-            database_url: DEFAULT_DATABASE_URL.into(),
-            database_max_connections: DEFAULT_DATABASE_MAX_CONNECTIONS,
-            statement_timeout: DEFAULT_STATEMENT_TIMEOUT,
-            auth_url: DEFAULT_AUTH_URL.into(),
-            jwks_file: None,
-            auth_events_url: None,
-            jwks_refresh: DEFAULT_JWKS_REFRESH,
-            issuer: DEFAULT_ISSUER.into(),
-            audience: DEFAULT_AUDIENCE.into(),
-            token_leeway_secs: DEFAULT_TOKEN_LEEWAY_SECS,
-            watch_buffer: DEFAULT_WATCH_BUFFER,
-            watch_heartbeat: DEFAULT_WATCH_HEARTBEAT,
-            max_tasks_per_user: DEFAULT_MAX_TASKS_PER_USER,
-            max_calls_in_flight_per_user: DEFAULT_MAX_CALLS_IN_FLIGHT_PER_USER,
-            max_writes_per_user_per_minute: DEFAULT_MAX_WRITES_PER_USER_PER_MINUTE,
-            tls_cert: None,
-            tls_key: None,
-            tls_client_ca: None,
-            auth_ca: None,
-            metrics_listen: None,
-            disable_reflection: false,
-            transport: TransportArgs::default(),
-            clock: Clock::default(),
-        }
+        serving::config::defaults()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use clap::Parser;
+    use serving::config::ExposeSecret;
 
     use super::*;
 
@@ -194,7 +164,10 @@ mod tests {
         let parsed = Cli::parse_from(["task-service"]).config;
         let default = Config::default();
         assert_eq!(parsed.listen, default.listen);
-        assert_eq!(parsed.database_url, default.database_url);
+        assert_eq!(
+            parsed.database_url.expose_secret(),
+            default.database_url.expose_secret()
+        );
         assert_eq!(parsed.auth_url, default.auth_url);
         assert_eq!(parsed.jwks_refresh, default.jwks_refresh);
         assert_eq!(parsed.issuer, default.issuer);

@@ -68,7 +68,7 @@ impl From<&Task> for proto::Task {
 pub fn timestamp(time: DateTime<Utc>) -> prost_types::Timestamp {
     prost_types::Timestamp {
         seconds: time.timestamp(),
-        nanos: time.timestamp_subsec_nanos() as i32,
+        nanos: time.timestamp_subsec_nanos().cast_signed(),
     }
 }
 
@@ -84,7 +84,7 @@ pub fn parse_time(
         return Err(invalid());
     }
     let time = Utc
-        .timestamp_opt(value.seconds, (value.nanos / 1000 * 1000) as u32)
+        .timestamp_opt(value.seconds, (value.nanos / 1000 * 1000).cast_unsigned())
         .single()
         .ok_or_else(invalid)?;
     let year = chrono::Datelike::year(&time);
@@ -209,7 +209,9 @@ pub fn parse_page_size(field: &'static str, value: i32) -> Result<usize, Violati
     match value {
         ..0 => Err(Violation::new(field, "must not be negative")),
         0 => Ok(DEFAULT_PAGE_SIZE),
-        n => Ok((n as usize).min(MAX_PAGE_SIZE)),
+        n => Ok(usize::try_from(n)
+            .unwrap_or(MAX_PAGE_SIZE)
+            .min(MAX_PAGE_SIZE)),
     }
 }
 

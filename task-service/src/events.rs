@@ -208,7 +208,7 @@ pub async fn listen(pool: PgPool, store: Store, hub: Arc<Hub>, shutdown: Cancell
                     };
                     match received {
                         Ok(Some(notification)) => {
-                            dispatch(&store, &hub, notification.payload()).await
+                            dispatch(&store, &hub, notification.payload()).await;
                         }
                         Ok(None) => {
                             // Reconnected, but notices sent meanwhile are lost.
@@ -334,7 +334,7 @@ impl Hub {
         // still consistent, so recover rather than poison every watcher.
         self.state
             .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Starts watching `owner`'s tasks for a stream opened by `session`,

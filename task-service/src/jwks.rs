@@ -137,7 +137,7 @@ impl KeySet {
         let mut current = self
             .current
             .lock()
-            .unwrap_or_else(|poison| poison.into_inner());
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if current.as_ref() == Some(&jwks) {
             return Ok(());
         }

@@ -51,7 +51,7 @@ impl PageTokenKey {
             "tasks.v1.ListTasks/2",
             owner,
             query.completed,
-            query.search.as_ref().map(|search| search.as_str()),
+            query.search.as_ref().map(super::domain::SearchText::as_str),
             query.order,
         ))
         .expect("plain values always serialise")

@@ -175,7 +175,7 @@ async fn an_expired_token_is_unauthenticated_even_after_it_was_cached() {
 async fn a_token_for_another_audience_is_unauthenticated() {
     on_each_backend(|backend| async move {
         let stack = TaskStack::start_with(backend, Clock::default(), |config| {
-            config.audience = "another-api".into()
+            config.audience = "another-api".into();
         })
         .await;
         let (_, mut alice) = stack.user("alice").await;
@@ -294,7 +294,7 @@ async fn health_and_reflection_are_public_and_reflection_can_be_switched_off() {
         );
         stack.stop().await;
         let stack = TaskStack::start_with(backend, Clock::default(), |config| {
-            config.disable_reflection = true
+            config.disable_reflection = true;
         })
         .await;
         assert_eq!(

@@ -391,7 +391,10 @@ async fn run_model(clients: &mut [TaskClient], ops: Vec<Op>) -> Result<(), TestC
                     .await
                     .map_err(|s| TestCaseError::fail(format!("{s:?}")))?;
                 let expected = model_list(&model[user], ORDERS[order], completed);
-                prop_assert_eq!(first.into_inner().total_size as usize, expected.len());
+                prop_assert_eq!(
+                    usize::try_from(first.into_inner().total_size).ok(),
+                    Some(expected.len())
+                );
                 let listed: Vec<String> = list_all(&mut clients[user], request)
                     .await
                     .into_iter()

@@ -71,7 +71,7 @@ async fn a_database_outage_is_unavailable_and_not_serving_then_recovers_by_itsel
             .expect("the watch ends in time");
         match message {
             Ok(Some(event)) => {
-                assert_eq!(event.task.as_ref(), Some(&task), "only the earlier create")
+                assert_eq!(event.task.as_ref(), Some(&task), "only the earlier create");
             }
             Ok(None) => panic!("the watch ended without a status"),
             Err(status) => break status,

@@ -302,7 +302,7 @@ async fn shutdown_ends_open_streams_and_does_not_hang() {
         // A drain grace far longer than the test's patience: if the open
         // stream did not end by itself, `stop` would time out.
         let stack = TaskStack::start_with(backend, Clock::default(), |config| {
-            config.transport.shutdown_grace = Duration::from_secs(600)
+            config.transport.shutdown_grace = Duration::from_secs(600);
         })
         .await;
         let (_, mut alice) = stack.user("alice").await;
@@ -370,7 +370,7 @@ async fn losing_the_change_feed_ends_streams_with_unavailable_and_recovers() {
 async fn a_watch_outlives_the_unary_request_timeout() {
     on_each_backend(|backend| async move {
         let stack = TaskStack::start_with(backend, Clock::default(), |config| {
-            config.transport.request_timeout = Duration::from_secs(1)
+            config.transport.request_timeout = Duration::from_secs(1);
         })
         .await;
         let (_, mut alice) = stack.user("alice").await;
@@ -391,7 +391,7 @@ async fn a_watch_outlives_the_unary_request_timeout() {
 async fn a_quiet_stream_sends_heartbeats_and_then_the_next_change() {
     on_each_backend(|backend| async move {
         let stack = TaskStack::start_with(backend, Clock::default(), |config| {
-            config.watch_heartbeat = Duration::from_millis(200)
+            config.watch_heartbeat = Duration::from_millis(200);
         })
         .await;
         let (_, mut alice) = stack.user("alice").await;

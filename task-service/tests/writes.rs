@@ -259,7 +259,10 @@ async fn concurrent_updates_with_the_same_etag_have_exactly_one_winner() {
                 update_mask: mask(&["title"]),
             };
             calls.push(tokio::spawn(async move {
-                client.update_task(request).await.map(|r| r.into_inner())
+                client
+                    .update_task(request)
+                    .await
+                    .map(tonic::Response::into_inner)
             }));
         }
         let mut winners = Vec::new();

@@ -170,7 +170,7 @@ pub fn titled(title: &str) -> pb::CreateTaskRequest {
 /// An update mask of `paths`.
 pub fn mask(paths: &[&str]) -> Option<FieldMask> {
     Some(FieldMask {
-        paths: paths.iter().map(|path| path.to_string()).collect(),
+        paths: paths.iter().map(std::string::ToString::to_string).collect(),
     })
 }
 

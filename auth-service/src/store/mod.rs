@@ -77,10 +77,20 @@ pub struct User {
 }
 
 /// A user with the PHC string of their password hash (never leaves the service).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Credentials {
     pub user: User,
     pub password_hash: String,
+}
+
+/// The hash stays out of every `Debug` print (and so out of logs).
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("user", &self.user)
+            .field("password_hash", &"[REDACTED]")
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

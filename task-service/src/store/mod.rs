@@ -35,6 +35,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use secrecy::SecretBox;
 use serving::database::Migrations;
 use sqlx::migrate::Migrator;
 use uuid::Uuid;
@@ -158,7 +159,7 @@ pub trait TaskStore: Send + Sync + 'static {
     async fn finish_account_deletion(&self, owner: Uuid, now: DateTime<Utc>) -> Result<()>;
 
     /// The page-token key shared by every replica, created on first use.
-    async fn page_token_secret(&self) -> Result<Vec<u8>>;
+    async fn page_token_secret(&self) -> Result<SecretBox<[u8]>>;
 
     /// Whether the database answers right now (for health).
     async fn ping(&self) -> bool;

@@ -11,6 +11,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use memchr::memmem;
+use secrecy::SecretBox;
 use serving::sql::{Db, Executor, Row, Tx, statement};
 use uuid::Uuid;
 
@@ -301,6 +302,10 @@ impl SqlStore {
         } else {
             None
         };
+        #[allow(
+            clippy::cast_possible_truncation,
+            reason = "an estimate of a count, far below i64::MAX"
+        )]
         let total = if after.is_none() && !window_full {
             // The whole list was searched: exact.
             i64::try_from(matched).unwrap_or(i64::MAX)
@@ -555,7 +560,7 @@ impl TaskStore for SqlStore {
         Ok(())
     }
 
-    async fn page_token_secret(&self) -> Result<Vec<u8>> {
+    async fn page_token_secret(&self) -> Result<SecretBox<[u8]>> {
         let candidate: [u8; 32] = rand::random();
         let mut conn = self.db.write().await?;
         statement(
@@ -568,7 +573,7 @@ impl TaskStore for SqlStore {
         let row = statement("SELECT value FROM service_secrets WHERE name = 'page_token'")
             .fetch_one(&mut conn)
             .await?;
-        Ok(row.bytes("value")?)
+        Ok(row.bytes("value")?.into())
     }
 
     async fn ping(&self) -> bool {

@@ -23,8 +23,16 @@
 //!   headers go out as soon as the upstream's do, so a `WatchTasks` client
 //!   knows at once that its stream is open.
 //!
-//! A request body is read whole (at most `--max-body-bytes`, inflated if
-//! gzip) before it is translated; a unary answer is read whole too (at most
+//! - **Client and bidirectional streaming** (the same content types, and
+//!   any protobuf stream to a method the gateway has no descriptor of, such
+//!   as server reflection, which `buf curl --protocol connect` uses): the
+//!   request's envelopes are passed on as they arrive, each checked against
+//!   `--max-body-bytes`, inflated and translated from JSON one by one
+//!   ([`RequestStream`]), so a client that waits for an answer before it
+//!   sends its next message is answered.
+//!
+//! Otherwise a request body is read whole (at most `--max-body-bytes`,
+//! inflated if gzip) before it is translated; a unary answer is read whole too (at most
 //! [`MAX_UNARY_RESPONSE_BYTES`]). Errors the gateway finds itself (bad
 //! JSON, a message too large) quote nothing of the client's input past a
 //! short prefix.
@@ -129,10 +137,13 @@ pub struct Connect {
 pub type Grpc = BoxCloneService<Request<Body>, Response<Body>, Infallible>;
 
 impl Connect {
-    /// Every method of the public services in `descriptor_set`.
-    pub fn new(descriptor_set: &[u8], services: &[&str], max_request_bytes: usize) -> Self {
-        let pool = DescriptorPool::decode(descriptor_set)
-            .expect("the compiled-in descriptor set is valid");
+    /// Every method of `services`, described in `descriptor_sets`.
+    pub fn new(descriptor_sets: &[&[u8]], services: &[&str], max_request_bytes: usize) -> Self {
+        let mut pool = DescriptorPool::new();
+        for set in descriptor_sets {
+            pool.decode_file_descriptor_set(*set)
+                .expect("the compiled-in descriptor sets are valid");
+        }
         let methods = services
             .iter()
             .filter_map(|name| pool.get_service_by_name(name))
@@ -168,7 +179,8 @@ impl Connect {
         }
         let method = self.methods.get(request.uri().path()).cloned();
         if let Some(method) = &method
-            && method.is_server_streaming() != (kind == Kind::Stream)
+            && (method.is_server_streaming() || method.is_client_streaming())
+                != (kind == Kind::Stream)
         {
             return unsupported_media_type();
         }
@@ -182,6 +194,21 @@ impl Connect {
             }
         };
         let (parts, body) = request.into_parts();
+        let output = method.as_ref().map(MethodDescriptor::output);
+        if kind == Kind::Stream
+            && method
+                .as_ref()
+                .is_none_or(MethodDescriptor::is_client_streaming)
+        {
+            let input = method.as_ref().map(MethodDescriptor::input);
+            let requests = RequestStream::new(body, codec, input, self.max_request_bytes);
+            let upstream = grpc_request(parts, Body::new(requests));
+            let response = match grpc.oneshot(upstream).await {
+                Ok(response) => response,
+                Err(infallible) => match infallible {},
+            };
+            return stream_response(response, codec, output);
+        }
         let message = match self
             .request_message(&parts.headers, body, kind, codec, method.as_ref())
             .await
@@ -189,12 +216,12 @@ impl Connect {
             Ok(message) => message,
             Err(status) => return error(status),
         };
-        let upstream = grpc_request(parts, message);
+        let message = http_body_util::Full::new(envelope(0, &message));
+        let upstream = grpc_request(parts, Body::new(message));
         let response = match grpc.oneshot(upstream).await {
             Ok(response) => response,
             Err(infallible) => match infallible {},
         };
-        let output = method.as_ref().map(MethodDescriptor::output);
         match kind {
             Kind::Unary => unary_response(response, codec, output).await,
             Kind::Stream => stream_response(response, codec, output),
@@ -259,7 +286,9 @@ fn envelope(flags: u8, message: &[u8]) -> Bytes {
 }
 
 /// Splits the first complete envelope off `buffer`: its flags and message.
-fn take_envelope(buffer: &mut Bytes) -> Option<(u8, Bytes)> {
+/// `None` (with `buffer` untouched) while the envelope is incomplete. Public
+/// for the fuzz targets, which feed it arbitrary client bytes.
+pub fn take_envelope(buffer: &mut Bytes) -> Option<(u8, Bytes)> {
     if buffer.len() < 5 {
         return None;
     }
@@ -286,7 +315,10 @@ fn inflate(compressed: &[u8], limit: usize) -> Result<Bytes, Status> {
     Ok(inflated.into())
 }
 
-fn json_to_proto(json: &[u8], descriptor: MessageDescriptor) -> Result<Bytes, Status> {
+/// A client's JSON message (proto3 JSON mapping) as protobuf bytes of
+/// `descriptor`, or `INVALID_ARGUMENT` quoting a short prefix of the
+/// parser's complaint. Public for the fuzz targets.
+pub fn json_to_proto(json: &[u8], descriptor: MessageDescriptor) -> Result<Bytes, Status> {
     let mut deserializer = serde_json::Deserializer::from_slice(json);
     let message = DynamicMessage::deserialize(descriptor.clone(), &mut deserializer)
         .and_then(|message| deserializer.end().map(|()| message))
@@ -300,7 +332,10 @@ fn json_to_proto(json: &[u8], descriptor: MessageDescriptor) -> Result<Bytes, St
     Ok(message.encode_to_vec().into())
 }
 
-fn proto_to_json(message: &[u8], descriptor: MessageDescriptor) -> Result<Bytes, Status> {
+/// An upstream's protobuf message of `descriptor` as JSON (proto3 JSON
+/// mapping), or `INTERNAL` when the bytes are not such a message. Public
+/// for the fuzz targets.
+pub fn proto_to_json(message: &[u8], descriptor: MessageDescriptor) -> Result<Bytes, Status> {
     let message = DynamicMessage::decode(descriptor, message)
         .map_err(|error| serving::status::internal(&error))?;
     serde_json::to_vec(&message)
@@ -318,8 +353,9 @@ const CONNECT_HEADERS: [&str; 6] = [
     "accept-encoding",
 ];
 
-/// The gRPC call carrying `message`, with the client's metadata.
-fn grpc_request(mut parts: http::request::Parts, message: Bytes) -> Request<Body> {
+/// The gRPC call carrying `messages` (enveloped), with the client's
+/// metadata.
+fn grpc_request(mut parts: http::request::Parts, messages: Body) -> Request<Body> {
     let timeout = parts
         .headers
         .get("connect-timeout-ms")
@@ -348,10 +384,7 @@ fn grpc_request(mut parts: http::request::Parts, message: Bytes) -> Request<Body
     // A gRPC call, whatever version the client spoke (the gRPC-Web layer
     // turns away HTTP/1.1 that is not gRPC-Web).
     parts.version = http::Version::HTTP_2;
-    Request::from_parts(
-        parts,
-        Body::new(http_body_util::Full::new(envelope(0, &message))),
-    )
+    Request::from_parts(parts, messages)
 }
 
 /// The status of a gRPC answer: in the trailers, or in the headers of a
@@ -594,6 +627,126 @@ fn stream_response(
     response
 }
 
+/// A client's Connect request stream as a gRPC one, message by message as
+/// they arrive: each envelope checked against the size limit, inflated if
+/// compressed, translated from JSON when the codec is JSON, and sent on
+/// uncompressed. A malformed stream ends the upstream call with the status
+/// (the client reads it in the end-of-stream envelope).
+struct RequestStream {
+    client: Body,
+    /// Bytes of an envelope not yet complete.
+    buffer: BytesMut,
+    /// The request message type, for JSON.
+    input: Option<MessageDescriptor>,
+    codec: Codec,
+    max_message_bytes: usize,
+    /// The client's body has ended.
+    ended: bool,
+}
+
+impl RequestStream {
+    fn new(
+        client: Body,
+        codec: Codec,
+        input: Option<MessageDescriptor>,
+        max_message_bytes: usize,
+    ) -> Self {
+        Self {
+            client,
+            buffer: BytesMut::new(),
+            input,
+            codec,
+            max_message_bytes,
+            ended: false,
+        }
+    }
+
+    /// The next complete envelope of the buffer as a gRPC message, `None`
+    /// while it is incomplete, or why the stream is refused.
+    fn next_message(&mut self) -> Option<Result<Bytes, Status>> {
+        if self.buffer.len() < 5 {
+            return None;
+        }
+        let flags = self.buffer[0];
+        let length = u32::from_be_bytes([
+            self.buffer[1],
+            self.buffer[2],
+            self.buffer[3],
+            self.buffer[4],
+        ]) as usize;
+        if length > self.max_message_bytes {
+            return Some(Err(Status::resource_exhausted(
+                "request message too large for the gateway",
+            )));
+        }
+        if flags & !COMPRESSED != 0 {
+            return Some(Err(Status::invalid_argument(
+                "a request envelope carries an unknown flag",
+            )));
+        }
+        if self.buffer.len() < 5 + length {
+            return None;
+        }
+        self.buffer.advance(5);
+        let payload = self.buffer.split_to(length).freeze();
+        let payload = if flags & COMPRESSED != 0 {
+            match inflate(&payload, self.max_message_bytes) {
+                Ok(payload) => payload,
+                Err(status) => return Some(Err(status)),
+            }
+        } else {
+            payload
+        };
+        Some(match (self.codec, &self.input) {
+            (Codec::Proto, _) => Ok(envelope(0, &payload)),
+            (Codec::Json, Some(input)) => {
+                json_to_proto(&payload, input.clone()).map(|proto| envelope(0, &proto))
+            }
+            (Codec::Json, None) => Err(Status::unimplemented("unknown service or method")),
+        })
+    }
+}
+
+impl http_body::Body for RequestStream {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        let this = &mut *self;
+        loop {
+            if let Some(message) = this.next_message() {
+                return Poll::Ready(Some(message.map(Frame::data)));
+            }
+            if this.ended {
+                return Poll::Ready(if this.buffer.is_empty() {
+                    None
+                } else {
+                    Some(Err(Status::invalid_argument(
+                        "the request ends inside an envelope",
+                    )))
+                });
+            }
+            match Pin::new(&mut this.client).poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        this.buffer.extend_from_slice(&data);
+                    }
+                }
+                Poll::Ready(Some(Err(_))) => {
+                    return Poll::Ready(Some(Err(Status::cancelled(
+                        "the client's request stream broke off",
+                    ))));
+                }
+                Poll::Ready(None) => this.ended = true,
+            }
+        }
+    }
+}
+
 /// A gRPC response stream as a Connect one: each message re-enveloped (and
 /// translated to JSON when asked), the status and trailers as the
 /// end-of-stream envelope.
@@ -753,7 +906,7 @@ mod tests {
     #[test]
     fn json_is_translated_with_the_descriptors() {
         let connect = Connect::new(
-            todo_proto::FILE_DESCRIPTOR_SET,
+            &[todo_proto::FILE_DESCRIPTOR_SET],
             &serving::reflection::PUBLIC_SERVICES,
             1024,
         );

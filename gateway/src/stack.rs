@@ -73,6 +73,14 @@ use crate::{
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = Result<T, Infallible>> + Send>>;
 
+/// What Connect clients may call with JSON as well as protobuf: both public
+/// APIs and health (`curl -d '{}' .../grpc.health.v1.Health/Check`).
+const CONNECT_SERVICES: [&str; 3] = [
+    serving::reflection::PUBLIC_SERVICES[0],
+    serving::reflection::PUBLIC_SERVICES[1],
+    "grpc.health.v1.Health",
+];
+
 /// The whole gateway as one tower service.
 pub type GatewayService = Cors<Entry>;
 
@@ -169,8 +177,11 @@ impl Gateway {
         let entry = Entry {
             grpc: BoxCloneService::new(GrpcWebLayer::new().layer(traced)),
             connect: Arc::new(Connect::new(
-                todo_proto::FILE_DESCRIPTOR_SET,
-                &serving::reflection::PUBLIC_SERVICES,
+                &[
+                    todo_proto::FILE_DESCRIPTOR_SET,
+                    tonic_health::pb::FILE_DESCRIPTOR_SET,
+                ],
+                &CONNECT_SERVICES,
                 config.max_body_bytes,
             )),
             jwks: Arc::new(Jwks::new(auth_own.clone(), config.jwks_cache_ttl)),

@@ -59,7 +59,11 @@ pub enum SealError {
     Corrupt(String),
     #[error("unknown sealing algorithm {0:?}")]
     Algorithm(String),
-    #[error("cannot read the key-encryption key {path}: {reason}")]
+    #[error(
+        "cannot read the key-encryption key {path}: {reason} (give the key's file with \
+         --key-encryption-key-file, and the old one with --previous-key-encryption-key-file \
+         while rotating)"
+    )]
     File { path: String, reason: String },
     #[error("sealing failed")]
     Seal,

@@ -98,6 +98,17 @@ pub async fn serve(
     .await?;
     serving::metrics::serve_if(config.metrics_listen, shutdown.clone()).await?;
     serving::metrics::sample_pools(COMPONENT, &database);
+    let metrics = serving::metrics::metrics();
+    metrics.declare_refusals(
+        COMPONENT,
+        &[
+            "address_rate",
+            "mail_requests",
+            "sign_in_window_address",
+            "sign_in_window_account",
+        ],
+    );
+    metrics.declare_mail(COMPONENT, &["sent", "retried", "failed"]);
     let store = store::open(&database, service::delta(config.access_token_ttl));
     let keks = key_encryption_keys(&config, &database)?;
     key_encryption::seal_and_check(store.as_ref(), keks.as_ref()).await?;
@@ -164,7 +175,7 @@ pub async fn serve(
     );
 
     let mailer = Mailer::new(
-        config.smtp_url.as_deref(),
+        config.smtp_url.as_ref(),
         &config.mail_dir,
         &config.mail_from,
         &config.app_url,
@@ -379,12 +390,12 @@ async fn open_service_secret(
     store: &dyn AuthStore,
     keks: &dyn KeyEncryption,
     name: &str,
-) -> anyhow::Result<Vec<u8>> {
+) -> anyhow::Result<secrecy::SecretBox<[u8]>> {
     let slot = SecretSlot::ServiceSecret(name.to_owned());
     let candidate: [u8; 32] = rand::random();
     let stored = store
         .service_secret(name, &keks.seal(&candidate, &slot.purpose())?)
         .await?;
     let opened = key_encryption::open_stored(keks, &stored, &slot)?;
-    Ok(secrecy::ExposeSecret::expose_secret(&opened).to_vec())
+    Ok(opened)
 }

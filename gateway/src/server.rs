@@ -68,6 +68,16 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let gateway = Gateway::build(&config)?;
     serving::metrics::serve_if(config.metrics_listen, shutdown.clone()).await?;
+    serving::metrics::metrics().declare_refusals(
+        "gateway",
+        &[
+            "connections",
+            "calls",
+            "calls_per_address",
+            "anonymous_streams",
+            "anonymous_streams_per_address",
+        ],
+    );
     // Not serving until the first probe has seen both upstreams answer.
     serving::health::set_all(
         &gateway.health_reporter,

@@ -230,6 +230,27 @@ impl Metrics {
         metrics
     }
 
+    /// Makes `component`'s refusal counters exist at zero, so a dashboard
+    /// (and `rate()`) sees every reason before the first refusal.
+    pub fn declare_refusals(&self, component: &'static str, reasons: &[&'static str]) {
+        for &reason in reasons {
+            drop(
+                self.limit_refusals
+                    .get_or_create(&ReasonLabels { component, reason }),
+            );
+        }
+    }
+
+    /// Makes `component`'s mail counters exist at zero, by `outcomes`.
+    pub fn declare_mail(&self, component: &'static str, outcomes: &[&'static str]) {
+        for &outcome in outcomes {
+            drop(
+                self.mail
+                    .get_or_create(&OutcomeLabels { component, outcome }),
+            );
+        }
+    }
+
     /// Counts a refusal by a limit.
     pub fn refused(&self, component: &'static str, reason: &'static str) {
         self.limit_refusals

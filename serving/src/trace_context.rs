@@ -71,9 +71,12 @@ pub fn remote(headers: &HeaderMap) -> Option<SpanContext> {
 }
 
 /// Gives `headers` a valid `traceparent`, starting a new trace when there
-/// is none: what the gateway does for every call it receives.
+/// is none: what the gateway does for every call it receives. Not when
+/// spans are exported: then the call's own span is the root of its trace
+/// (a made-up remote parent would point at a span nobody exported), and
+/// [`inject`] names it upstream.
 pub fn ensure_traceparent(headers: &mut HeaderMap) {
-    if remote(headers).is_some() {
+    if exporting() || remote(headers).is_some() {
         return;
     }
     let trace_id: [u8; 16] = rand::random();

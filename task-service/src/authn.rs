@@ -18,8 +18,11 @@
 //! An entry is used only until the token's `exp` (plus leeway) and only
 //! while the key set it was verified with is still current.
 
+// The benchmark build leaves the verification code in place, unused.
+#![cfg_attr(feature = "bench-no-auth", allow(unused_imports))]
+
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     convert::Infallible,
     sync::{Arc, Mutex},
     task::{Context, Poll},
@@ -40,6 +43,7 @@ const UNAUTHENTICATED: &str = "missing or invalid access token";
 const CACHE_CAPACITY: usize = 10_000;
 
 /// Verifies bearer tokens and remembers the verified ones.
+#[cfg_attr(feature = "bench-no-auth", allow(dead_code))]
 pub struct Authenticator {
     keys: Arc<KeySet>,
     revocations: Arc<Revocations>,
@@ -55,16 +59,21 @@ impl Authenticator {
         clock: Clock,
         leeway_secs: u64,
     ) -> Self {
+        #[cfg(feature = "bench-no-auth")]
+        tracing::warn!(
+            "built with bench-no-auth: access tokens are NOT verified (benchmarks only)"
+        );
         Self {
             keys,
             revocations,
             cache: TokenCache::new(CACHE_CAPACITY),
             clock,
-            leeway_secs: leeway_secs.min(60) as i64,
+            leeway_secs: leeway_secs.min(60).cast_signed(),
         }
     }
 
     /// Who sent `metadata`, or the status refusing the call.
+    #[cfg(not(feature = "bench-no-auth"))]
     pub async fn authenticate(&self, metadata: &MetadataMap) -> Result<Identity, Status> {
         if !self.keys.ready() {
             return Err(Status::unavailable(
@@ -104,6 +113,35 @@ impl Authenticator {
     }
 }
 
+/// The benchmark build (`--features bench-no-auth`): the token's claims
+/// are trusted as they are, unverified, so a benchmark measures the service
+/// without the authentication layer. Never built into a release.
+#[cfg(feature = "bench-no-auth")]
+impl Authenticator {
+    /// Who `metadata`'s token says sent it, unchecked.
+    pub async fn authenticate(&self, metadata: &MetadataMap) -> Result<Identity, Status> {
+        use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+
+        #[derive(serde::Deserialize)]
+        struct Claims {
+            sub: uuid::Uuid,
+            sid: uuid::Uuid,
+            exp: i64,
+        }
+        let refused = || Status::unauthenticated(UNAUTHENTICATED);
+        let token = bearer_token(metadata).map_err(|_| refused())?;
+        let payload = token.split('.').nth(1).ok_or_else(refused)?;
+        let json = URL_SAFE_NO_PAD.decode(payload).map_err(|_| refused())?;
+        let claims: Claims = serde_json::from_slice(&json).map_err(|_| refused())?;
+        Ok(Identity {
+            user_id: claims.sub,
+            session_id: claims.sid,
+            expires_at: claims.exp,
+        })
+    }
+}
+
+#[cfg_attr(feature = "bench-no-auth", allow(dead_code))]
 impl Authenticator {
     /// `identity`, unless its session has ended or its account is gone.
     fn unless_revoked(&self, identity: Identity) -> Result<Identity, Status> {
@@ -116,11 +154,13 @@ impl Authenticator {
 }
 
 /// A bounded map from token digest to the identity it proved.
+#[cfg_attr(feature = "bench-no-auth", allow(dead_code))]
 struct TokenCache {
     entries: Mutex<HashMap<[u8; 32], (Identity, u64)>>,
     capacity: usize,
 }
 
+#[cfg_attr(feature = "bench-no-auth", allow(dead_code))]
 impl TokenCache {
     fn new(capacity: usize) -> Self {
         Self {
@@ -132,7 +172,7 @@ impl TokenCache {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], (Identity, u64)>> {
         self.entries
             .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn get(&self, digest: &[u8; 32], generation: u64, now: i64, leeway: i64) -> Option<Identity> {
@@ -163,15 +203,41 @@ impl TokenCache {
 pub struct RequireAuth<S> {
     inner: S,
     authenticator: Arc<Authenticator>,
+    /// The paths of the service's methods: a call to any other path is
+    /// answered `UNIMPLEMENTED` as by any gRPC server, without the cost of
+    /// a token check.
+    methods: Arc<HashSet<String>>,
 }
 
-impl<S> RequireAuth<S> {
+impl<S: NamedService> RequireAuth<S> {
     pub fn new(inner: S, authenticator: Arc<Authenticator>) -> Self {
         Self {
             inner,
             authenticator,
+            methods: Arc::new(methods_of(S::NAME)),
         }
     }
+}
+
+/// The paths (`/package.Service/Method`) of `service`'s methods, from the
+/// compiled-in descriptor set, so the list cannot drift from the proto.
+fn methods_of(service: &str) -> HashSet<String> {
+    use prost::Message as _;
+    let set = prost_types::FileDescriptorSet::decode(todo_proto::FILE_DESCRIPTOR_SET)
+        .expect("the compiled-in descriptor set is valid");
+    set.file
+        .iter()
+        .flat_map(|file| {
+            let package = file.package();
+            file.service.iter().map(move |s| (package, s))
+        })
+        .filter(|(package, s)| format!("{package}.{}", s.name()) == service)
+        .flat_map(|(_, s)| {
+            s.method
+                .iter()
+                .map(move |m| format!("/{service}/{}", m.name()))
+        })
+        .collect()
 }
 
 impl<S: NamedService> NamedService for RequireAuth<S> {
@@ -198,6 +264,9 @@ where
         // The clone that was driven to readiness serves this call.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
+        if !self.methods.contains(request.uri().path()) {
+            return Box::pin(inner.call(request));
+        }
         let authenticator = self.authenticator.clone();
         Box::pin(async move {
             let metadata = MetadataMap::from_headers(request.headers().clone());
@@ -236,6 +305,20 @@ mod tests {
         assert_eq!(cache.get(&[1; 32], 7, 101, 1), Some(id));
         assert_eq!(cache.get(&[1; 32], 8, 50, 0), None);
         assert_eq!(cache.get(&[2; 32], 7, 50, 0), None);
+    }
+
+    #[test]
+    fn every_method_of_the_service_is_known() {
+        let methods = methods_of("tasks.v1.TaskService");
+        assert!(
+            methods.contains("/tasks.v1.TaskService/GetTask"),
+            "{methods:?}"
+        );
+        assert!(
+            methods.contains("/tasks.v1.TaskService/WatchTasks"),
+            "{methods:?}"
+        );
+        assert!(!methods.contains("/tasks.v1.TaskService/GetTask/extra"));
     }
 
     #[test]

@@ -32,6 +32,7 @@ use std::{sync::Arc, time::Duration};
 
 use access_token::Verifier;
 use anyhow::Context;
+use secrecy::ExposeSecret;
 use serving::{
     CancellationToken,
     database::{Database, PoolOptions},
@@ -85,6 +86,15 @@ pub async fn serve(
         .await
         .context("cannot serve the metrics")?;
     serving::metrics::sample_pools(COMPONENT, &database);
+    serving::metrics::metrics().declare_refusals(
+        COMPONENT,
+        &[
+            "calls_in_flight_per_user",
+            "writes_per_user",
+            "tasks_per_user",
+            "watchers_per_user",
+        ],
+    );
 
     // SQLite's hub is fed by the store itself, so it is live at once; a
     // PostgreSQL hub is live once its listener listens.
@@ -101,10 +111,11 @@ pub async fn serve(
         config.max_tasks_per_user,
     ));
     let page_tokens = PageTokenKey::new(
-        &store
+        store
             .page_token_secret()
             .await
-            .context("cannot read the page-token key")?,
+            .context("cannot read the page-token key")?
+            .expose_secret(),
     );
 
     // Everything started in the background stops with `background`, which

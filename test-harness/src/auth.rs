@@ -8,7 +8,7 @@
 
 use std::{net::SocketAddr, path::PathBuf};
 
-use serving::clock::Clock;
+use serving::{clock::Clock, config::ExposeSecret};
 use todo_proto::auth::v1::{self as pb, auth_service_client::AuthServiceClient};
 use tokio::net::TcpListener;
 use tonic::transport::Channel;
@@ -36,7 +36,7 @@ pub fn auth_config(database: &TestDatabase) -> auth_service::Config {
 /// under the test's working directory.
 pub fn auth_defaults(database: &TestDatabase) -> auth_service::Config {
     auth_service::Config {
-        database_url: database.url.clone(),
+        database_url: database.url.clone().into(),
         key_encryption_key_file: key_encryption_key_file(database),
         mail_dir: database.path("mail"),
         ..auth_service::Config::default()
@@ -88,7 +88,7 @@ impl AuthServer {
     /// that was told its address).
     pub fn start_on(listener: TcpListener, config: auth_service::Config) -> Self {
         let clock = config.clock.clone();
-        let database_url = config.database_url.clone();
+        let database_url = config.database_url.expose_secret().to_owned();
         let server = Server::spawn(listener, |listener, shutdown| {
             auth_service::serve(config, listener, shutdown)
         });

@@ -80,14 +80,38 @@ impl GatewayStack {
         backend: Backend,
         configure: impl FnOnce(&mut gateway::Config),
     ) -> Self {
+        Self::start_auth_and_gateway(backend, |_| {}, configure).await
+    }
+
+    /// All three, the auth-service's settings changed by `configure_auth`
+    /// (from [`auth_behind_the_gateway`]) and the gateway's by
+    /// `configure_gateway`; returns once the gateway reports SERVING.
+    pub async fn start_configured(
+        backend: Backend,
+        configure_auth: impl FnOnce(&mut auth_service::Config),
+        configure_gateway: impl FnOnce(&mut gateway::Config),
+    ) -> Self {
+        let mut stack =
+            Self::start_auth_and_gateway(backend, configure_auth, configure_gateway).await;
+        stack.start_tasks().await;
+        stack.wait_for_gateway_health(ServingStatus::Serving).await;
+        stack
+    }
+
+    async fn start_auth_and_gateway(
+        backend: Backend,
+        configure_auth: impl FnOnce(&mut auth_service::Config),
+        configure: impl FnOnce(&mut gateway::Config),
+    ) -> Self {
         init_logs();
         let auth_database = backend.fresh().await;
         let tasks_database = backend.fresh().await;
 
         let auth_listener = bind().await;
         let auth = auth_listener.local_addr().expect("bound");
-        let auth_server =
-            AuthServer::start_on(auth_listener, auth_behind_the_gateway(&auth_database, auth));
+        let mut auth_config = auth_behind_the_gateway(&auth_database, auth);
+        configure_auth(&mut auth_config);
+        let auth_server = AuthServer::start_on(auth_listener, auth_config);
 
         let tasks_listener = bind().await;
         let tasks = tasks_listener.local_addr().expect("bound");
@@ -132,7 +156,7 @@ impl GatewayStack {
             .expect("the task-service is started once");
         let mut config = task_service::Config {
             listen: self.tasks,
-            database_url: self.tasks_database.url.clone(),
+            database_url: self.tasks_database.url.clone().into(),
             auth_url: format!("http://{}", self.auth),
             ..task_service::Config::default()
         };

@@ -20,6 +20,23 @@
 //! - [`status`]: what a refused call says.
 //! - [`proxy`]: [`TcpProxy`], to take a database "down" in the middle of a
 //!   test.
+//! - [`dump`]: every byte of a database as a thief would copy it (the
+//!   SQLite files, or `pg_dump`).
+//! - [`raw_grpc`]: gRPC bodies and HTTP/2 headers written by hand, for
+//!   what no client library sends.
+//! - [`replicas`]: [`ReplicaStack`], an auth-service and two task-service
+//!   replicas following its session events, each restartable, and the
+//!   checks that a session ended everywhere.
+//! - [`auth_process`]: [`AuthProcess`], the auth-service binary as a process of
+//!   its own, for `kill -9` and what it logs.
+//! - [`smtp`]: [`SmtpSink`], a real SMTP server that keeps what it
+//!   receives, the mails taken apart, and the auth-service's outbox.
+//! - [`service_process`] and [`process_stack`]: the services as processes
+//!   of their own ([`Process`], [`ProcessStack`]), for each binary's own
+//!   metrics and span export; [`metrics`] scrapes `/metrics` ([`scrape`]),
+//!   [`otlp`] receives spans ([`OtlpReceiver`]).
+//! - [`tls`]: a test CA ([`tls::TestCa`]), certificates it signs, and HTTPS
+//!   clients (gRPC, gRPC-Web) that trust it.
 //!
 //! Two decisions a reader must know. A configuration here is the service's
 //! real defaults with only what every test needs changed (a manual clock
@@ -29,13 +46,23 @@
 //! their data.
 
 pub mod auth;
+pub mod auth_process;
 pub mod bearer;
 pub mod database;
+pub mod dump;
 pub mod gateway;
+pub mod metrics;
+pub mod otlp;
+pub mod process_stack;
 mod proxy;
+pub mod raw_grpc;
+pub mod replicas;
 pub mod server;
+pub mod service_process;
+pub mod smtp;
 pub mod status;
 pub mod tasks;
+pub mod tls;
 pub mod web;
 
 use std::{future::Future, time::Duration};
@@ -44,14 +71,26 @@ pub use auth::{
     AuthServer, PASSWORD, User, auth_config, auth_defaults, auth_file_args, current_user,
     key_encryption_key_file, login, refresh, register, registration, tokens, unique_email,
 };
+pub use auth_process::{AuthProcess, process_log};
 pub use bearer::{Bearer, authorized};
 pub use database::{Backend, POSTGRES_URL_VAR, TestDatabase};
+pub use dump::dump;
 pub use gateway::GatewayStack;
+pub use metrics::{Scrape, scrape};
+pub use otlp::{ExportedSpan, OtlpReceiver};
+pub use process_stack::{ProcessOptions, ProcessStack};
 pub use proxy::{TcpProxy, target as database_address, via as url_via};
+pub use raw_grpc::{H2Outcome, flagged_frame, grpc_raw, h2_with_raw_header};
+pub use replicas::{
+    FOLLOWING, REPLICAS, ReplicaStack, is_refused, mailed_token, next_task_event, open_watch,
+    refused_everywhere_within, stored_tasks_of, stream_end, wait_following,
+};
 pub use server::{Server, bind, closed_port, connect, health, origin, wait_for_health};
+pub use service_process::Process;
+pub use smtp::{OutboxRow, ReceivedMail, SmtpSink, auth_config_mailing, mail_files, outbox};
 pub use status::{bad_fields, code};
 pub use tasks::{TaskClient, TaskServer, TaskStack, create, list_all, mask, task_config, titled};
-pub use web::{GrpcWeb, grpc_web, raw_client};
+pub use web::{GrpcWeb, grpc_web, grpc_web_from, raw_client};
 
 /// How long anything in a test may take to become true: a service to
 /// become ready, a stream to answer, a server to drain.

@@ -4,6 +4,8 @@
 //! the gRPC-Web wire format written by hand ([`post`], [`frame`],
 //! [`frames`], [`decode_text`], [`grpc_status`]).
 
+use std::net::IpAddr;
+
 use base64::{Engine, engine::general_purpose::STANDARD};
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, StatusCode};
@@ -25,9 +27,21 @@ pub type GrpcWeb = GrpcWebClientService<Client<HttpConnector, GrpcWebCall<Body>>
 
 /// A gRPC-Web channel over HTTP/1.1, or HTTP/2 with prior knowledge.
 pub fn grpc_web(http2: bool) -> GrpcWeb {
+    grpc_web_client(None, http2)
+}
+
+/// A gRPC-Web channel whose connections come from `source` (any address
+/// of 127.0.0.0/8 works on loopback): a client at another address, as
+/// the gateway's per-address limits see it.
+pub fn grpc_web_from(source: IpAddr, http2: bool) -> GrpcWeb {
+    grpc_web_client(Some(source), http2)
+}
+
+fn grpc_web_client(source: Option<IpAddr>, http2: bool) -> GrpcWeb {
     // As browsers do, send small requests at once (no Nagle delay).
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
+    connector.set_local_address(source);
     let client = Client::builder(TokioExecutor::new())
         .http2_only(http2)
         .build(connector);

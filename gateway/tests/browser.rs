@@ -4,6 +4,12 @@
 //! watches its tasks with Connect's gRPC-Web client, and a task created by
 //! another client appears on it without a reload.
 //!
+//! The web app's journey (`web/test/journey.mjs`): sign-up to account
+//! deletion in the real app as the gateway serves it, two tabs of one user,
+//! a refresh racing in both, a revoked session, the mailed links, and a
+//! page of a disallowed origin refused; screenshots of the main screens are
+//! kept in `target/web-journey/`.
+//!
 //! This file boots the real stack in process (the gateway allowing exactly
 //! the page's origin) and runs the script as a child process. Without
 //! `browser-test/node_modules` or `/usr/bin/chromium` the test is skipped
@@ -69,20 +75,69 @@ async fn a_page_on_another_origin_uses_the_gateway_and_sees_live_updates_in_chro
         .arg(stack.url())
         .args(["--page-port", &page_port.to_string()])
         .current_dir(browser_test_dir());
+    let stdout = run_node(command, "the browser test").await;
+    assert!(stdout.contains("PASS browser test"), "{stdout}");
+}
+
+fn web_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../web")
+}
+
+#[tokio::test]
+async fn the_web_app_journey_passes_in_chromium() {
+    if !prerequisites_present() {
+        return;
+    }
+    let web_node_modules = web_dir().join("node_modules");
+    if !web_node_modules.is_dir() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run the web journey, but web/node_modules is missing"
+        );
+        eprintln!("SKIPPED web journey: run npm ci --prefix web");
+        return;
+    }
+    let mail = tempfile::tempdir().expect("a folder");
+    let mail_dir = mail.path().to_owned();
+    let stack = GatewayStack::start_configured(
+        Backend::Sqlite,
+        move |auth| auth.mail_dir = mail_dir,
+        |gateway| gateway.web_root = Some(web_dir().join("dist")),
+    )
+    .await;
+    let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/web-journey");
+
+    let mut command = Command::new("node");
+    command
+        .arg(web_dir().join("test/journey.mjs"))
+        .arg(format!("{}/", stack.url()))
+        .arg("--artifacts")
+        .arg(&artifacts)
+        .arg("--mail-dir")
+        .arg(mail.path())
+        .current_dir(web_dir());
+    let stdout = run_node(command, "the web journey").await;
+    assert!(!stdout.contains("FAIL"), "{stdout}");
+    stack.stop();
+}
+
+/// Runs a node script to its end (within [`TIMEOUT`]), shows its output,
+/// and asserts it succeeded; returns its standard output.
+async fn run_node(mut command: Command, what: &'static str) -> String {
     let run = tokio::task::spawn_blocking(move || command.output());
     let output = tokio::time::timeout(TIMEOUT, run)
         .await
-        .expect("the browser test finishes in time")
+        .unwrap_or_else(|_| panic!("{what} finishes in time"))
         .expect("the blocking task runs")
         .expect("node starts");
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr);
     eprintln!("{stdout}");
     eprintln!("{stderr}");
     assert!(
         output.status.success(),
-        "the browser test failed ({}):\n{stdout}\n{stderr}",
+        "{what} failed ({}):\n{stdout}\n{stderr}",
         output.status
     );
-    assert!(stdout.contains("PASS browser test"), "{stdout}");
+    stdout
 }

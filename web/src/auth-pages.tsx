@@ -276,7 +276,10 @@ export function VerifyEmailPage({ user, onUserChanged }: { user: User | null; on
       .verifyEmail({ token })
       .then((answer) => {
         setState("verified");
-        if (answer.user && user && answer.user.id === user.id) onUserChanged(answer.user);
+        // Not `user`: this callback keeps the value from when the page opened, usually null
+        // (the account still loading), and the account loaded meanwhile would keep showing
+        // "not verified". The session says whose tab this is.
+        if (answer.user && answer.user.id === api.session.tokens?.userId) onUserChanged(answer.user);
       })
       .catch((error: unknown) => {
         setState("failed");

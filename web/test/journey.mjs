@@ -10,13 +10,16 @@
 // --api         development only: the API's origin when it is not the app's (the dev
 //               stack beside a static server). The app learns it from a global that an
 //               init script sets; the page's CSP is bypassed for that cross-origin API.
-// --mail-dir    the auth-service's --mail-dir: lets the journey follow the links of the
-//               verification and reset mails (.eml files), once those RPCs exist.
+// --mail-dir    where the auth-service writes its mails (.eml files; todo-stack:
+//               <data-dir>/mail): the journey follows the links of the newest
+//               verification and reset mails. Without it those two links are skipped.
 //
-// Prints one line per step (ok / skip / FAIL) and exits 0 only if no step failed.
-// The CORS step needs the gateway to allow the app's origin only (--allowed-origin):
-// the journey serves a page of its own on another 127.0.0.1 port and expects the
-// browser to refuse that page's call to the API.
+// Prints one line per step (ok / skip / FAIL) and exits 0 only if no step failed; an
+// RPC the app needs answering UNIMPLEMENTED is a failure.
+// The CORS step serves a page of its own from http://127.0.0.2:<port> (an origin that
+// neither the gateway's default list, localhost and 127.0.0.1 on any port, nor an
+// --allowed-origin list of the app's origin admits), whose script calls the API; the
+// browser must refuse the call, and the server must never see it.
 
 import { mkdir, readdir, readFile, stat } from "node:fs/promises";
 import http from "node:http";
@@ -99,7 +102,11 @@ async function screenshot(page, name, { fullPage = true } = {}) {
   await page.screenshot({ path: path.join(options.artifacts, name), fullPage });
 }
 
+/** Which tab or device each page is, for the failure screenshots. */
+const pageLabels = new WeakMap();
+
 function watchPage(page, label) {
+  pageLabels.set(page, label);
   page.on("console", (message) => {
     if (message.type() === "error" || message.type() === "warning") browserLog.push(`[${label}] console.${message.type()}: ${message.text()}`);
   });
@@ -167,7 +174,7 @@ async function waitForText(page, text, timeout = STEP_TIMEOUT_MS) {
   await page.getByText(text).first().waitFor({ state: "visible", timeout });
 }
 
-/** Which of several texts shows first (for RPCs that may still be UNIMPLEMENTED). */
+/** Which of several texts shows first. */
 async function firstOf(page, texts, timeout = STEP_TIMEOUT_MS) {
   const deadline = Date.now() + timeout;
   while (Date.now() < deadline) {
@@ -180,6 +187,37 @@ async function firstOf(page, texts, timeout = STEP_TIMEOUT_MS) {
 }
 
 const UNIMPLEMENTED_TEXT = "This server does not offer that yet.";
+
+/** Waits for `success`, failing at once with a clear message if the page says the RPC is UNIMPLEMENTED. */
+async function expectImplemented(page, success, rpc) {
+  const shown = await firstOf(page, [success, UNIMPLEMENTED_TEXT]);
+  if (shown === UNIMPLEMENTED_TEXT) throw new Error(`${rpc} answered UNIMPLEMENTED ("${UNIMPLEMENTED_TEXT}")`);
+}
+
+/** Waits until the page's live WatchTasks stream is open ("Live"). */
+async function waitForLive(page) {
+  await page
+    .locator(".live-live")
+    .waitFor({ timeout: STEP_TIMEOUT_MS })
+    .catch(async () => {
+      throw new Error(`the live stream did not open; the indicator reads ${JSON.stringify(await page.locator(".live").textContent().catch(() => null))}`);
+    });
+}
+
+/** The stored token pair of the page's origin (null when signed out). */
+function storedSession(page) {
+  return page.evaluate(() => JSON.parse(localStorage.getItem("todo.session") ?? "null"));
+}
+
+/** Calls the API from Node with the Connect protocol in JSON: `{ status, body }`. */
+async function callApi(method, body, headers = {}) {
+  const response = await fetch(`${apiOrigin}/${method}`, {
+    method: "POST",
+    headers: { "content-type": "application/json", ...headers },
+    body: JSON.stringify(body),
+  });
+  return { status: response.status, body: await response.json().catch(() => null), headers: response.headers };
+}
 
 async function addTask(page, { title, description, priority, dueInDays, keyboardOnly = false }) {
   const titleInput = page.getByLabel("New task", { exact: true });
@@ -228,59 +266,75 @@ async function expectLabelledControls(page) {
   if (unlabelled.length) throw new Error(`controls without a label: ${unlabelled.join(", ")}`);
 }
 
-/** The newest .eml in the mail dir that mentions `email` and a link with `route`, as a path + query. */
+/**
+ * The link to `route` in the newest .eml of the mail dir addressed to this run's account:
+ * `{ url, note }`. The link is opened as written when it points at the app's origin, else
+ * its path and query are opened on the app's origin (and the note says so).
+ */
 async function linkFromMail(route) {
-  if (!options.mailDir) return null;
   const deadline = Date.now() + 10_000;
+  let newest = null;
   while (Date.now() < deadline) {
     const names = (await readdir(options.mailDir).catch(() => [])).filter((name) => name.endsWith(".eml"));
     const mails = await Promise.all(
       names.map(async (name) => {
         const file = path.join(options.mailDir, name);
-        return { text: await readFile(file, "utf8"), time: (await stat(file)).mtimeMs };
+        return { name, text: await readFile(file, "utf8"), time: (await stat(file)).mtimeMs };
       }),
     );
-    const unfolded = (text) => text.replace(/=\r?\n/g, "").replace(/=3D/gi, "=");
-    const match = mails
-      .filter((mail) => mail.text.includes(account.email))
-      .sort((a, b) => b.time - a.time)
-      .map((mail) => unfolded(mail.text).match(new RegExp(`https?://[^\\s"'<>]*${route}\\?token=[A-Za-z0-9_\\-.~%]+`)))
-      .find(Boolean);
+    // Newest first: modification time, then the name (the files are named by UUIDv7, in time order).
+    newest = mails.filter((mail) => /^To: (.*)$/m.exec(mail.text)?.[1].includes(account.email)).sort((a, b) => b.time - a.time || b.name.localeCompare(a.name))[0];
+    const unfolded = newest ? newest.text.replace(/=\r?\n/g, "").replace(/=3D/gi, "=") : "";
+    const match = unfolded.match(new RegExp(`https?://[^\\s"'<>]*${route}\\?token=[A-Za-z0-9_\\-.~%]+`));
     if (match) {
-      const url = new URL(match[0]);
-      return `${url.pathname}${url.search}`;
+      const link = new URL(match[0]);
+      if (link.origin === appOrigin) return { url: link.toString(), note: `link from ${newest.name}` };
+      return { url: appPath(`${link.pathname}${link.search}`), note: `link from ${newest.name} points at ${link.origin}, opened on ${appOrigin}` };
     }
     await new Promise((resolve) => setTimeout(resolve, 250));
   }
-  throw new Error(`no mail with a ${route} link for ${account.email} in ${options.mailDir}`);
-}
-
-/** Serves a page on another 127.0.0.1 port: the origin the gateway must not allow. */
-async function serveForeignPage() {
-  const server = http.createServer((_request, response) => {
-    response.writeHead(200, { "content-type": "text/html; charset=utf-8" }).end("<!doctype html><title>Another site</title><p>Another site</p>");
-  });
-  await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
-  return { server, origin: `http://127.0.0.1:${server.address().port}` };
+  throw new Error(`the newest mail for ${account.email} in ${options.mailDir} (${newest?.name ?? "none"}) has no ${route} link`);
 }
 
 /**
- * A JSON POST to the API from inside `page` (a non-simple request, so the browser asks
- * the gateway's CORS preflight first): "answered HTTP <status>" or "refused: <error>".
+ * Serves, on another origin, a page whose script calls the API (Register, JSON: a
+ * non-simple request, so the browser asks the gateway's CORS preflight first) and writes
+ * "answered HTTP <status>" or "refused: <error>" into #result. The origin is
+ * http://127.0.0.2:<port>, which the gateway's default list (localhost and 127.0.0.1 on
+ * any port) does not admit either; where 127.0.0.2 cannot be bound, another 127.0.0.1 port.
  */
-function probeApiFrom(page) {
-  return page.evaluate(async (apiOrigin) => {
+async function serveForeignPage({ api, email }) {
+  const script = `
+    const result = document.getElementById("result");
+    fetch(${JSON.stringify(`${api}/auth.v1.AuthService/Register`)}, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ email: ${JSON.stringify(email)}, password: "a long enough password", displayName: "Not me" }),
+    })
+      .then((response) => "answered HTTP " + response.status, (error) => "refused: " + error)
+      .then((text) => {
+        result.textContent = text;
+        document.body.dataset.done = "true";
+      });`;
+  const html = `<!doctype html><html lang="en"><meta charset="utf-8"><title>Another site</title>
+<body style="font-family: sans-serif; margin: 2rem"><h1>Another site</h1>
+<p>This page tries to call the todo API at ${api} from its own origin.</p>
+<p>Result: <strong id="result">pending</strong></p><script src="/probe.js"></script></body></html>`;
+  const server = http.createServer((request, response) => {
+    if (request.url === "/probe.js") response.writeHead(200, { "content-type": "text/javascript" }).end(script);
+    else response.writeHead(200, { "content-type": "text/html; charset=utf-8" }).end(html);
+  });
+  for (const host of ["127.0.0.2", "127.0.0.1"]) {
     try {
-      const response = await fetch(`${apiOrigin}/auth.v1.AuthService/Login`, {
-        method: "POST",
-        headers: { "content-type": "application/json" },
-        body: JSON.stringify({ email: "nobody@example.com", password: "not a real password" }),
+      await new Promise((resolve, reject) => {
+        server.once("error", reject);
+        server.listen(0, host, resolve);
       });
-      return `answered HTTP ${response.status}`;
+      return { server, origin: `http://${host}:${server.address().port}` };
     } catch (error) {
-      return `refused: ${error}`;
+      if (host === "127.0.0.1") throw error;
     }
-  }, apiOrigin);
+  }
 }
 
 // ---- the journey -----------------------------------------------------------------
@@ -324,12 +378,9 @@ async function journey(browser) {
     return account.email;
   });
 
-  let verificationRequested = false;
   await step("ask for the verification email (banner)", async () => {
     await tabA.getByRole("button", { name: "Send verification email" }).click();
-    const shown = await firstOf(tabA, ["Sent! Open the link", UNIMPLEMENTED_TEXT]);
-    if (shown === UNIMPLEMENTED_TEXT) return "skip: RequestEmailVerification is UNIMPLEMENTED on this server";
-    verificationRequested = true;
+    await expectImplemented(tabA, "Sent! Open the link", "RequestEmailVerification");
   });
 
   await step("create four tasks (one by keyboard only)", async () => {
@@ -348,7 +399,7 @@ async function journey(browser) {
     await dialog.waitFor();
     await dialog.getByLabel("Title").fill("Call the plumber about the leak");
     await dialog.getByLabel("Notes").fill("Kitchen sink, mornings only");
-    await screenshot(tabA, "04-edit-dialog.png", { fullPage: false });
+    await screenshot(tabA, "03-edit-dialog.png", { fullPage: false });
     await dialog.getByRole("button", { name: "Save" }).click();
     await dialog.waitFor({ state: "detached" });
     await expectTitles(tabA, ["Water the plants", "Call the plumber about the leak", "Write report", "Buy milk"], "after the edit");
@@ -425,7 +476,7 @@ async function journey(browser) {
     await expectTitles(tabA, ["Buy milk", "Write the quarterly report", "Call the plumber about the leak", "Water the plants"], "by due date");
     await order.selectOption({ label: "Newest first" });
     await expectTitles(tabA, ["Water the plants", "Call the plumber about the leak", "Write the quarterly report", "Buy milk"], "newest first");
-    await screenshot(tabA, "03-task-list.png");
+    await screenshot(tabA, "04-task-list-ordered.png");
   });
 
   await step("delete a task (with its etag)", async () => {
@@ -454,6 +505,7 @@ async function journey(browser) {
       [...document.querySelectorAll(".task-done .task-title")].some((label) => label.textContent === "Made in tab A"),
     );
     if (!(await tabB.evaluate(() => window.notReloaded === true))) throw new Error("tab B was reloaded");
+    await screenshot(tabB, "05-second-tab-live.png");
   });
 
   await step("both tabs refresh at the same moment; one Refresh, nobody signed out", async () => {
@@ -476,23 +528,88 @@ async function journey(browser) {
     return "1 Refresh call for 2 tabs";
   });
 
+  await step("the access token runs out in both tabs at once (no hook); one Refresh, nobody signed out", async () => {
+    // The stored pair is made to look expired (the server still accepts it): tab B learns it
+    // from the `storage` event and its refresh timer fires at once, while tab A's next call
+    // (switching the filter) finds the token stale. Both want to refresh at the same moment.
+    const before = await storedSession(tabA);
+    const callsBefore = refreshCalls;
+    await tabA.evaluate(() => {
+      const pair = JSON.parse(localStorage.getItem("todo.session"));
+      localStorage.setItem("todo.session", JSON.stringify({ ...pair, accessExpiresAt: Date.now() - 1_000 }));
+      document.querySelector("input[name=completion][value=open]").click(); // ListTasks with the stale token
+    });
+    await tabA.waitForFunction((old) => JSON.parse(localStorage.getItem("todo.session") ?? "null")?.refreshToken !== old, before.refreshToken, {
+      timeout: STEP_TIMEOUT_MS,
+    });
+    await tabB.waitForFunction((old) => JSON.parse(localStorage.getItem("todo.session") ?? "null")?.refreshToken !== old, before.refreshToken, {
+      timeout: STEP_TIMEOUT_MS,
+    });
+    await tabA.waitForTimeout(500); // a second, late Refresh would show up by now
+    const [afterA, afterB] = [await storedSession(tabA), await storedSession(tabB)];
+    if (!afterA || !afterB) throw new Error("a tab lost its token pair");
+    if (afterA.refreshToken !== afterB.refreshToken) throw new Error("the two tabs hold different pairs");
+    if (afterA.accessExpiresAt <= Date.now() + 60_000) throw new Error("the new access token is not fresh");
+    if (refreshCalls - callsBefore !== 1) throw new Error(`${refreshCalls - callsBefore} Refresh calls, expected 1`);
+    await tabA.getByRole("radio", { name: "All" }).check();
+    await addTask(tabA, { title: "After the expiry race" });
+    await tabB.locator(".task-list .task-title", { hasText: "After the expiry race" }).waitFor({ timeout: STEP_TIMEOUT_MS });
+    for (const tab of [tabA, tabB]) await expectHeading(tab, `${account.name}’s tasks`, 1_000);
+    return "1 Refresh call for 2 tabs";
+  });
+
   const otherDevice = await newContext(browser, { colorScheme: "dark", label: "device 2" });
   const device2 = await otherDevice.newPage();
-  await step("the account page lists both devices' sessions, this one marked", async () => {
+  const thirdDevice = await newContext(browser, { label: "device 3" });
+  const device3 = await thirdDevice.newPage();
+  await step("sign in on two more devices; the account page lists all three sessions, this one marked", async () => {
     await signIn(device2, account.password);
-    await screenshot(device2, "05-task-list-dark.png");
+    await waitForLive(device2);
+    await screenshot(device2, "06-task-list-dark.png");
+    await signIn(device3, account.password);
+    await waitForLive(device3);
     await device2.getByRole("link", { name: "Account" }).click();
     await expectHeading(device2, "Account");
-    await device2.locator(".session").nth(1).waitFor({ timeout: STEP_TIMEOUT_MS });
+    await device2.locator(".session").nth(2).waitFor({ timeout: STEP_TIMEOUT_MS });
     const sessions = await device2.$$eval(".session", (items) => items.map((item) => item.dataset.current === "true"));
-    if (sessions.length !== 2 || sessions.filter(Boolean).length !== 1) throw new Error(`sessions shown: ${JSON.stringify(sessions)}`);
+    if (sessions.length !== 3 || sessions.filter(Boolean).length !== 1) throw new Error(`sessions shown: ${JSON.stringify(sessions)}`);
+    const current = await device2.$eval(".session[data-current='true']", (item) => item.dataset.sessionId);
+    if (current !== (await storedSession(device2)).sessionId) throw new Error("the session marked “This device” is not this device's");
     await waitForText(device2, "This device");
     await expectLabelledControls(device2);
-    await screenshot(device2, "06-account-sessions.png");
+    await screenshot(device2, "07-account-sessions.png");
+  });
+
+  await step("revoke one other session (device 3) from the list; its tab ends on the sign-in page", async () => {
+    const revoked = (await storedSession(device3)).sessionId;
+    await device2.locator(`.session[data-session-id="${revoked}"]`).getByRole("button", { name: /^Sign out / }).click();
+    await waitForText(device2, "That device is signed out.");
+    await device2.locator(`.session[data-session-id="${revoked}"]`).waitFor({ state: "detached", timeout: STEP_TIMEOUT_MS });
+    if ((await device2.locator(".session").count()) !== 2) throw new Error("the list does not show the two remaining sessions");
+    let how = "its live stream ended UNAUTHENTICATED and the refresh was refused";
+    try {
+      await expectHeading(device3, "Sign in", 6_000);
+    } catch {
+      // The stream stayed open: the tab's next call (a click on a filter) is refused instead.
+      how = "its next call was refused (the stream stayed open)";
+      await device3.getByRole("radio", { name: "Done" }).check();
+      await expectHeading(device3, "Sign in");
+    }
+    await waitForText(device3, "Your session has ended");
+    if ((await storedSession(device3)) !== null) throw new Error("device 3 still stores a token pair");
+    await screenshot(device3, "08-revoked-device-sign-in.png");
+    // Device 1 was not touched: its tabs still work.
+    for (const tab of [tabA, tabB]) await expectHeading(tab, `${account.name}’s tasks`, 1_000);
+    await addTask(tabB, { title: "Device 1 still signed in" });
+    await tabA.locator(".task-list .task-title", { hasText: "Device 1 still signed in" }).waitFor({ timeout: STEP_TIMEOUT_MS });
+    return how;
+  });
+
+  await step("the account page in light mode", async () => {
     await tabA.getByRole("link", { name: "Account" }).click();
     await expectHeading(tabA, "Account");
     await tabA.locator(".session").nth(1).waitFor({ timeout: STEP_TIMEOUT_MS });
-    await screenshot(tabA, "07-account-light.png");
+    await screenshot(tabA, "09-account-light.png");
     await tabA.getByRole("link", { name: "Tasks" }).click();
     await expectHeading(tabA, `${account.name}’s tasks`);
   });
@@ -514,7 +631,7 @@ async function journey(browser) {
       await waitForText(tab, "Your session has ended");
     }
     if (await tabA.evaluate(() => localStorage.getItem("todo.session") !== null)) throw new Error("the token pair is still stored");
-    await screenshot(tabA, "08-signed-out-by-revocation.png");
+    await screenshot(tabA, "10-signed-out-everywhere-else.png");
     return how;
   });
 
@@ -524,6 +641,7 @@ async function journey(browser) {
     await device2.getByLabel("Repeat the new password").fill(account.newPassword);
     await device2.getByRole("button", { name: "Change password" }).click();
     await waitForText(device2, "Password changed. Every other device was signed out.");
+    await screenshot(device2, "11-password-changed-dark.png");
     await device2.reload();
     await expectHeading(device2, "Account");
     await device2.getByRole("link", { name: "Tasks" }).click();
@@ -537,65 +655,109 @@ async function journey(browser) {
     await signIn(device2, account.newPassword);
     await device2.locator(".task-list .task-title", { hasText: "After the password change" }).waitFor();
     await device2.setViewportSize({ width: 390, height: 844 });
-    await screenshot(device2, "09-task-list-phone-dark.png");
+    await waitForLive(device2);
+    await screenshot(device2, "12-task-list-phone-dark.png");
     await device2.setViewportSize({ width: 1000, height: 760 });
   });
 
-  await step("page through 60 more tasks with Load more", async () => {
+  await step("page through 60 more tasks with Load more, newest first and by title", async () => {
+    await expectHeading(device2, `${account.name}’s tasks`);
+    const countText = await device2.locator(".count").textContent();
+    const before = Number(/^(\d+) tasks?$/.exec(countText)?.[1]);
+    if (!Number.isInteger(before)) throw new Error(`the count reads ${JSON.stringify(countText)}`);
+    const total = before + 60;
     await device2.evaluate(async () => {
       const { tasks } = window.__TODO_TEST__.api;
       for (let i = 1; i <= 60; i++) await tasks.createTask({ title: `Bulk task ${String(i).padStart(2, "0")}` });
     });
     await device2.reload();
     await expectHeading(device2, `${account.name}’s tasks`);
-    await expectCount(device2, "67 tasks");
+    await expectCount(device2, `${total} tasks`);
     const firstPage = (await taskTitles(device2)).length;
     if (firstPage !== 50) throw new Error(`the first page shows ${firstPage} tasks, expected 50`);
+    await device2.getByRole("button", { name: "Load more" }).scrollIntoViewIfNeeded();
+    await screenshot(device2, "13-paged-list-load-more.png", { fullPage: false });
     await device2.getByRole("button", { name: "Load more" }).click();
-    await device2.waitForFunction(() => document.querySelectorAll(".task-list .task").length === 67);
+    await device2.waitForFunction((n) => document.querySelectorAll(".task-list .task").length === n, total, { timeout: STEP_TIMEOUT_MS });
     if (await device2.getByRole("button", { name: "Load more" }).count()) throw new Error("Load more is still offered");
+    await device2.locator(".task-list .task").last().scrollIntoViewIfNeeded();
+    await screenshot(device2, "14-paged-list-end.png", { fullPage: false });
     const titles = await taskTitles(device2);
-    if (new Set(titles).size !== 67 || titles[0] !== "Bulk task 60" || titles[66] !== "Buy milk") {
-      throw new Error(`unexpected list after paging: first ${titles[0]}, last ${titles[66]}, ${new Set(titles).size} distinct`);
+    if (new Set(titles).size !== total || titles[0] !== "Bulk task 60" || titles[total - 1] !== "Buy milk") {
+      throw new Error(`unexpected list after paging: first ${titles[0]}, last ${titles[total - 1]}, ${new Set(titles).size} distinct of ${total}`);
     }
+    // The second page continues the order of the first.
+    await device2.getByLabel("Sort by").selectOption({ label: "Title" });
+    await device2.waitForFunction(
+      () => !document.querySelector(".task-list[aria-busy='true']") && document.querySelectorAll(".task-list .task").length === 50,
+      null,
+      { timeout: STEP_TIMEOUT_MS },
+    );
+    await device2.getByRole("button", { name: "Load more" }).click();
+    await device2.waitForFunction((n) => document.querySelectorAll(".task-list .task").length === n, total, { timeout: STEP_TIMEOUT_MS });
+    const byTitle = await taskTitles(device2);
+    const sorted = [...byTitle].sort((a, b) => a.localeCompare(b, "en"));
+    if (byTitle.join("\n") !== sorted.join("\n")) throw new Error(`not in title order across pages: ${JSON.stringify(byTitle.slice(45, 55))}`);
+    await device2.getByLabel("Sort by").selectOption({ label: "Newest first" });
+    await expectCount(device2, `${total} tasks`);
+    return `${total} tasks in pages of 50`;
   });
 
-  await step("verify the email address from the mail's link", async () => {
-    if (!verificationRequested) return "skip: RequestEmailVerification is UNIMPLEMENTED on this server";
+  await step("verify the email address from the newest mail's link", async () => {
     if (!options.mailDir) return "skip: no --mail-dir to read the link from";
     const link = await linkFromMail("/verify-email");
-    await device2.goto(appPath(link));
+    await device2.goto(link.url);
     await waitForText(device2, "Your email address is verified.");
     if (new URL(device2.url()).search.includes("token")) throw new Error("the token stayed in the address bar");
+    await screenshot(device2, "15-email-verified.png");
     await device2.getByRole("link", { name: "Go to your tasks" }).click();
     await expectHeading(device2, `${account.name}’s tasks`);
+    await waitForLive(device2);
     if (await device2.getByText("Please verify your email address").isVisible()) throw new Error("the banner still shows");
+    await device2.getByRole("link", { name: "Account" }).click();
+    await device2.locator(".badge", { hasText: "Verified" }).waitFor({ timeout: STEP_TIMEOUT_MS });
+    await device2.getByRole("link", { name: "Tasks" }).click();
+    await expectHeading(device2, `${account.name}’s tasks`);
+    return link.note;
   });
 
-  await step("forgot password, then reset it from the mail's link", async () => {
+  await step("forgot password, then reset it from the newest mail's link; every session ends", async () => {
     const visitor = await (await newContext(browser, { label: "visitor" })).newPage();
     await visitor.goto(appPath("/sign-in"));
     await visitor.getByRole("link", { name: "Forgot your password?" }).click();
     await expectHeading(visitor, "Reset your password");
     await visitor.getByLabel("Email").fill(account.email);
     await visitor.getByRole("button", { name: "Send reset link" }).click();
-    const shown = await firstOf(visitor, ["a link is on its way", UNIMPLEMENTED_TEXT]);
-    if (shown === UNIMPLEMENTED_TEXT) return "skip: RequestPasswordReset is UNIMPLEMENTED on this server";
+    await expectImplemented(visitor, "a link is on its way", "RequestPasswordReset");
+    await screenshot(visitor, "16-forgot-password-sent.png");
     if (!options.mailDir) return "requested; skip the link: no --mail-dir";
     const link = await linkFromMail("/reset-password");
-    await visitor.goto(appPath(link));
+    await visitor.goto(link.url);
     await expectHeading(visitor, "Choose a new password");
+    if (new URL(visitor.url()).search.includes("token")) throw new Error("the token stayed in the address bar");
     account.password = "journey third password";
     await visitor.getByLabel("New password", { exact: true }).fill(account.password);
     await visitor.getByLabel("Repeat the new password").fill(account.password);
+    await screenshot(visitor, "17-reset-password.png");
     await visitor.getByRole("button", { name: "Set new password" }).click();
-    await waitForText(visitor, "Your password is changed");
+    await expectImplemented(visitor, "Your password is changed", "ResetPassword");
+    // The old password no longer works; the new one does.
+    const old = await callApi("auth.v1.AuthService/Login", { email: account.email, password: account.newPassword });
+    if (old.status === 200) throw new Error("the password from before the reset still signs in");
     await signIn(visitor, account.password);
     account.newPassword = account.password;
-    // ResetPassword ended every session, device 2's too: its next call signs it out.
-    await device2.evaluate(() => window.__TODO_TEST__.forceRefresh().catch(() => undefined));
-    await expectHeading(device2, "Sign in");
+    // ResetPassword ended every session, device 2's too.
+    let how = "device 2's live stream ended and its refresh was refused";
+    try {
+      await expectHeading(device2, "Sign in", 6_000);
+    } catch {
+      how = "device 2's next call was refused (its stream stayed open)";
+      await device2.getByRole("radio", { name: "Done" }).check();
+      await expectHeading(device2, "Sign in");
+    }
+    await waitForText(device2, "Your session has ended");
     await signIn(device2, account.password);
+    return `${how}; ${link.note}`;
   });
 
   await step("delete the account", async () => {
@@ -603,24 +765,48 @@ async function journey(browser) {
     await device2.getByRole("button", { name: "Delete my account…" }).click();
     await device2.getByLabel("Your password, to confirm").fill(account.newPassword);
     await device2.getByRole("button", { name: "Delete my account and tasks" }).click();
-    const shown = await firstOf(device2, ["Your account and all its tasks were deleted", UNIMPLEMENTED_TEXT]);
-    if (shown === UNIMPLEMENTED_TEXT) return "skip: DeleteAccount is UNIMPLEMENTED on this server";
+    await expectImplemented(device2, "Your account and all its tasks were deleted", "DeleteAccount");
     await expectHeading(device2, "Sign in");
+    const login = await callApi("auth.v1.AuthService/Login", { email: account.email, password: account.newPassword });
+    if (login.status === 200) throw new Error("the deleted account still signs in");
   });
 
   await step("a page from a disallowed origin cannot call the API (CORS)", async () => {
-    const foreign = await serveForeignPage();
+    // The page's own script tries to register an account; the browser must stop it at the
+    // preflight, so the server never sees the call and the address stays free.
+    const victim = `cors-${run}@example.com`;
+    const foreign = await serveForeignPage({ api: apiOrigin, email: victim });
     try {
-      const page = await (await newContext(browser, { label: "foreign" })).newPage();
-      await page.goto(foreign.origin);
-      const refused = await probeApiFrom(page);
-      if (!refused.startsWith("refused")) {
-        throw new Error(`${foreign.origin} → ${apiOrigin}: ${refused}; run the gateway with --allowed-origin ${appOrigin} only`);
+      const context = await newContext(browser, { label: "foreign" });
+      const page = await context.newPage();
+      const consoleLines = [];
+      page.on("console", (message) => consoleLines.push(message.text()));
+      await page.goto(`${foreign.origin}/`);
+      await page.waitForFunction(() => document.body.dataset.done === "true", null, { timeout: STEP_TIMEOUT_MS });
+      const result = await page.locator("#result").textContent();
+      await screenshot(page, "18-foreign-origin-refused.png");
+      await context.close();
+      if (!result.startsWith("refused")) throw new Error(`${foreign.origin} → ${apiOrigin}: ${result}; the gateway must not allow this origin`);
+      if (!consoleLines.some((line) => line.includes("blocked by CORS policy"))) {
+        throw new Error(`the call failed, but Chromium did not blame CORS: ${JSON.stringify(consoleLines)}`);
       }
-      // The control: the same call from the app's own origin gets through.
-      const allowed = await probeApiFrom(device2);
-      if (!allowed.startsWith("answered")) throw new Error(`the app's own origin was refused too: ${allowed}`);
-      return `${foreign.origin}: ${refused}; ${appOrigin}: ${allowed}`;
+      // What the browser saw: the gateway's preflight answer names no origin for the foreign
+      // page, and the app's own origin for the app (the control: CORS itself works).
+      const preflight = async (origin) => {
+        const response = await fetch(`${apiOrigin}/auth.v1.AuthService/Register`, {
+          method: "OPTIONS",
+          headers: { origin, "access-control-request-method": "POST", "access-control-request-headers": "content-type" },
+        });
+        return response.headers.get("access-control-allow-origin");
+      };
+      const foreignAllowed = await preflight(foreign.origin);
+      if (foreignAllowed !== null) throw new Error(`the preflight allows ${foreign.origin}: access-control-allow-origin ${foreignAllowed}`);
+      const appAllowed = await preflight(appOrigin);
+      if (appAllowed !== appOrigin && appAllowed !== "*") throw new Error(`the preflight does not allow the app's origin ${appOrigin}: ${appAllowed}`);
+      // The call never reached the server: the address is still free.
+      const again = await callApi("auth.v1.AuthService/Register", { email: victim, password: "a long enough password" });
+      if (again.status !== 200) throw new Error(`registering ${victim} afterwards answered ${again.status} ${JSON.stringify(again.body)}: the foreign page's call reached the server`);
+      return `${foreign.origin}: ${result}`;
     } finally {
       foreign.server.close();
     }
@@ -629,7 +815,13 @@ async function journey(browser) {
 
 async function main() {
   console.log(`journey against ${options.appUrl}${options.api ? ` with the API at ${options.api}` : ""}; screenshots in ${options.artifacts}`);
-  const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
+  let browser;
+  try {
+    browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
+  } catch (error) {
+    console.log(`FAIL journey: cannot start Chromium at ${CHROMIUM} (set CHROMIUM to another binary): ${error.message}`);
+    process.exit(1);
+  }
   try {
     await journey(browser);
   } catch (error) {
@@ -637,8 +829,10 @@ async function main() {
     if (!(error instanceof StopJourney)) console.log(`FAIL ${error.stack ?? error}`);
     const pages = browser.contexts().flatMap((context) => context.pages());
     for (const [index, page] of pages.entries()) {
-      await page.screenshot({ path: path.join(options.artifacts, `failure-${index + 1}.png`), fullPage: true }).catch(() => undefined);
+      const label = (pageLabels.get(page) ?? "page").replace(/[^a-z0-9]+/gi, "-");
+      await page.screenshot({ path: path.join(options.artifacts, `failure-${index + 1}-${label}.png`), fullPage: true }).catch(() => undefined);
     }
+    console.log(`  failure screenshots of every open page: ${options.artifacts}/failure-*.png`);
     for (const line of browserLog.slice(-30)) console.log(`  ${line}`);
   } finally {
     await browser.close();

@@ -97,6 +97,13 @@ async fn main() -> anyhow::Result<()> {
     let tasks_addr = tasks_listener.local_addr()?;
     let gateway_addr = gateway_listener.local_addr()?;
 
+    // The address a newcomer types (and the README shows) for mail links:
+    // a link to 127.0.0.1 would open another origin, without their session.
+    let app_url = if gateway_addr.ip().is_loopback() {
+        format!("http://localhost:{}", gateway_addr.port())
+    } else {
+        format!("http://{gateway_addr}")
+    };
     let auth = auth_service::Config {
         listen: auth_addr,
         database_url: sqlite_url(&cli.data_dir, "auth.db").into(),
@@ -106,7 +113,9 @@ async fn main() -> anyhow::Result<()> {
         mail_dir: cli.data_dir.join("mail"),
         key_encryption_key_file: cli.data_dir.join("key-encryption-key"),
         smtp_url: cli.smtp_url,
-        app_url: format!("http://{gateway_addr}"),
+        // The address a newcomer types (and the README shows): a link to
+        // 127.0.0.1 would open another origin, without their session.
+        app_url: app_url.clone(),
         ..auth_service::Config::default()
     };
     let tasks = task_service::Config {
@@ -126,7 +135,7 @@ async fn main() -> anyhow::Result<()> {
 
     let shutdown = serving::shutdown::on_signal();
     serving::metrics::serve_if(cli.metrics_listen, shutdown.clone()).await?;
-    print_banner(&cli.data_dir, auth_addr, tasks_addr, gateway_addr);
+    print_banner(&app_url, &cli.data_dir, auth_addr, tasks_addr, gateway_addr);
 
     let (auth, tasks, gateway) = tokio::join!(
         stop_all_on_error(
@@ -169,6 +178,7 @@ fn sqlite_url(data_dir: &std::path::Path, file: &str) -> String {
 /// Prints where each service listens. A closed stdout is no reason to
 /// stop serving, so a failed write is ignored (`println!` would panic).
 fn print_banner(
+    app_url: &str,
     data_dir: &std::path::Path,
     auth: SocketAddr,
     tasks: SocketAddr,
@@ -178,7 +188,7 @@ fn print_banner(
         std::io::stdout().lock(),
         "\
 todo stack (SQLite in {data}/, mail in {data}/mail/)
-  web app       http://{gateway}/
+  web app       {app_url}/
   auth-service  http://{auth}
   task-service  http://{tasks}
   gateway       http://{gateway}  (Connect and JSON, gRPC-Web, gRPC)

@@ -1,6 +1,8 @@
 //! The README's run command (`cargo run` at the root, i.e. the `todo-stack`
-//! binary) started as a child process: all three services answer a health
-//! check, and SIGTERM stops them with exit status 0.
+//! binary) started as a child process under the usual umask 022: all three
+//! services answer a health check, every file and folder it made in its
+//! data folder is private to its user, and SIGTERM stops them with exit
+//! status 0.
 
 use std::{
     io::{BufRead, BufReader},
@@ -59,8 +61,13 @@ fn read_addresses(stdout: impl BufRead + Send + 'static) -> [String; 3] {
 #[tokio::test]
 async fn the_run_command_serves_health_on_all_three_ports_and_stops_on_sigterm() {
     let data = tempfile::tempdir().expect("a temporary folder");
-    let child = Command::new(env!("CARGO_BIN_EXE_todo-stack"))
-        .args(["--data-dir", &data.path().display().to_string()])
+    // Made by the stack, as `./data` is on a first `cargo run`.
+    let data_dir = data.path().join("data");
+    // `exec` keeps the pid, so SIGTERM below reaches the stack itself.
+    let child = Command::new("sh")
+        .args(["-c", "umask 022 && exec \"$0\" \"$@\""])
+        .arg(env!("CARGO_BIN_EXE_todo-stack"))
+        .args(["--data-dir", &data_dir.display().to_string()])
         .args([
             "--auth-listen",
             "127.0.0.1:0",
@@ -88,7 +95,16 @@ async fn the_run_command_serves_health_on_all_three_ports_and_stops_on_sigterm()
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
-    assert!(data.path().join("auth.db").exists() && data.path().join("tasks.db").exists());
+    assert!(data_dir.join("auth.db").exists() && data_dir.join("tasks.db").exists());
+    let made = private_files(&data_dir);
+    // (The mail folder appears with the first mail; mail_content.rs
+    // checks its modes.)
+    for name in ["auth.db", "auth.db-wal", "tasks.db", "key-encryption-key"] {
+        assert!(
+            made.iter().any(|path| path.ends_with(name)),
+            "{name} was made: {made:?}"
+        );
+    }
 
     let pid = running.0.id().to_string();
     let sent = Command::new("kill")
@@ -108,4 +124,34 @@ async fn the_run_command_serves_health_on_all_three_ports_and_stops_on_sigterm()
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert!(status.success(), "exit status after SIGTERM: {status}");
+}
+
+/// Every file and folder under `folder` (and `folder` itself), asserting
+/// that none is readable, writable or searchable by group or others.
+fn private_files(folder: &std::path::Path) -> Vec<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut found = Vec::new();
+    let mut pending = vec![folder.to_owned()];
+    while let Some(path) = pending.pop() {
+        let mode = std::fs::metadata(&path)
+            .expect("metadata")
+            .permissions()
+            .mode();
+        assert_eq!(
+            mode & 0o077,
+            0,
+            "{} has mode {:o}: open to group or others",
+            path.display(),
+            mode & 0o777
+        );
+        if path.is_dir() {
+            pending.extend(
+                std::fs::read_dir(&path)
+                    .expect("a readable folder")
+                    .map(|entry| entry.expect("an entry").path()),
+            );
+        }
+        found.push(path);
+    }
+    found
 }

@@ -23,6 +23,10 @@ impl Write for Captured {
     }
 }
 
+/// Printable ASCII (so a valid header value) made to look like more log
+/// fields.
+const FORGED_REQUEST_ID: &str = "forged\" planted=\"yes msg=forged";
+
 #[tokio::test]
 async fn no_password_token_hash_or_key_reaches_the_log_even_at_trace() {
     let captured = Captured::default();
@@ -59,6 +63,18 @@ async fn no_password_token_hash_or_key_reaches_the_log_even_at_trace() {
     refresh(&mut client, &first.refresh_token)
         .await
         .unwrap_err();
+    // A crafted request id on a direct call: quotes and a made-up field
+    // would plant text inside the call's log lines if logged as given.
+    let mut crafted = tonic::Request::new(pb::GetJwksRequest {});
+    crafted
+        .metadata_mut()
+        .insert("x-request-id", FORGED_REQUEST_ID.parse().unwrap());
+    let answer = client.get_jwks(crafted).await.unwrap();
+    let given = answer.metadata().get("x-request-id").unwrap();
+    assert_ne!(
+        given, FORGED_REQUEST_ID,
+        "a fresh id replaces the crafted one"
+    );
     server.stop().await;
 
     let pool = sqlx::SqlitePool::connect(&db.url).await.unwrap();
@@ -98,4 +114,8 @@ async fn no_password_token_hash_or_key_reaches_the_log_even_at_trace() {
     for (name, secret) in secrets {
         assert!(!log.contains(&secret), "the log contains the {name}");
     }
+    assert!(
+        !log.contains("planted=") && !log.contains("forged"),
+        "a crafted x-request-id reached the log"
+    );
 }

@@ -1,0 +1,393 @@
+#!/usr/bin/env bash
+# The whole benchmark of the todo backend, on this machine, into BENCHMARKS.md.
+#
+# Builds the release binaries (and the task-service's `bench-no-auth`
+# variant), starts the three services on a fresh PostgreSQL database pair,
+# seeds accounts and long task lists, then measures: every budget pair
+# alternated and repeated (REPEATS, medians), the pgbench baselines running
+# the services' own SQL (the scripts live beside the store code), the raw
+# argon2id rate, the protocol matrix, the service without its
+# authentication layer, memory under a mixed load, a soak at half of peak,
+# instructions per call under callgrind, and the attack benchmarks (with the
+# services' default limits). Finally `bench report` writes BENCHMARKS.md.
+#
+# Usage: bench/run.sh                 (everything, about an hour)
+#        PHASES="build seed budget" bench/run.sh   (a subset; see PHASES)
+#        SOAK=60m REPEATS=5 bench/run.sh
+#        COLD_BUILD=1 bench/run.sh    (also time a cold `cargo build` of a
+#                                      fresh clone; only on an idle machine)
+#
+# Needs: cargo, psql and pgbench on PATH, a PostgreSQL server that the
+# superuser URL in PG reaches, valgrind for the callgrind phase.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+PG=${PG:-postgres://postgres@127.0.0.1:5432}
+REPEATS=${REPEATS:-3}
+DURATION=${DURATION:-5s}
+MATRIX_DURATION=${MATRIX_DURATION:-3s}
+SOAK=${SOAK:-20m}
+COLD_BUILD=${COLD_BUILD:-0}
+PHASES=${PHASES:-"build seed budget matrix noauth mixed soak callgrind attacks report"}
+WORK=${WORK:-$CARGO_TARGET_DIR/bench-run}
+# Prefix of the cargo commands, e.g. CARGO_NICE="nice -n 10" on a shared machine
+# (the services and the load generator themselves run at normal priority).
+CARGO_NICE=${CARGO_NICE:-}
+OUT=${OUT:-$ROOT/BENCHMARKS.md}
+AUTH_PORT=${AUTH_PORT:-58051}
+TASKS_PORT=${TASKS_PORT:-58052}
+GATEWAY_PORT=${GATEWAY_PORT:-58080}
+CORES=$(nproc)
+
+mkdir -p "$WORK/bin" "$WORK/logs"
+RESULTS=$WORK/results.jsonl
+MACHINE=$WORK/machine.txt
+COMMANDS=$WORK/commands.txt
+BIN=$WORK/bin
+AUTH=http://127.0.0.1:$AUTH_PORT
+TASKS=http://127.0.0.1:$TASKS_PORT
+GATEWAY=http://127.0.0.1:$GATEWAY_PORT
+AUTH_DB=$PG/bench_auth
+TASKS_DB=$PG/bench_tasks
+
+has() { [[ " $PHASES " == *" $1 "* ]]; }
+log() { echo "== $(date +%H:%M:%S) $*" >&2; }
+note() { echo "$*" >>"$COMMANDS"; }
+noise() { echo "$(date +%H:%M:%S) $1: load average $(cut -d' ' -f1-3 /proc/loadavg)" >>"$WORK/noise.txt"; }
+
+# --- build ----------------------------------------------------------------
+if has build; then
+  log "building release binaries into $CARGO_TARGET_DIR"
+  (cd "$ROOT" && $CARGO_NICE cargo build --release -p auth-service -p task-service -p gateway -p bench)
+  cp "$CARGO_TARGET_DIR"/release/{auth-service,task-service,gateway,bench} "$BIN/"
+  (cd "$ROOT" && $CARGO_NICE cargo build --release -p task-service --features bench-no-auth)
+  cp "$CARGO_TARGET_DIR/release/task-service" "$BIN/task-service-no-auth"
+  # Leave the ordinary build in place for whoever runs it next.
+  (cd "$ROOT" && $CARGO_NICE cargo build --release -p task-service)
+fi
+BENCH=$BIN/bench
+
+# --- the machine ----------------------------------------------------------
+if has seed || [[ ! -f $MACHINE ]]; then
+  : >"$COMMANDS"
+  : >"$WORK/noise.txt"
+  {
+    echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    echo "kernel: $(uname -srmo)"
+    echo "cores (nproc): $CORES"
+    lscpu | grep -E '^(Architecture|CPU\(s\)|Model name|Thread|Core|Socket|CPU MHz|L2|L3|Hypervisor|Virtualization)' || true
+    free -m | sed -n 1,2p
+    echo "PostgreSQL: $(psql "$PG/postgres" -tAc 'select version()')"
+    echo "PostgreSQL settings: $(psql "$PG/postgres" -tAc "select string_agg(name || '=' || setting, ', ') from pg_settings where name in ('shared_buffers','synchronous_commit','fsync','max_connections','work_mem')")"
+    echo "rustc: $(rustc --version)"
+    echo "git: $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo none) (working tree as it was at the run)"
+  } >"$MACHINE"
+fi
+
+# --- services -------------------------------------------------------------
+PIDS=()
+AUTH_PID=; TASKS_PID=; GATEWAY_PID=
+stop_services() {
+  for pid in $GATEWAY_PID $TASKS_PID $AUTH_PID; do
+    kill "$pid" 2>/dev/null || true
+  done
+  for pid in $GATEWAY_PID $TASKS_PID $AUTH_PID; do
+    wait "$pid" 2>/dev/null || true
+  done
+  AUTH_PID=; TASKS_PID=; GATEWAY_PID=
+}
+trap stop_services EXIT
+
+# Limits raised for a load generator (honest traffic from one address,
+# many calls per user); the attack phase starts them with their defaults.
+RAISED_AUTH=(--address-rate-per-minute 100000000 --address-burst 1000000
+  --login-max-failures 1000000 --login-max-failures-per-account 1000000)
+RAISED_TASKS=(--max-calls-in-flight-per-user 100000 --max-writes-per-user-per-minute 100000000)
+RAISED_GATEWAY=(--max-concurrent-requests-per-address 1024)
+
+start_services() { # $1: raised|defaults, $2: task-service binary
+  local limits=$1 task_binary=${2:-$BIN/task-service}
+  local auth_flags=() tasks_flags=() gateway_flags=()
+  if [[ $limits == raised ]]; then
+    auth_flags=("${RAISED_AUTH[@]}"); tasks_flags=("${RAISED_TASKS[@]}"); gateway_flags=("${RAISED_GATEWAY[@]}")
+  fi
+  local auth_cmd=("$BIN/auth-service" --listen "127.0.0.1:$AUTH_PORT" --database-url "$AUTH_DB"
+    --key-encryption-key-file "$WORK/kek" --mail-dir "$WORK/mail" --access-token-ttl 12h
+    --trusted-proxy 127.0.0.1 "${auth_flags[@]}")
+  local tasks_cmd=("$task_binary" --listen "127.0.0.1:$TASKS_PORT" --database-url "$TASKS_DB"
+    --auth-url "$AUTH" --max-tasks-per-user 200000 "${tasks_flags[@]}")
+  local gateway_cmd=("$BIN/gateway" --listen "127.0.0.1:$GATEWAY_PORT" --auth-url "$AUTH"
+    --tasks-url "$TASKS" "${gateway_flags[@]}")
+  note "# services ($limits limits)"
+  note "${auth_cmd[*]}"; note "${tasks_cmd[*]}"; note "${gateway_cmd[*]}"
+  "${auth_cmd[@]}" >>"$WORK/logs/auth-service.log" 2>&1 &
+  AUTH_PID=$!
+  "${tasks_cmd[@]}" >>"$WORK/logs/task-service.log" 2>&1 &
+  TASKS_PID=$!
+  "${gateway_cmd[@]}" >>"$WORK/logs/gateway.log" 2>&1 &
+  GATEWAY_PID=$!
+  "$BENCH" wait --auth "$AUTH" --tasks "$TASKS" --gateway "$GATEWAY" --timeout 120s
+}
+
+restart_tasks() { # $1: binary
+  kill "$TASKS_PID"; wait "$TASKS_PID" 2>/dev/null || true
+  local tasks_cmd=("$1" --listen "127.0.0.1:$TASKS_PORT" --database-url "$TASKS_DB"
+    --auth-url "$AUTH" --max-tasks-per-user 200000 "${RAISED_TASKS[@]}")
+  note "${tasks_cmd[*]}"
+  "${tasks_cmd[@]}" >>"$WORK/logs/task-service.log" 2>&1 &
+  TASKS_PID=$!
+  "$BENCH" wait --auth "$AUTH" --tasks "$TASKS" --gateway "$GATEWAY" --service tasks --service gateway --timeout 120s
+}
+
+pids() { echo --pid "auth-service=$AUTH_PID" --pid "task-service=$TASKS_PID" --pid "gateway=$GATEWAY_PID"; }
+common() { # $1: label, $2: rep
+  echo --auth "$AUTH" --tasks "$TASKS" --gateway "$GATEWAY" --fixture "$WORK/fixture.json" \
+    --results "$RESULTS" --label "$1" --rep "$2" $(pids)
+}
+# A measured scenario: label rep scenario via [more flags].
+load() {
+  local label=$1 rep=$2 scenario=$3 via=$4; shift 4
+  local duration=(--duration "$DURATION")
+  [[ " $* " == *" --duration "* ]] && duration=()
+  note "bench load $(common "$label" "$rep") --scenario $scenario --via $via ${duration[*]} $*"
+  "$BENCH" load $(common "$label" "$rep") --scenario "$scenario" --via "$via" "${duration[@]}" "$@"
+}
+# pgbench: label rep database script [flags]; appends {tps, latency_ms}.
+# Ten clients: the size of each service's connection pool.
+pgb() {
+  local label=$1 rep=$2 database=$3 script=$4; shift 4
+  local seconds=${DURATION%s}
+  note "pgbench -n -M prepared -c 10 -j 2 -T $seconds -f $script $* $database"
+  local output
+  output=$(pgbench -n -M prepared -c 10 -j 2 -T "$seconds" -f "$script" "$@" "$database" 2>&1) || {
+    echo "$output" >&2; return 1; }
+  local tps latency failed
+  tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p' <<<"$output")
+  latency=$(sed -n 's/^latency average = \([0-9.]*\) ms/\1/p' <<<"$output")
+  failed=$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' <<<"$output")
+  echo "$label: $tps tps, $latency ms, failed ${failed:-0}" >&2
+  echo "{\"label\":\"$label\",\"rep\":$rep,\"tps\":$tps,\"latency_ms\":$latency,\"failed\":${failed:-0}}" >>"$RESULTS"
+}
+TASK_PGBENCH=$ROOT/task-service/src/store/pgbench
+AUTH_PGBENCH=$ROOT/auth-service/src/store/pgbench
+
+# --- a fresh database pair and the fixture --------------------------------
+if has seed; then
+  : >"$RESULTS"
+  log "fresh databases"
+  for db in bench_auth bench_tasks; do
+    psql "$PG/postgres" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)"
+    psql "$PG/postgres" -qc "CREATE DATABASE $db"
+  done
+  rm -rf "$WORK/mail" "$WORK/logs"/*.log
+  (umask 077 && head -c 32 /dev/urandom | base64 >"$WORK/kek")
+  start_services raised
+  noise "seed"
+  log "seeding 200 users, 20 tasks each"
+  "$BENCH" seed --auth "$AUTH" --tasks "$TASKS" --fixture "$WORK/fixture.json" --users 200 --tasks-per-user 20
+  LIST_USER=$(jq -r .list_user.id "$WORK/fixture.json")
+  DEEP_USER=$(jq -r .deep_user.id "$WORK/fixture.json")
+  log "10,000 tasks for the list user, 100,000 for the deep user (SQL)"
+  for pair in "$LIST_USER:10000" "$DEEP_USER:100000"; do
+    owner=${pair%%:*} count=${pair##*:}
+    psql "$TASKS_DB" -q <<SQL
+INSERT INTO tasks (id, owner, title, description, search_title, search_description, completed,
+  priority, due_time, due_key, create_time, update_time, complete_time, version, request_id)
+SELECT gen_random_uuid(), '$owner', 'Seeded task ' || n, 'inserted by bench/run.sh',
+  'seeded task ' || n, 'inserted by bench/run.sh', n % 3 = 0, (n % 4)::smallint, NULL,
+  9223372036854775807, now() - n * interval '1 second', now() - n * interval '1 second',
+  CASE WHEN n % 3 = 0 THEN now() END, 1, NULL
+FROM generate_series(1, $count) AS n;
+INSERT INTO task_counts (owner, total, completed)
+SELECT owner, count(*), count(*) FILTER (WHERE completed) FROM tasks WHERE owner = '$owner' GROUP BY owner
+ON CONFLICT (owner) DO UPDATE SET total = EXCLUDED.total, completed = EXCLUDED.completed;
+SQL
+  done
+  psql "$TASKS_DB" -qc "VACUUM ANALYZE"
+  psql "$AUTH_DB" -qc "VACUUM ANALYZE"
+else
+  start_services raised
+  LIST_USER=$(jq -r .list_user.id "$WORK/fixture.json")
+  DEEP_USER=$(jq -r .deep_user.id "$WORK/fixture.json")
+fi
+ANY_ID=$(psql "$TASKS_DB" -tAc "SELECT id FROM tasks WHERE owner = '$LIST_USER' LIMIT 1")
+
+# --- the budget pairs, alternated, REPEATS times -------------------------
+pair() { # rep, then two commands (as strings) run in an order that alternates
+  local rep=$1 a=$2 b=$3
+  if (( rep % 2 )); then eval "$a"; eval "$b"; else eval "$b"; eval "$a"; fi
+}
+if has budget; then
+  for rep in $(seq 1 "$REPEATS"); do
+    noise "budget rep $rep"
+    log "budget, repetition $rep of $REPEATS"
+    pair "$rep" "load health/direct $rep health direct" "load get/direct $rep get direct"
+    pair "$rep" "load health/gateway-grpc-web-h2 $rep health grpc-web-h2" \
+      "load get/gateway-grpc-web-h2 $rep get grpc-web-h2"
+    pair "$rep" "load list/direct $rep list direct" \
+      "pgb pgbench/list-page $rep $TASKS_DB $TASK_PGBENCH/list_page.sql -D owner=$LIST_USER; pgb pgbench/list-tx $rep $TASKS_DB $TASK_PGBENCH/list_tx.sql -D owner=$LIST_USER"
+    pgb pgbench/get "$rep" "$TASKS_DB" "$TASK_PGBENCH/get.sql" -D "owner=$LIST_USER" -D "id=$ANY_ID"
+    pair "$rep" "load list-deep-p1/direct $rep list-deep direct --in-flight 1 --connections 1 --page 1" \
+      "load list-deep-p1000/direct $rep list-deep direct --in-flight 1 --connections 1 --page 1000"
+    pair "$rep" "load create/direct $rep create direct" \
+      "pgb pgbench/create-tx $rep $TASKS_DB $TASK_PGBENCH/create_tx.sql -D owner_ready=0; pgb pgbench/insert $rep $TASKS_DB $TASK_PGBENCH/insert.sql -D owner_ready=0"
+    pair "$rep" "load refresh/direct $rep refresh direct" \
+      "psql $AUTH_DB -q -v clients=10 -f $AUTH_PGBENCH/refresh_setup.sql; pgb pgbench/refresh-tx $rep $AUTH_DB $AUTH_PGBENCH/refresh_tx.sql -D k=0"
+    pair "$rep" "load login/direct $rep login direct --in-flight 16" \
+      "$BENCH argon2 --results $RESULTS --label argon2/1 --rep $rep --threads 1 --duration 3s; $BENCH argon2 --results $RESULTS --label argon2/$CORES --rep $rep --threads $CORES --duration 3s"
+    pair "$rep" "load get-idle/direct $rep get direct --rate 200 --in-flight 16" \
+      "load get-under-login/direct $rep get direct --rate 200 --in-flight 16 --background login --background-in-flight 16"
+    for via in gateway-grpc:grpc direct:direct; do
+      name=${via%%:*} flag=${via##*:}
+      for n in 64 256 1024; do
+        load "get-$n/$name" "$rep" get "$flag" --in-flight "$n" --connections 8 --warmup 2s \
+          --allow RESOURCE_EXHAUSTED
+      done
+    done
+    load set-completed/direct "$rep" set-completed direct
+    for via in direct grpc-web-h2; do
+      label=watch/$([[ $via == direct ]] && echo direct || echo gateway-$via)
+      note "bench watch $(common "$label" "$rep") --via $via --streams 1000 --owner-streams 4 --changes 300"
+      "$BENCH" watch $(common "$label" "$rep") --via "$via" --streams 1000 --owner-streams 4 --changes 300 --connections 8
+    done
+    note "bench logout-refusal $(common logout-refusal/direct "$rep") --rounds 20"
+    "$BENCH" logout-refusal $(common logout-refusal/direct "$rep") --rounds 20
+  done
+fi
+
+# --- every scenario by every way in, once --------------------------------
+if has matrix; then
+  noise "matrix"
+  log "protocol matrix"
+  for scenario in health login refresh create get list list-deep set-completed mixed; do
+    for via in direct grpc grpc-web-h1 grpc-web-h2 connect-proto connect-json; do
+      in_flight=64; [[ $scenario == login ]] && in_flight=16
+      [[ $scenario == list-deep ]] && in_flight=4
+      DURATION=$MATRIX_DURATION load "matrix/$scenario/$via" 1 "$scenario" "$via" --in-flight $in_flight --page 1000
+    done
+  done
+fi
+
+# --- without the authentication layer (a build feature) --------------------
+if has noauth; then
+  for rep in $(seq 1 "$REPEATS"); do
+    noise "noauth rep $rep"
+    log "bench-no-auth, repetition $rep"
+    restart_tasks "$BIN/task-service-no-auth"
+    load get-noauth/direct "$rep" get direct
+    restart_tasks "$BIN/task-service"
+    load get-auth/direct "$rep" get direct
+  done
+fi
+
+# --- memory under mixed ---------------------------------------------------
+if has mixed || has soak; then
+  stop_services
+  start_services raised
+  sleep 2
+  "$BENCH" sample $(common idle-sample 1)
+fi
+if has mixed; then
+  for rep in $(seq 1 "$REPEATS"); do
+    noise "mixed rep $rep"
+    log "mixed, repetition $rep"
+    load mixed/gateway-grpc-web-h2 "$rep" mixed grpc-web-h2 --duration 10s
+    load mixed/direct "$rep" mixed direct --duration 10s
+  done
+fi
+
+# --- soak at half of peak -------------------------------------------------
+if has soak; then
+  peak=$(jq -s '[.[] | select(.label == "mixed/gateway-grpc-web-h2") | .rps] | sort | .[length/2|floor] // 1000' "$RESULTS")
+  rate=$(jq -n "$peak / 2 | floor")
+  noise "soak start ($SOAK at $rate/s)"
+  log "soak: mixed at $rate calls/s (half of $peak) for $SOAK"
+  load soak/gateway-grpc-web-h2 1 mixed grpc-web-h2 --rate "$rate" --in-flight 64 --duration "$SOAK" --report-every 60s
+  noise "soak end"
+fi
+
+# --- instructions per call under callgrind -------------------------------
+callgrind() { # label, process name, pid, out file prefix, bench load flags...
+  local label=$1 process=$2 pid=$3 out=$4; shift 4
+  "$BENCH" load "$@" --count 200 --in-flight 1 --connections 1 --warmup 0s --duration 600s
+  callgrind_control -z "$pid" >/dev/null
+  "$BENCH" load "$@" --count 1000 --in-flight 1 --connections 1 --warmup 0s --duration 600s
+  callgrind_control -d "$pid" >/dev/null
+  sleep 1
+  local file instructions
+  file=$(ls -t "$out".* | head -1)
+  instructions=$(sed -n 's/^summary: \([0-9]*\).*/\1/p' "$file" | head -1)
+  [[ -z $instructions ]] && instructions=$(sed -n 's/^totals: \([0-9]*\).*/\1/p' "$file" | head -1)
+  echo "$label: $instructions instructions for 1000 calls" >&2
+  echo "{\"label\":\"$label\",\"rep\":1,\"process\":\"$process\",\"instructions\":$instructions,\"instructions_per_call\":$((instructions / 1000))}" >>"$RESULTS"
+}
+if has callgrind; then
+  noise "callgrind"
+  log "callgrind: a task-service and a gateway of their own under valgrind"
+  rm -f "$WORK"/callgrind.*
+  CG_TASKS=58062 CG_GATEWAY=58090
+  valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.tasks.%p" \
+    "$BIN/task-service" --listen "127.0.0.1:$CG_TASKS" --database-url "$TASKS_DB" --auth-url "$AUTH" \
+    --max-tasks-per-user 200000 "${RAISED_TASKS[@]}" >>"$WORK/logs/callgrind-tasks.log" 2>&1 &
+  cg_tasks=$!
+  valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.gateway.%p" \
+    "$BIN/gateway" --listen "127.0.0.1:$CG_GATEWAY" --auth-url "$AUTH" --tasks-url "$TASKS" \
+    "${RAISED_GATEWAY[@]}" >>"$WORK/logs/callgrind-gateway.log" 2>&1 &
+  cg_gateway=$!
+  "$BENCH" wait --auth "$AUTH" --tasks "http://127.0.0.1:$CG_TASKS" --gateway "http://127.0.0.1:$CG_GATEWAY" \
+    --service tasks --service gateway --timeout 600s
+  cg_common=(--auth "$AUTH" --fixture "$WORK/fixture.json" --results /dev/null)
+  callgrind callgrind/get-direct task-service "$cg_tasks" "$WORK/callgrind.tasks" \
+    "${cg_common[@]}" --tasks "http://127.0.0.1:$CG_TASKS" --gateway "$GATEWAY" --scenario get --via direct
+  callgrind callgrind/list-direct task-service "$cg_tasks" "$WORK/callgrind.tasks" \
+    "${cg_common[@]}" --tasks "http://127.0.0.1:$CG_TASKS" --gateway "$GATEWAY" --scenario list --via direct
+  callgrind callgrind/get-gateway gateway "$cg_gateway" "$WORK/callgrind.gateway" \
+    "${cg_common[@]}" --tasks "$TASKS" --gateway "http://127.0.0.1:$CG_GATEWAY" --scenario get --via grpc-web-h2
+  note "valgrind --tool=callgrind (task-service and gateway as above, on ports $CG_TASKS and $CG_GATEWAY); callgrind_control -z before and -d after 1000 calls, one at a time"
+  kill "$cg_tasks" "$cg_gateway"; wait "$cg_tasks" "$cg_gateway" 2>/dev/null || true
+fi
+
+# --- attacks, with the services' default limits ---------------------------
+if has attacks; then
+  stop_services
+  start_services defaults
+  for rep in $(seq 1 "$REPEATS"); do
+    noise "attacks rep $rep"
+    log "attacks, repetition $rep"
+    for attack in idle search logout-flood sign-in-storm health-watch; do
+      note "bench attack $(common "attack/$attack" "$rep") --attack $attack --via grpc --victim-rate 100 --duration 10s"
+      "$BENCH" attack $(common "attack/$attack" "$rep") --attack "$attack" --via grpc --victim-rate 100 --duration 10s
+    done
+  done
+  stop_services
+fi
+
+# --- a cold build of a fresh clone (only on request: it needs an idle machine)
+if [[ $COLD_BUILD == 1 ]]; then
+  log "cold build of a fresh clone"
+  rm -rf "$WORK/clone" "$WORK/clone-target"
+  git clone -q "$ROOT" "$WORK/clone"
+  before=$(cut -d' ' -f1-3 /proc/loadavg)
+  start=$(date +%s.%N)
+  (cd "$WORK/clone" && CARGO_TARGET_DIR="$WORK/clone-target" cargo build --timings >"$WORK/logs/cold-build.log" 2>&1)
+  seconds=$(echo "$(date +%s.%N) - $start" | bc)
+  after=$(cut -d' ' -f1-3 /proc/loadavg)
+  slowest=$(python3 "$ROOT/bench/timings.py" "$WORK/clone-target/cargo-timings/cargo-timing.html")
+  jq -nc --arg s "$seconds" --arg load "before $before, after $after" --arg text "$slowest" \
+    '{label:"build/cold",rep:1,seconds:($s|tonumber),load:$load,text:$text}' >>"$RESULTS"
+  note "git clone $ROOT clone && CARGO_TARGET_DIR=<empty> cargo build --timings"
+fi
+
+# --- the report -----------------------------------------------------------
+if has report; then
+  {
+    cat "$MACHINE"
+    echo
+    echo "Load average (1, 5, 15 min) at the start of each phase:"
+    cat "$WORK/noise.txt"
+  } >"$WORK/machine-and-noise.txt"
+  "$BENCH" report --results "$RESULTS" --machine "$WORK/machine-and-noise.txt" --commands "$COMMANDS" \
+    --analysis "$ROOT/bench/ANALYSIS.md" --cores "$CORES" --hash-permits "$CORES" --out "$OUT"
+fi
+log "done: $OUT"

@@ -194,30 +194,29 @@ impl Connect {
             }
         };
         let (parts, body) = request.into_parts();
-        let output = method.as_ref().map(MethodDescriptor::output);
-        if kind == Kind::Stream
+        let streams_requests = kind == Kind::Stream
             && method
                 .as_ref()
-                .is_none_or(MethodDescriptor::is_client_streaming)
-        {
+                .is_none_or(MethodDescriptor::is_client_streaming);
+        let messages = if streams_requests {
             let input = method.as_ref().map(MethodDescriptor::input);
-            let requests = RequestStream::new(body, codec, input, self.max_request_bytes);
-            let upstream = grpc_request(parts, Body::new(requests));
-            let response = match grpc.oneshot(upstream).await {
-                Ok(response) => response,
-                Err(infallible) => match infallible {},
-            };
-            return stream_response(response, codec, output);
-        }
-        let message = match self
-            .request_message(&parts.headers, body, kind, codec, method.as_ref())
-            .await
-        {
-            Ok(message) => message,
-            Err(status) => return error(status),
+            Body::new(RequestStream::new(
+                body,
+                codec,
+                input,
+                self.max_request_bytes,
+            ))
+        } else {
+            match self
+                .request_message(&parts.headers, body, kind, codec, method.as_ref())
+                .await
+            {
+                Ok(message) => Body::new(http_body_util::Full::new(envelope(0, &message))),
+                Err(status) => return error(status),
+            }
         };
-        let message = http_body_util::Full::new(envelope(0, &message));
-        let upstream = grpc_request(parts, Body::new(message));
+        let upstream = grpc_request(parts, messages);
+        let output = method.as_ref().map(MethodDescriptor::output);
         let response = match grpc.oneshot(upstream).await {
             Ok(response) => response,
             Err(infallible) => match infallible {},
@@ -289,16 +288,20 @@ fn envelope(flags: u8, message: &[u8]) -> Bytes {
 /// `None` (with `buffer` untouched) while the envelope is incomplete. Public
 /// for the fuzz targets, which feed it arbitrary client bytes.
 pub fn take_envelope(buffer: &mut Bytes) -> Option<(u8, Bytes)> {
-    if buffer.len() < 5 {
-        return None;
-    }
-    let length = u32::from_be_bytes([buffer[1], buffer[2], buffer[3], buffer[4]]) as usize;
+    let (flags, length) = envelope_header(buffer)?;
     if buffer.len() < 5 + length {
         return None;
     }
-    let flags = buffer[0];
     buffer.advance(5);
     Some((flags, buffer.split_to(length)))
+}
+
+/// The flags and declared message length of the envelope `buffer` starts
+/// with, once its five-byte header is there.
+fn envelope_header(buffer: &[u8]) -> Option<(u8, usize)> {
+    let header: [u8; 5] = buffer.get(..5)?.try_into().ok()?;
+    let length = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+    Some((header[0], length))
 }
 
 fn inflate(compressed: &[u8], limit: usize) -> Result<Bytes, Status> {
@@ -664,16 +667,7 @@ impl RequestStream {
     /// The next complete envelope of the buffer as a gRPC message, `None`
     /// while it is incomplete, or why the stream is refused.
     fn next_message(&mut self) -> Option<Result<Bytes, Status>> {
-        if self.buffer.len() < 5 {
-            return None;
-        }
-        let flags = self.buffer[0];
-        let length = u32::from_be_bytes([
-            self.buffer[1],
-            self.buffer[2],
-            self.buffer[3],
-            self.buffer[4],
-        ]) as usize;
+        let (flags, length) = envelope_header(&self.buffer)?;
         if length > self.max_message_bytes {
             return Some(Err(Status::resource_exhausted(
                 "request message too large for the gateway",

@@ -18,8 +18,8 @@ use std::{
 
 use prost::Message as _;
 use test_harness::{
-    Bearer, GatewayStack, connect, create, flagged_frame, grpc_raw, grpc_web_from, next_task_event,
-    on_each_backend, titled, unique_email,
+    Bearer, GatewayStack, TaskClient, connect, create, flagged_frame, grpc_raw, grpc_web_from,
+    next_task_event, on_each_backend, titled, unique_email,
 };
 use todo_proto::{
     auth::v1::{GetJwksRequest, auth_service_client::AuthServiceClient},
@@ -31,6 +31,7 @@ use todo_proto::{
 use tonic::{Code, transport::Channel};
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
+/// How long an attack's refusal may take: it is answered at once.
 const STEP: Duration = Duration::from_secs(10);
 
 /// A malformed call: what it is, its body, its extra headers.
@@ -40,9 +41,7 @@ type Malformed = (&'static str, Vec<u8>, Vec<(&'static str, &'static str)>);
 /// victim creates reaches its open stream.
 async fn victim_is_served(
     channel: &Channel,
-    victim: &mut TaskServiceClient<
-        tonic::service::interceptor::InterceptedService<Channel, Bearer>,
-    >,
+    victim: &mut TaskClient,
     stream: &mut tonic::Streaming<todo_proto::tasks::v1::WatchTasksResponse>,
     what: &str,
 ) {

@@ -17,14 +17,12 @@ use std::{
 
 use serde_json::{Value, json};
 use test_harness::{
-    Backend, GatewayStack, PASSWORD, ReceivedMail, mail_files, on_each_backend, unique_email,
+    Backend, GatewayStack, PASSWORD, PATIENCE, mailed_token, on_each_backend, unique_email,
 };
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
     process::Command,
 };
-
-const PATIENCE: Duration = Duration::from_secs(20);
 
 fn buf() -> Option<PathBuf> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../browser-test/node_modules/.bin/buf");
@@ -125,13 +123,6 @@ fn text(value: &Value, pointer: &str) -> String {
         .to_owned()
 }
 
-/// The token of the newest mail in `folder`.
-fn newest_mail_token(folder: &Path) -> String {
-    let files = mail_files(folder);
-    let newest = files.last().expect("a mail was written");
-    ReceivedMail::read(newest).token()
-}
-
 async fn start(backend: Backend, mail: &Path) -> GatewayStack {
     let mail = mail.to_owned();
     GatewayStack::start_configured(
@@ -214,10 +205,8 @@ async fn every_rpc(client: &BufCurl<'_>, mail: &Path) {
         )
         .await;
     let access = text(&refreshed, "/tokens/accessToken");
-    let refresh_token = text(&refreshed, "/tokens/refreshToken");
     let token = Some(access.as_str());
     let sessions = client.ok(&auth("ListSessions"), token, json!({})).await;
-    let first_session = text(&sessions, "/sessions/0/id");
     assert_eq!(
         sessions["sessions"].as_array().map(Vec::len),
         Some(2),
@@ -286,12 +275,12 @@ async fn every_rpc(client: &BufCurl<'_>, mail: &Path) {
         .await;
     assert_eq!(wrong["code"], "unauthenticated", "{wrong}");
 
-    // Recovery: the links' tokens come from the mails.
-    let mails = mail_files(mail).len();
+    // Recovery: the links' tokens come from the mails (each email is new
+    // to this round, so each kind of mail to it is the one just asked for).
     client
         .ok(&auth("RequestEmailVerification"), token, json!({}))
         .await;
-    let verify = wait_for_new_mail(mail, mails).await;
+    let verify = mailed_token(mail, &email, "verify-email").await;
     client
         .ok(&auth("VerifyEmail"), None, json!({"token": verify}))
         .await;
@@ -301,11 +290,10 @@ async fn every_rpc(client: &BufCurl<'_>, mail: &Path) {
         Some(&json!(true)),
         "{me}"
     );
-    let mails = mail_files(mail).len();
     client
         .ok(&auth("RequestPasswordReset"), None, json!({"email": email}))
         .await;
-    let reset = wait_for_new_mail(mail, mails).await;
+    let reset = mailed_token(mail, &email, "reset-password").await;
     let new_password = format!("{PASSWORD} again");
     client
         .ok(
@@ -336,7 +324,7 @@ async fn every_rpc(client: &BufCurl<'_>, mail: &Path) {
 
     // Sessions: a second sign-in, revoked from the first; a third, logged
     // out; then the account deleted.
-    let second = |password: String| {
+    let sign_in = |password: String| {
         let email = email.clone();
         async move {
             client
@@ -348,7 +336,7 @@ async fn every_rpc(client: &BufCurl<'_>, mail: &Path) {
                 .await
         }
     };
-    second(newer_password.clone()).await;
+    sign_in(newer_password.clone()).await;
     let sessions = client.ok(&auth("ListSessions"), token, json!({})).await;
     let other = sessions["sessions"]
         .as_array()
@@ -362,8 +350,7 @@ async fn every_rpc(client: &BufCurl<'_>, mail: &Path) {
         .await;
     let sessions = client.ok(&auth("ListSessions"), token, json!({})).await;
     assert!(!sessions.to_string().contains(&other), "{sessions}");
-    let _ = (first_session, refresh_token);
-    let third = second(newer_password.clone()).await;
+    let third = sign_in(newer_password.clone()).await;
     client
         .ok(
             &auth("Logout"),
@@ -386,16 +373,6 @@ async fn every_rpc(client: &BufCurl<'_>, mail: &Path) {
         )
         .await;
     assert_eq!(gone["code"], "unauthenticated", "{gone}");
-}
-
-/// The token of the first mail after the `before` already in `folder`.
-async fn wait_for_new_mail(folder: &Path, before: usize) -> String {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while mail_files(folder).len() <= before {
-        assert!(tokio::time::Instant::now() < deadline, "no mail arrived");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    newest_mail_token(folder)
 }
 
 #[tokio::test]

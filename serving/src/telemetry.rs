@@ -97,7 +97,14 @@ pub fn init(format: LogFormat, service: &'static str, otlp_endpoint: Option<&str
         .map(|provider| tracing_opentelemetry::layer().with_tracer(provider.tracer(service)));
     let registry = tracing_subscriber::registry().with(filter).with(spans);
     let installed = match format {
-        LogFormat::Human => registry.with(fmt::layer().with_target(false)).try_init(),
+        // Colour only for a person at a terminal, never escape codes in a file.
+        LogFormat::Human => registry
+            .with(
+                fmt::layer()
+                    .with_target(false)
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout())),
+            )
+            .try_init(),
         LogFormat::Json => registry
             .with(fmt::layer().json().flatten_event(true))
             .try_init(),

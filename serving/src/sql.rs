@@ -72,6 +72,20 @@ impl<'q> Statement<'q> {
         self
     }
 
+    /// The statement `around` makes of this one's SQL (as a subquery, say),
+    /// with the same arguments: `around` may use only its placeholders.
+    pub fn wrap(self, around: impl FnOnce(&str) -> String) -> Statement<'q> {
+        Statement {
+            sql: around(&self.sql).into(),
+            values: self.values,
+        }
+    }
+
+    /// The SQL text, placeholders and all.
+    pub fn sql(&self) -> &str {
+        &self.sql
+    }
+
     pub fn uuid(self, value: Uuid) -> Self {
         self.bind(Value::Uuid(Some(value)))
     }

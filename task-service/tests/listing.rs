@@ -386,3 +386,72 @@ async fn a_page_may_be_larger_than_the_request_size_limit() {
     })
     .await;
 }
+
+/// A page with no tasks still carries the count: for a user who never had a
+/// task, for a filter nothing matches, and past the last task (the page
+/// and the count are one statement, the count joined to the page).
+#[tokio::test]
+async fn an_empty_page_still_counts() {
+    on_each_backend(|backend| async move {
+        let stack = TaskStack::start(backend).await;
+        let (_, mut bob) = stack.user("bob").await;
+        let reader = bob.clone();
+        let page = |request: pb::ListTasksRequest| {
+            let mut reader = reader.clone();
+            async move { reader.list_tasks(request).await.unwrap().into_inner() }
+        };
+        let never = page(pb::ListTasksRequest::default()).await;
+        assert!(never.tasks.is_empty() && never.next_page_token.is_empty());
+        assert_eq!(never.total_size, 0);
+
+        for title in ["one", "two"] {
+            create(
+                &mut bob,
+                pb::CreateTaskRequest {
+                    title: title.into(),
+                    ..Default::default()
+                },
+            )
+            .await;
+        }
+        let done = page(pb::ListTasksRequest {
+            completed: Some(true),
+            ..Default::default()
+        })
+        .await;
+        assert!(done.tasks.is_empty(), "{:?}", done.tasks);
+        assert_eq!(done.total_size, 0);
+        let open = page(pb::ListTasksRequest {
+            completed: Some(false),
+            page_size: 2,
+            ..Default::default()
+        })
+        .await;
+        assert_eq!((open.tasks.len(), open.total_size), (2, 2));
+        assert!(
+            open.next_page_token.is_empty(),
+            "exactly a page: no more follow"
+        );
+        for order_by in ["create_time", "due_time", "priority desc", "title"] {
+            let ordered = page(pb::ListTasksRequest {
+                order_by: order_by.into(),
+                page_size: 1,
+                ..Default::default()
+            })
+            .await;
+            assert_eq!(ordered.tasks.len(), 1, "{order_by}");
+            assert_eq!(ordered.total_size, 2, "{order_by}");
+            let rest = page(pb::ListTasksRequest {
+                order_by: order_by.into(),
+                page_size: 1,
+                page_token: ordered.next_page_token,
+                ..Default::default()
+            })
+            .await;
+            assert_eq!((rest.tasks.len(), rest.total_size), (1, 2), "{order_by}");
+            assert!(rest.next_page_token.is_empty(), "{order_by}");
+        }
+        stack.stop().await;
+    })
+    .await;
+}

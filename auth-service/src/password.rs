@@ -21,13 +21,6 @@
 //! into the job, so a client that disconnects mid-hash cannot release it
 //! early and let more jobs queue than there are workers.
 //!
-//! The hashing threads run at a lower CPU priority (nice
-//! [`HASHING_NICENESS`]) than everything else in the process and on the
-//! node: they still take every idle cycle, so a sign-in storm alone is
-//! hashed as fast as before, but they yield to the calls that take
-//! microseconds. Without it a storm put GetTask's p99 at 2.8x its idle p99
-//! on two cores (BENCHMARKS.md).
-//!
 //! Verification reads the parameters from the stored PHC string, so raising
 //! the configured cost later makes the next successful login rehash
 //! ([`Hasher::needs_rehash`]); a stored hash costlier than the configured
@@ -85,21 +78,13 @@ impl Hasher {
         let concurrency = concurrency.max(1);
         let (jobs, queue) = mpsc::unbounded_channel::<(Job, OwnedSemaphorePermit)>();
         let queue = Arc::new(Mutex::new(queue));
-        let (started, mut running) = mpsc::unbounded_channel::<()>();
         for index in 0..concurrency {
-            let (queue, started) = (queue.clone(), started.clone());
+            let queue = queue.clone();
             std::thread::Builder::new()
                 .name(format!("argon2-{index}"))
-                .spawn(move || {
-                    lower_priority();
-                    drop(started);
-                    work(&queue);
-                })
+                .spawn(move || work(&queue))
                 .map_err(HashError::Spawn)?;
         }
-        // Every worker has lowered its priority before the first hash.
-        drop(started);
-        while running.recv().await.is_some() {}
         let mut hasher = Self {
             params,
             permits: Arc::new(Semaphore::new(concurrency)),
@@ -199,27 +184,6 @@ struct Decrement<'a>(&'a AtomicUsize);
 impl Drop for Decrement<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// The nice value of the hashing threads (0 is everyone else's, 19 the
-/// lowest priority): at 10, Linux gives a busy ordinary thread about nine
-/// times their share of a contended core.
-pub const HASHING_NICENESS: i32 = 10;
-
-/// Lowers the calling thread's CPU priority to [`HASHING_NICENESS`] (never
-/// raises it: a process started nicer stays as nice). Best effort: where it
-/// is refused, hashing runs at the process's priority.
-fn lower_priority() {
-    #[cfg(target_os = "linux")]
-    {
-        use rustix::{process, thread};
-        let me = Some(thread::gettid());
-        let lowered = process::getpriority_process(me)
-            .and_then(|now| process::setpriority_process(me, now.max(HASHING_NICENESS)));
-        if let Err(error) = lowered {
-            tracing::warn!(%error, "cannot lower the hashing thread's priority");
-        }
     }
 }
 

@@ -14,10 +14,6 @@
 //! - the peak resident set (`VmHWM`), which also counts the binary's code
 //!   pages as the storm first runs them: bounded by the same formula plus
 //!   the size of the code itself.
-//!
-//! The same storm shows the hashing threads at their lower CPU priority
-//! (`HASHING_NICENESS`), and only them: what keeps cheap calls fast while
-//! the hasher is saturated.
 
 use std::{
     process::{Child, Command, Stdio},
@@ -116,28 +112,6 @@ impl AnonPeak {
     }
 }
 
-/// The name and nice value of every thread of process `pid`.
-fn threads(pid: u32) -> Vec<(String, i32)> {
-    let mut found = Vec::new();
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).expect("read /proc") {
-        let path = task.expect("a thread entry").path();
-        let (Ok(name), Ok(stat)) = (
-            std::fs::read_to_string(path.join("comm")),
-            std::fs::read_to_string(path.join("stat")),
-        ) else {
-            continue; // the thread ended meanwhile
-        };
-        // The fields after the parenthesised name: nice is the 17th.
-        let after_name = &stat[stat.rfind(')').expect("a stat line") + 2..];
-        let nice = after_name.split(' ').nth(16).expect("the nice field");
-        found.push((
-            name.trim_end().to_owned(),
-            nice.parse().expect("a nice value"),
-        ));
-    }
-    found
-}
-
 #[tokio::test]
 async fn a_sign_in_storm_stays_within_the_memory_formula() {
     for backend in Backend::all() {
@@ -221,17 +195,6 @@ async fn a_sign_in_storm_stays_within_the_memory_formula() {
         assert_eq!(
             failed, 0,
             "every sign-in of the storm succeeds on {backend}"
-        );
-
-        let (hashing, others): (Vec<_>, Vec<_>) = threads(pid)
-            .into_iter()
-            .partition(|(name, _)| name.starts_with("argon2-"));
-        let own = threads(std::process::id())[0].1;
-        assert_eq!(hashing.len(), usize::try_from(HASH_CONCURRENCY).unwrap());
-        assert!(
-            hashing.iter().all(|&(_, nice)| nice == own.max(10))
-                && others.iter().all(|&(_, nice)| nice == own),
-            "{backend}: hashing threads at nice 10, the rest at {own}: {hashing:?} {others:?}"
         );
 
         let peak_anon = anon.finish();

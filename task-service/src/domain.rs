@@ -50,17 +50,25 @@ impl Task {
 
 impl From<&Task> for proto::Task {
     fn from(task: &Task) -> Self {
+        task.clone().into()
+    }
+}
+
+/// Moves the strings: a page of tasks is converted without copying them.
+impl From<Task> for proto::Task {
+    fn from(task: Task) -> Self {
+        let etag = task.etag();
         Self {
             id: task.id.to_string(),
-            title: task.title.clone(),
-            description: task.description.clone(),
+            title: task.title,
+            description: task.description,
             completed: task.completed,
             priority: task.priority,
             due_time: task.due_time.map(timestamp),
             create_time: Some(timestamp(task.create_time)),
             update_time: Some(timestamp(task.update_time)),
             complete_time: task.complete_time.map(timestamp),
-            etag: task.etag(),
+            etag,
         }
     }
 }

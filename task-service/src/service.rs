@@ -221,7 +221,7 @@ impl TaskService for TaskApi {
             .map(|next| self.page_tokens.issue(owner, &query, &next))
             .unwrap_or_default();
         Ok(Response::new(proto::ListTasksResponse {
-            tasks: page.tasks.iter().map(Into::into).collect(),
+            tasks: page.tasks.into_iter().map(Into::into).collect(),
             next_page_token,
             total_size: i32::try_from(page.total).unwrap_or(i32::MAX),
         }))

@@ -6,7 +6,8 @@
 # seeds accounts and long task lists, then measures: every budget pair
 # alternated and repeated (REPEATS, medians), the pgbench baselines running
 # the services' own SQL (the scripts live beside the store code), the raw
-# argon2id rate, the protocol matrix, the service without its
+# argon2id rate, the protocol matrix, h2load as an outside client (health
+# and GetTask, direct and through the gateway), the service without its
 # authentication layer, memory under a mixed load, a soak at half of peak,
 # instructions per call under callgrind, and the attack benchmarks (with the
 # services' default limits). Finally `bench report` writes BENCHMARKS.md.
@@ -17,8 +18,9 @@
 #        COLD_BUILD=1 bench/run.sh    (also time a cold `cargo build` of a
 #                                      fresh clone; only on an idle machine)
 #
-# Needs: cargo, psql and pgbench on PATH, a PostgreSQL server that the
-# superuser URL in PG reaches, valgrind for the callgrind phase.
+# Needs: cargo, psql, pgbench, jq and curl on PATH, a PostgreSQL server that
+# the superuser URL in PG reaches, h2load (Debian's nghttp2-client) for the
+# h2load phase, valgrind for the callgrind phase.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -29,7 +31,8 @@ DURATION=${DURATION:-5s}
 MATRIX_DURATION=${MATRIX_DURATION:-3s}
 SOAK=${SOAK:-60m}
 COLD_BUILD=${COLD_BUILD:-0}
-PHASES=${PHASES:-"build seed budget matrix noauth mixed soak callgrind attacks report"}
+PHASES=${PHASES:-"build seed budget matrix h2load noauth mixed soak callgrind attacks report"}
+H2LOAD_CALLS=${H2LOAD_CALLS:-200000}
 WORK=${WORK:-$CARGO_TARGET_DIR/bench-run}
 # Prefix of the cargo commands, e.g. CARGO_NICE="nice -n 10" on a shared machine
 # (the services and the load generator themselves run at normal priority).
@@ -206,7 +209,7 @@ SQL
   done
   psql "$TASKS_DB" -qc "VACUUM ANALYZE"
   psql "$AUTH_DB" -qc "VACUUM ANALYZE"
-elif has budget || has matrix || has noauth || has mixed || has soak || has callgrind || has attacks; then
+elif has budget || has matrix || has h2load || has noauth || has mixed || has soak || has callgrind || has attacks; then
   start_services raised
   LIST_USER=$(jq -r .list_user.id "$WORK/fixture.json")
   DEEP_USER=$(jq -r .deep_user.id "$WORK/fixture.json")
@@ -296,6 +299,51 @@ if has mixed; then
     log "mixed, repetition $rep"
     load mixed/gateway-grpc-web-h2 "$rep" mixed grpc-web-h2 --duration 10s
     load mixed/direct "$rep" mixed direct --duration 10s
+  done
+fi
+
+# --- h2load: an outside client, as a cross-check ----------------------------
+# nghttp2's load generator, 64 calls in flight (8 connections x 8 streams),
+# the same request bytes every time. It sees HTTP statuses, not gRPC
+# trailers, so one call of each is first checked for grpc-status 0 by curl.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+h2() { # label, rep, url, body file, then name=pid of each process to charge
+  local label=$1 rep=$2 url=$3 body=$4; shift 4
+  local headers=(-H 'content-type: application/grpc' -H 'te: trailers')
+  [[ $label == */get/* ]] && headers+=(-H "authorization: Bearer $H2_TOKEN")
+  curl -sS --http2-prior-knowledge -v "${headers[@]}" --data-binary "@$body" -o /dev/null "$url" 2>&1 |
+    grep -q '< grpc-status: 0' || { echo "$label: the checked call did not answer grpc-status 0" >&2; return 1; }
+  local before=() after=() process
+  for process in "$@"; do before+=("$(cpu_ticks "${process#*=}")"); done
+  note "h2load -n $H2LOAD_CALLS -c 8 -m 8 -t 1 -d $body ${headers[*]} $url"
+  local output
+  output=$(h2load -n "$H2LOAD_CALLS" -c 8 -m 8 -t 1 -d "$body" "${headers[@]}" "$url" 2>&1)
+  for process in "$@"; do after+=("$(cpu_ticks "${process#*=}")"); done
+  local rps ok mean cpu="" i=0 tick_us=$((1000000 / $(getconf CLK_TCK)))
+  rps=$(sed -n 's/^finished in [0-9.]*[a-z]*, \([0-9.]*\) req\/s.*/\1/p' <<<"$output")
+  ok=$(sed -n 's/^status codes: \([0-9]*\) 2xx.*/\1/p' <<<"$output")
+  mean=$(awk '/^time for request:/ { v = $6; u = v; sub(/[0-9.]+/, "", u); sub(/[a-z]+$/, "", v);
+    print (u == "ms" ? v * 1000 : (u == "s" ? v * 1000000 : v)) }' <<<"$output")
+  for process in "$@"; do
+    cpu+="${cpu:+,}\"${process%%=*}\":$(jq -n "(${after[$i]} - ${before[$i]}) * $tick_us / $H2LOAD_CALLS")"
+    i=$((i + 1))
+  done
+  echo "$label: $rps req/s, mean $mean us, $ok of $H2LOAD_CALLS 2xx" >&2
+  echo "{\"label\":\"$label\",\"rep\":$rep,\"h2load_rps\":$rps,\"mean_us\":$mean,\"non_2xx\":$((H2LOAD_CALLS - ok)),\"cpu_us_per_call\":{$cpu}}" >>"$RESULTS"
+}
+if has h2load; then
+  noise "h2load"
+  log "h2load: health and GetTask, direct and through the gateway"
+  printf '\x00\x00\x00\x00\x00' >"$WORK/health.grpc"
+  # GetTaskRequest { id = 1: the 36-character id }, framed: 38 bytes.
+  printf '\x00\x00\x00\x00\x26\x0a\x24%s' "$ANY_ID" >"$WORK/get.grpc"
+  H2_TOKEN=$(jq -r .list_user.access_token "$WORK/fixture.json")
+  for rep in $(seq 1 "$REPEATS"); do
+    h2 h2load/health/direct "$rep" "$TASKS/grpc.health.v1.Health/Check" "$WORK/health.grpc" task-service="$TASKS_PID"
+    h2 h2load/get/direct "$rep" "$TASKS/tasks.v1.TaskService/GetTask" "$WORK/get.grpc" task-service="$TASKS_PID"
+    h2 h2load/health/gateway-grpc "$rep" "$GATEWAY/grpc.health.v1.Health/Check" "$WORK/health.grpc" gateway="$GATEWAY_PID"
+    h2 h2load/get/gateway-grpc "$rep" "$GATEWAY/tasks.v1.TaskService/GetTask" "$WORK/get.grpc" \
+      gateway="$GATEWAY_PID" task-service="$TASKS_PID"
   done
 fi
 

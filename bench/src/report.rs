@@ -638,6 +638,50 @@ pub fn write(args: &Args) -> anyhow::Result<()> {
         )?;
     }
     writeln!(out)?;
+    writeln!(
+        out,
+        "### h2load (nghttp2's load generator, an outside client)\n"
+    )?;
+    writeln!(
+        out,
+        "64 calls in flight (8 connections x 8 streams), the same request bytes every call; one call of \
+         each was first checked for `grpc-status: 0` with curl. CPU per call as above.\n"
+    )?;
+    writeln!(
+        out,
+        "| label | reps | calls/s | mean µs | non-2xx | tasks CPU µs | gateway CPU µs |\n|---|---|---|---|---|---|---|"
+    )?;
+    for (label, reps) in r.0.iter().filter(|(l, _)| l.starts_with("h2load/")) {
+        writeln!(
+            out,
+            "| {label} | {} | {} | {} | {} | {} | {} |",
+            reps.len(),
+            fmt(r.median(label, "h2load_rps"), 0),
+            fmt(r.median(label, "mean_us"), 0),
+            fmt(r.median(label, "non_2xx"), 0),
+            fmt(r.median(label, "cpu_us_per_call.task-service"), 1),
+            fmt(r.median(label, "cpu_us_per_call.gateway"), 1),
+        )?;
+    }
+    let h2_direct = r.ratio(&["h2load/get/direct", "h2load/health/direct"], |rep| {
+        Some(r.get("h2load/get/direct", rep, cpu)? / r.get("h2load/health/direct", rep, cpu)?)
+    });
+    let gateway_cpu = "cpu_us_per_call.gateway";
+    let h2_gateway = r.ratio(
+        &["h2load/get/gateway-grpc", "h2load/health/gateway-grpc"],
+        |rep| {
+            Some(
+                r.get("h2load/get/gateway-grpc", rep, gateway_cpu)?
+                    / r.get("h2load/health/gateway-grpc", rep, gateway_cpu)?,
+            )
+        },
+    );
+    writeln!(
+        out,
+        "\nGetTask / health, CPU per call: task-service direct {}x, gateway (gRPC) {}x.\n",
+        fmt(h2_direct, 2),
+        fmt(h2_gateway, 2)
+    )?;
     writeln!(out, "### argon2id, raw (m=19456 KiB, t=2, p=1)\n")?;
     writeln!(
         out,

@@ -201,7 +201,7 @@ pub fn write(args: &Args) -> anyhow::Result<()> {
         budget: "ListTasks, page of 50 of 10,000: RPS / pgbench running the page query alone"
             .into(),
         figure: format!(
-            "{} ({} vs {} tps; whole transaction in pgbench: {} tps)",
+            "{} ({} vs {} tps; the service's whole read, page and counts in one statement, in pgbench: {} tps)",
             fmt(q, 2),
             fmt(r.median("list/direct", "rps"), 0),
             fmt(r.median("pgbench/list-page", "tps"), 0),

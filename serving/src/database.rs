@@ -35,9 +35,10 @@ use std::{
 };
 
 use secrecy::{ExposeSecret, SecretString};
+
+use crate::migrations::{Migrations, migrator};
 use sqlx::{
     Connection, PgPool, SqliteConnection, SqlitePool,
-    migrate::Migrator,
     postgres::{PgConnectOptions, PgPoolOptions},
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
@@ -79,13 +80,6 @@ impl PoolOptions {
     }
 }
 
-/// The migrations of a service, one set per backend.
-#[derive(Debug, Clone, Copy)]
-pub struct Migrations {
-    pub sqlite: &'static Migrator,
-    pub postgres: &'static Migrator,
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
     #[error("unsupported database URL (use sqlite://PATH or postgres://...)")]
@@ -120,7 +114,7 @@ impl Database {
                 .foreign_keys(true);
             create_private(connect.get_filename())?;
             let mut migrating = SqliteConnection::connect_with(&connect).await?;
-            migrations.sqlite.run_direct(&mut migrating).await?;
+            migrator(migrations.sqlite).await?.run_direct(&mut migrating).await?;
             migrating.close().await?;
 
             let writer = sqlite_pool(1, options.statement_timeout)
@@ -133,7 +127,7 @@ impl Database {
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let connect = PgConnectOptions::from_str(url)?;
             let mut migrating = sqlx::PgConnection::connect_with(&connect).await?;
-            migrations.postgres.run_direct(&mut migrating).await?;
+            migrator(migrations.postgres).await?.run_direct(&mut migrating).await?;
             migrating.close().await?;
 
             let limited = connect.options([(
@@ -307,10 +301,9 @@ mod tests {
 
     use super::*;
 
-    static NO_MIGRATIONS: Migrator = Migrator::DEFAULT;
     const MIGRATIONS: Migrations = Migrations {
-        sqlite: &NO_MIGRATIONS,
-        postgres: &NO_MIGRATIONS,
+        sqlite: &[],
+        postgres: &[],
     };
 
     async fn sqlite(folder: &tempfile::TempDir, timeout: Duration) -> (SqlitePool, SqlitePool) {

@@ -9,6 +9,7 @@
 //! - [`reflection`]: `grpc.reflection` v1 and v1alpha over both APIs;
 //! - [`database`]: SQLite (WAL, busy timeout, one writer) or PostgreSQL pools
 //!   from a URL, and which driver errors mean "unavailable";
+//! - [`migrations`]: each service's schema migrations, compiled in;
 //! - [`sql`]: one SQL text for both backends: binding, rows, transactions;
 //! - [`metrics`]: Prometheus metrics and the RPC metrics layer;
 //! - [`status`]: `INVALID_ARGUMENT` with `BadRequest`, `RESOURCE_EXHAUSTED`
@@ -26,6 +27,7 @@ pub mod config;
 pub mod database;
 pub mod health;
 pub mod metrics;
+pub mod migrations;
 pub mod reflection;
 pub mod shutdown;
 pub mod sql;

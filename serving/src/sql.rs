@@ -462,14 +462,12 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::database::{Migrations, PoolOptions};
-
-    static NO_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate::Migrator::DEFAULT;
+    use crate::{database::PoolOptions, migrations::Migrations};
 
     async fn open(url: &str) -> Db {
         let migrations = Migrations {
-            sqlite: &NO_MIGRATIONS,
-            postgres: &NO_MIGRATIONS,
+            sqlite: &[],
+            postgres: &[],
         };
         Db::new(
             Database::open(

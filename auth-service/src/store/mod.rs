@@ -21,10 +21,9 @@ pub mod sql;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use serving::database::{Database, Migrations};
+use serving::{database::Database, migration, migrations::Migrations};
 
 pub use crate::key_encryption::Sealed;
-use sqlx::migrate::Migrator;
 use uuid::Uuid;
 
 pub type Time = DateTime<Utc>;
@@ -458,13 +457,25 @@ impl SecretSlot {
     }
 }
 
-static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
-static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
-
 /// The schema of the auth database, applied by [`Database::open`].
+///
+/// A new migration is a file in both folders and a line in each list here;
+/// `every_migration_file_is_compiled_in` fails until both are done.
 pub const MIGRATIONS: Migrations = Migrations {
-    sqlite: &SQLITE_MIGRATIONS,
-    postgres: &POSTGRES_MIGRATIONS,
+    sqlite: &[
+        migration!("migrations/sqlite", "0001_init.sql"),
+        migration!("migrations/sqlite", "0002_sign_in_windows.sql"),
+        migration!("migrations/sqlite", "0003_session_events.sql"),
+        migration!("migrations/sqlite", "0004_account_recovery.sql"),
+        migration!("migrations/sqlite", "0005_sealed_secrets.sql"),
+    ],
+    postgres: &[
+        migration!("migrations/postgres", "0001_init.sql"),
+        migration!("migrations/postgres", "0002_sign_in_windows.sql"),
+        migration!("migrations/postgres", "0003_session_events.sql"),
+        migration!("migrations/postgres", "0004_account_recovery.sql"),
+        migration!("migrations/postgres", "0005_sealed_secrets.sql"),
+    ],
 };
 
 /// The store for a database opened with [`MIGRATIONS`], for access tokens
@@ -478,4 +489,18 @@ pub fn open(
         serving::sql::Db::new(database.clone()),
         access_token_ttl,
     ))
+}
+
+#[cfg(test)]
+mod migrations_tests {
+    use std::path::Path;
+
+    use serving::migrations::assert_embeds_folder;
+
+    #[test]
+    fn every_migration_file_is_compiled_in() {
+        let folder = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+        assert_embeds_folder(&folder.join("sqlite"), super::MIGRATIONS.sqlite);
+        assert_embeds_folder(&folder.join("postgres"), super::MIGRATIONS.postgres);
+    }
 }

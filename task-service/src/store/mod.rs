@@ -36,8 +36,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use secrecy::SecretBox;
-use serving::database::Migrations;
-use sqlx::migrate::Migrator;
+use serving::{migration, migrations::Migrations};
 use uuid::Uuid;
 
 use crate::{
@@ -45,14 +44,22 @@ use crate::{
     error::Result,
 };
 
-static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
-static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
-
 /// The schema of the tasks database, applied by
 /// [`serving::database::Database::open`].
+///
+/// A new migration is a file in both folders and a line in each list here;
+/// `every_migration_file_is_compiled_in` fails until both are done.
 pub const MIGRATIONS: Migrations = Migrations {
-    sqlite: &SQLITE_MIGRATIONS,
-    postgres: &POSTGRES_MIGRATIONS,
+    sqlite: &[
+        migration!("migrations/sqlite", "20261125000001_tasks.sql"),
+        migration!("migrations/sqlite", "20261201000001_one_sql_text_and_counts.sql"),
+        migration!("migrations/sqlite", "20261201000002_account_deletions.sql"),
+    ],
+    postgres: &[
+        migration!("migrations/postgres", "20261125000001_tasks.sql"),
+        migration!("migrations/postgres", "20261201000001_one_sql_text_and_counts.sql"),
+        migration!("migrations/postgres", "20261201000002_account_deletions.sql"),
+    ],
 };
 
 /// Most of the owner's tasks one `ListTasks` with a `query` examines.
@@ -213,3 +220,17 @@ fn set_completion(task: &mut Task, completed: bool, now: DateTime<Utc>) {
 
 /// A shared handle to the store.
 pub type Store = Arc<dyn TaskStore>;
+
+#[cfg(test)]
+mod migrations_tests {
+    use std::path::Path;
+
+    use serving::migrations::assert_embeds_folder;
+
+    #[test]
+    fn every_migration_file_is_compiled_in() {
+        let folder = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+        assert_embeds_folder(&folder.join("sqlite"), super::MIGRATIONS.sqlite);
+        assert_embeds_folder(&folder.join("postgres"), super::MIGRATIONS.postgres);
+    }
+}

@@ -27,6 +27,7 @@ use crate::{
     events::{EventKind, Feed},
 };
 
+/// A task's columns, in the order [`task_at`] reads them.
 const COLUMNS: &str = "id, owner, title, description, completed, priority, due_time, \
                        create_time, update_time, complete_time, version";
 
@@ -57,18 +58,25 @@ impl SqlStore {
 }
 
 fn task_from_row(row: &Row) -> Result<Task> {
+    task_at(row, 0)
+}
+
+/// The task whose [`COLUMNS`] start at position `first` of `row`, read by
+/// position: a page reads eleven columns of up to a hundred rows, and a
+/// lookup by name would search the column names for each of them.
+fn task_at(row: &Row, first: usize) -> Result<Task> {
     Ok(Task {
-        id: row.uuid("id")?,
-        owner: row.uuid("owner")?,
-        title: row.text("title")?,
-        description: row.text("description")?,
-        completed: row.bool("completed")?,
-        priority: i32::from(row.small_int("priority")?),
-        due_time: row.opt_time("due_time")?,
-        create_time: row.time("create_time")?,
-        update_time: row.time("update_time")?,
-        complete_time: row.opt_time("complete_time")?,
-        version: row.big_int("version")?,
+        id: row.uuid(first)?,
+        owner: row.uuid(first + 1)?,
+        title: row.text(first + 2)?,
+        description: row.text(first + 3)?,
+        completed: row.bool(first + 4)?,
+        priority: i32::from(row.small_int(first + 5)?),
+        due_time: row.opt_time(first + 6)?,
+        create_time: row.time(first + 7)?,
+        update_time: row.time(first + 8)?,
+        complete_time: row.opt_time(first + 9)?,
+        version: row.big_int(first + 10)?,
     })
 }
 
@@ -276,15 +284,16 @@ impl SqlStore {
     ) -> Result<Page> {
         let statement = page_statement(owner, query, after, limit + 1)?;
         let rows = statement.fetch_all(&mut self.db.read().await?).await?;
+        // Each row is the two counts, then the task's COLUMNS.
         let (total, completed) = match rows.first() {
-            Some(row) => (row.big_int("count_total")?, row.big_int("count_completed")?),
+            Some(row) => (row.big_int(0)?, row.big_int(1)?),
             None => (0, 0),
         };
         let mut tasks = Vec::with_capacity(rows.len());
         for row in &rows {
             // The one row of an empty page has the counts and NULL columns.
-            if row.opt_uuid("id")?.is_some() {
-                tasks.push(task_from_row(row)?);
+            if row.opt_uuid(2)?.is_some() {
+                tasks.push(task_at(row, 2)?);
             }
         }
         let more = tasks.len() > limit;

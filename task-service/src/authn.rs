@@ -182,15 +182,14 @@ impl TokenCache {
     fn get(&self, token: &str, generation: u64, now: i64, leeway: i64) -> Option<Identity> {
         let entries = self.lock();
         let (identity, verified_with) = entries.get(token)?;
-        (*verified_with == generation && now <= identity.expires_at.saturating_add(leeway))
-            .then_some(*identity)
+        live(identity, *verified_with, generation, now, leeway).then_some(*identity)
     }
 
     fn insert(&self, token: &str, identity: Identity, generation: u64, now: i64, leeway: i64) {
         let mut entries = self.lock();
         if entries.len() >= self.capacity {
             entries.retain(|_, (identity, verified_with)| {
-                *verified_with == generation && now <= identity.expires_at.saturating_add(leeway)
+                live(identity, *verified_with, generation, now, leeway)
             });
             if entries.len() >= self.capacity {
                 // Every entry is live: forget them all. The cost is one
@@ -200,6 +199,13 @@ impl TokenCache {
         }
         entries.insert(token.into(), (identity, generation));
     }
+}
+
+/// Whether a cached verification still stands: made with the keys of the
+/// current `generation`, for a token not yet expired at `now`.
+#[cfg_attr(feature = "bench-no-auth", allow(dead_code))]
+fn live(identity: &Identity, verified_with: u64, generation: u64, now: i64, leeway: i64) -> bool {
+    verified_with == generation && now <= identity.expires_at.saturating_add(leeway)
 }
 
 /// The task service behind authentication.

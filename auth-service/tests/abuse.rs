@@ -11,18 +11,10 @@ use std::time::Duration;
 
 use test_harness::*;
 use todo_proto::auth::v1::{self as pb, auth_service_client::AuthServiceClient};
-use tonic::{Code, Request, transport::Channel};
+use tonic::{Code, transport::Channel};
 
 const OWNER_HOME: &str = "198.51.100.1";
 const STRANGER: &str = "203.0.113.66";
-
-fn from<T>(message: T, address: &str) -> Request<T> {
-    let mut request = Request::new(message);
-    request
-        .metadata_mut()
-        .insert("x-forwarded-for", address.parse().unwrap());
-    request
-}
 
 async fn sign_in(
     client: &mut AuthServiceClient<Channel>,
@@ -31,7 +23,7 @@ async fn sign_in(
     address: &str,
 ) -> Result<pb::LoginResponse, tonic::Status> {
     client
-        .login(from(
+        .login(from_address(
             pb::LoginRequest {
                 email: email.into(),
                 password: password.into(),
@@ -45,7 +37,7 @@ async fn sign_in(
 /// Registers `email` from `address`.
 async fn register_from(client: &mut AuthServiceClient<Channel>, email: &str, address: &str) {
     client
-        .register(from(
+        .register(from_address(
             pb::RegisterRequest {
                 email: email.into(),
                 password: PASSWORD.into(),
@@ -185,7 +177,7 @@ async fn a_logout_flood_is_throttled_per_address_while_others_refresh() {
         let mut throttled = 0;
         for _ in 0..50 {
             let logout = client
-                .logout(from(
+                .logout(from_address(
                     pb::LogoutRequest {
                         refresh_token: "not-a-token".into(),
                     },
@@ -202,7 +194,7 @@ async fn a_logout_flood_is_throttled_per_address_while_others_refresh() {
             "the flood is throttled ({throttled} of 50)"
         );
         let refreshed = client
-            .refresh(from(
+            .refresh(from_address(
                 pb::RefreshRequest {
                     refresh_token: tokens(&victim.tokens).refresh_token.clone(),
                 },

@@ -28,12 +28,7 @@ const NEW_PASSWORD: &str = "a brand new passphrase";
 type Client = AuthServiceClient<Channel>;
 
 async fn ask_reset(client: &mut Client, email: &str) {
-    client
-        .request_password_reset(pb::RequestPasswordResetRequest {
-            email: email.into(),
-        })
-        .await
-        .expect("RequestPasswordReset");
+    request_reset(client, email).await.expect("RequestPasswordReset");
 }
 
 async fn ask_verification(client: &mut Client, access_token: &str) {

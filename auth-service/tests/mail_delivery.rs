@@ -25,12 +25,7 @@ const BINARY: &str = env!("CARGO_BIN_EXE_auth-service");
 type Client = AuthServiceClient<Channel>;
 
 async fn ask_reset(client: &mut Client, email: &str) {
-    client
-        .request_password_reset(pb::RequestPasswordResetRequest {
-            email: email.into(),
-        })
-        .await
-        .expect("RequestPasswordReset is accepted");
+    request_reset(client, email).await.expect("RequestPasswordReset is accepted");
 }
 
 async fn reset(client: &mut Client, token: &str) -> Result<(), tonic::Status> {

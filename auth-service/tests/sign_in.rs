@@ -51,12 +51,7 @@ async fn failed_logins_throttle_the_account_until_the_window_ends() {
             .await
             .unwrap_err();
         assert_eq!(status.code(), Code::ResourceExhausted);
-        let retry = status
-            .get_error_details()
-            .retry_info()
-            .unwrap()
-            .retry_delay
-            .unwrap();
+        let retry = retry_delay(&status);
         assert!(
             retry > Duration::ZERO && retry <= Duration::from_secs(15 * 60),
             "{retry:?}"
@@ -187,13 +182,13 @@ async fn login_from(
     >,
     forwarded_for: &str,
 ) -> tonic::Status {
-    let mut request = tonic::Request::new(pb::LoginRequest {
-        email: unique_email(),
-        password: "whatever pw".into(),
-    });
-    request
-        .metadata_mut()
-        .insert("x-forwarded-for", forwarded_for.parse().unwrap());
+    let request = from_address(
+        pb::LoginRequest {
+            email: unique_email(),
+            password: "whatever pw".into(),
+        },
+        forwarded_for,
+    );
     client.login(request).await.unwrap_err()
 }
 

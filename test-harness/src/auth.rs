@@ -226,6 +226,19 @@ pub async fn refresh(
         .map(|response| response.into_inner().tokens.expect("tokens"))
 }
 
+/// `RequestPasswordReset` for `email`, with the whole response: tests of
+/// enumeration compare its metadata for known and unknown emails.
+pub async fn request_reset(
+    client: &mut AuthServiceClient<Channel>,
+    email: &str,
+) -> Result<tonic::Response<pb::RequestPasswordResetResponse>, tonic::Status> {
+    client
+        .request_password_reset(pb::RequestPasswordResetRequest {
+            email: email.into(),
+        })
+        .await
+}
+
 pub async fn current_user(
     client: &mut AuthServiceClient<Channel>,
     access_token: &str,

@@ -1,7 +1,8 @@
 //! How a test sends an access token: `authorization: Bearer <token>`, on
 //! every call of a client ([`Bearer`] as its interceptor) or on one request
 //! ([`authorized`]). Tests of malformed metadata send exactly the values
-//! they name ([`Bearer::values`]).
+//! they name ([`Bearer::values`]). [`from_address`] sends a call as if
+//! from a client address, through a trusted proxy's `x-forwarded-for`.
 
 use tonic::{
     Request, Status,
@@ -51,5 +52,15 @@ impl Interceptor for Bearer {
 pub fn authorized<T>(message: T, token: &str) -> Request<T> {
     let mut request = Request::new(message);
     Bearer::new(token).add_to(&mut request);
+    request
+}
+
+/// `message` as if from the client `address`: its `x-forwarded-for`, which
+/// a server configured to trust the test's loopback peer as a proxy believes.
+pub fn from_address<T>(message: T, address: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    request
+        .metadata_mut()
+        .insert("x-forwarded-for", address.parse().expect("an ASCII address"));
     request
 }

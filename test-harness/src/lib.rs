@@ -69,10 +69,11 @@ use std::{future::Future, time::Duration};
 
 pub use auth::{
     AuthServer, PASSWORD, User, auth_config, auth_defaults, auth_file_args, current_user,
-    key_encryption_key_file, login, refresh, register, registration, tokens, unique_email,
+    key_encryption_key_file, login, refresh, register, registration, request_reset, tokens,
+    unique_email,
 };
 pub use auth_process::{AuthProcess, process_log};
-pub use bearer::{Bearer, authorized};
+pub use bearer::{Bearer, authorized, from_address};
 pub use database::{Backend, POSTGRES_URL_VAR, TestDatabase};
 pub use dump::dump;
 pub use gateway::GatewayStack;
@@ -88,7 +89,7 @@ pub use replicas::{
 pub use server::{Server, bind, closed_port, connect, health, origin, wait_for_health};
 pub use service_process::Process;
 pub use smtp::{OutboxRow, ReceivedMail, SmtpSink, auth_config_mailing, mail_files, outbox};
-pub use status::{bad_fields, code};
+pub use status::{bad_fields, code, retry_delay};
 pub use tasks::{TaskClient, TaskServer, TaskStack, create, list_all, mask, task_config, titled};
 pub use web::{GrpcWeb, grpc_web, grpc_web_from, raw_client};
 

@@ -1,5 +1,8 @@
-//! What a refused call says: its code, and the fields a `BadRequest`
-//! detail names (CONTRACT.md: every `INVALID_ARGUMENT` names its fields).
+//! What a refused call says: its code, the fields a `BadRequest` detail
+//! names (CONTRACT.md: every `INVALID_ARGUMENT` names its fields), and the
+//! delay a `RESOURCE_EXHAUSTED`'s `RetryInfo` asks for.
+
+use std::time::Duration;
 
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
@@ -21,4 +24,15 @@ pub fn bad_fields(status: &Status) -> Vec<String> {
         .iter()
         .map(|violation| violation.field.clone())
         .collect()
+}
+
+/// The delay of a `RESOURCE_EXHAUSTED`'s `RetryInfo` detail; panics if the
+/// status is another code or has no such detail.
+pub fn retry_delay(status: &Status) -> Duration {
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    status
+        .get_error_details()
+        .retry_info()
+        .and_then(|info| info.retry_delay)
+        .expect("a RetryInfo detail")
 }

@@ -8,7 +8,8 @@
 //! (microseconds, 3 significant digits) for successes, and failures are
 //! counted by status code. The processes given are sampled at the start
 //! and end of the measured window (after the warm-up), and every
-//! `report_every` for a soak.
+//! `report_every` for a soak. A refused worker may back off
+//! (`refusal_backoff`) as a client that honours `RetryInfo` does.
 
 use std::{
     collections::BTreeMap,
@@ -59,6 +60,10 @@ pub struct Load {
     pub warmup: Duration,
     /// Soak: a [`Interval`] every this long.
     pub report_every: Option<Duration>,
+    /// After a `RESOURCE_EXHAUSTED`, the worker waits this long before its
+    /// next call, as a client honouring the refusal's `RetryInfo` would;
+    /// none: it calls again at once.
+    pub refusal_backoff: Option<Duration>,
 }
 
 /// The result of one measured window.
@@ -197,6 +202,7 @@ pub async fn drive<S: Scenario>(
     let slots = Arc::new(AtomicU64::new(0));
     let count = load.count;
     let rate = load.rate;
+    let refusal_backoff = load.refusal_backoff;
 
     let mut tasks = tokio::task::JoinSet::new();
     for (index, mut worker) in workers.into_iter().enumerate() {
@@ -242,6 +248,9 @@ pub async fn drive<S: Scenario>(
                         .lock()
                         .expect("no panics while held")
                         .record(result, end - begin, end);
+                }
+                if let (Err(Code::ResourceExhausted), Some(backoff)) = (result, refusal_backoff) {
+                    tokio::time::sleep(backoff).await;
                 }
             }
         });
@@ -335,5 +344,67 @@ pub fn summarize(h: &Histogram<u64>, errors: BTreeMap<String, u64>, seconds: f64
         max_us: h.max(),
         mean_us: h.mean(),
         ..Outcome::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::{Targets, Via};
+
+    /// Refuses every call, as a server at its limit does.
+    struct Refusing;
+
+    impl Scenario for Refusing {
+        type Worker = ();
+
+        async fn worker(&self, _: usize, _: &Client) -> anyhow::Result<()> {
+            Ok(())
+        }
+
+        async fn call(&self, _: &Client, _: &mut ()) -> Result<(), Code> {
+            tokio::task::yield_now().await;
+            Err(Code::ResourceExhausted)
+        }
+    }
+
+    async fn refused_calls(refusal_backoff: Option<Duration>) -> Outcome {
+        // An HTTP client connects on its first call, which never comes.
+        let nowhere: http::Uri = "http://127.0.0.1:9".parse().unwrap();
+        let targets = Targets {
+            auth: nowhere.clone(),
+            tasks: nowhere.clone(),
+            gateway: nowhere,
+        };
+        let client = Client::connect(&targets, Via::ConnectJson, None)
+            .await
+            .unwrap();
+        let load = Load {
+            in_flight: 4,
+            duration: Duration::from_millis(300),
+            count: None,
+            rate: None,
+            warmup: Duration::ZERO,
+            report_every: None,
+            refusal_backoff,
+        };
+        drive(Arc::new(Refusing), &[client], &load, &Processes::default())
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_refused_worker_backs_off_before_calling_again() {
+        let outcome = refused_calls(Some(Duration::from_millis(100))).await;
+        // Each of the 4 workers calls at most once per 100 ms of the 300.
+        assert!(outcome.calls <= 4 * 4, "{} calls", outcome.calls);
+        assert_eq!(
+            outcome.errors.get("RESOURCE_EXHAUSTED"),
+            Some(&outcome.calls)
+        );
+        assert_eq!(outcome.ok, 0);
+
+        let closed_loop = refused_calls(None).await;
+        assert!(closed_loop.calls > 100, "{} calls", closed_loop.calls);
     }
 }

@@ -108,6 +108,12 @@ struct Shape {
     rate: Option<f64>,
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     warmup: Duration,
+    /// After a `RESOURCE_EXHAUSTED`, a worker waits this long before its
+    /// next call, as a client honouring the refusal's `RetryInfo` does
+    /// (the services' in-flight refusals ask for 1s). Without it a refused
+    /// worker calls again at once.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    refusal_backoff: Option<Duration>,
 }
 
 impl Shape {
@@ -119,6 +125,7 @@ impl Shape {
             rate: self.rate,
             warmup: self.warmup,
             report_every,
+            refusal_backoff: self.refusal_backoff,
         }
     }
 }
@@ -388,6 +395,7 @@ async fn main() -> anyhow::Result<()> {
                         duration: load.duration + load.warmup,
                         warmup: Duration::ZERO,
                         report_every: None,
+                        refusal_backoff: None,
                     };
                     Some(tokio::spawn(async move {
                         load::drive(scenario, &clients, &load, &Processes::default()).await
@@ -549,6 +557,7 @@ async fn run_attack(
         rate: Some(victim_rate),
         warmup: Duration::from_secs(2),
         report_every: None,
+        refusal_backoff: None,
     };
 
     let mut attacker_fixture = (*fixture).clone();
@@ -593,6 +602,7 @@ async fn run_attack(
                 rate: None,
                 warmup: Duration::ZERO,
                 report_every: None,
+                refusal_backoff: None,
             };
             Some(tokio::spawn(async move {
                 load::drive(scenario, &clients, &load, &Processes::default()).await

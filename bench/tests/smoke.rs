@@ -6,10 +6,10 @@
 //! services stop answering correctly breaks the build, not the next
 //! benchmark. It never asserts a time.
 //!
-//! The services are started directly with their `serve` functions rather
-//! than through `test-harness`, whose API is being reworked; the
-//! configuration mirrors `bench/run.sh` (limits raised for a load
-//! generator, tokens that outlive the run).
+//! The services are started directly with their `serve` functions and
+//! the configuration of `bench/run.sh` (limits raised for a load
+//! generator, tokens that outlive the run), not `test-harness`'s test
+//! defaults.
 
 use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
 
@@ -131,6 +131,7 @@ fn brief(count: u64) -> Load {
         rate: None,
         warmup: Duration::ZERO,
         report_every: None,
+        refusal_backoff: None,
     }
 }
 

@@ -28,7 +28,9 @@ const NEW_PASSWORD: &str = "a brand new passphrase";
 type Client = AuthServiceClient<Channel>;
 
 async fn ask_reset(client: &mut Client, email: &str) {
-    request_reset(client, email).await.expect("RequestPasswordReset");
+    request_reset(client, email)
+        .await
+        .expect("RequestPasswordReset");
 }
 
 async fn ask_verification(client: &mut Client, access_token: &str) {

@@ -25,7 +25,9 @@ const BINARY: &str = env!("CARGO_BIN_EXE_auth-service");
 type Client = AuthServiceClient<Channel>;
 
 async fn ask_reset(client: &mut Client, email: &str) {
-    request_reset(client, email).await.expect("RequestPasswordReset is accepted");
+    request_reset(client, email)
+        .await
+        .expect("RequestPasswordReset is accepted");
 }
 
 async fn reset(client: &mut Client, token: &str) -> Result<(), tonic::Status> {

@@ -114,7 +114,10 @@ impl Database {
                 .foreign_keys(true);
             create_private(connect.get_filename())?;
             let mut migrating = SqliteConnection::connect_with(&connect).await?;
-            migrator(migrations.sqlite).await?.run_direct(&mut migrating).await?;
+            migrator(migrations.sqlite)
+                .await?
+                .run_direct(&mut migrating)
+                .await?;
             migrating.close().await?;
 
             let writer = sqlite_pool(1, options.statement_timeout)
@@ -127,7 +130,10 @@ impl Database {
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let connect = PgConnectOptions::from_str(url)?;
             let mut migrating = sqlx::PgConnection::connect_with(&connect).await?;
-            migrator(migrations.postgres).await?.run_direct(&mut migrating).await?;
+            migrator(migrations.postgres)
+                .await?
+                .run_direct(&mut migrating)
+                .await?;
             migrating.close().await?;
 
             let limited = connect.options([(

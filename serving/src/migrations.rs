@@ -31,7 +31,13 @@ macro_rules! migration {
     ($folder:literal, $file:literal) => {
         $crate::migrations::Script {
             file: $file,
-            sql: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/", $folder, "/", $file)),
+            sql: include_str!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/",
+                $folder,
+                "/",
+                $file
+            )),
         }
     };
 }
@@ -74,7 +80,9 @@ fn resolve(script: &Script) -> Result<Migration, BoxDynError> {
         .parse()
         .map_err(|_| format!("{}: the version is not an integer", script.file))?;
     let migration_type = MigrationType::from_filename(rest);
-    let description = rest.trim_end_matches(migration_type.suffix()).replace('_', " ");
+    let description = rest
+        .trim_end_matches(migration_type.suffix())
+        .replace('_', " ");
     Ok(Migration::new(
         version,
         Cow::Owned(description),
@@ -93,7 +101,11 @@ pub fn assert_embeds_folder(folder: &std::path::Path, scripts: &[Script]) {
         .map(|entry| entry.expect("a readable folder entry").path())
         .filter(|path| path.extension().is_some_and(|extension| extension == "sql"))
         .map(|path| {
-            let name = path.file_name().expect("a file name").to_string_lossy().into_owned();
+            let name = path
+                .file_name()
+                .expect("a file name")
+                .to_string_lossy()
+                .into_owned();
             let text = std::fs::read_to_string(&path).expect("a readable migration");
             (name, text)
         })
@@ -104,14 +116,22 @@ pub fn assert_embeds_folder(folder: &std::path::Path, scripts: &[Script]) {
         .map(|script| (script.file.to_owned(), script.sql.to_owned()))
         .collect();
     embedded.sort();
-    let names = |files: &[(String, String)]| files.iter().map(|(name, _)| name.clone()).collect::<Vec<_>>();
+    let names = |files: &[(String, String)]| {
+        files
+            .iter()
+            .map(|(name, _)| name.clone())
+            .collect::<Vec<_>>()
+    };
     assert_eq!(
         names(&embedded),
         names(&on_disk),
         "the compiled-in migrations are not the files of {}",
         folder.display()
     );
-    assert!(embedded == on_disk, "a compiled-in migration differs from its file");
+    assert!(
+        embedded == on_disk,
+        "a compiled-in migration differs from its file"
+    );
 }
 
 #[cfg(test)]
@@ -154,7 +174,10 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         assert_eq!(fields(&embedded), fields(&from_folder));
-        assert_eq!(embedded.iter().map(|m| m.version).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(
+            embedded.iter().map(|m| m.version).collect::<Vec<_>>(),
+            [1, 2]
+        );
         assert!(embedded.iter().nth(1).unwrap().no_tx);
         assert_embeds_folder(folder.path(), SCRIPTS);
     }

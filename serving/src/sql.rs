@@ -309,10 +309,7 @@ pub enum Row {
 /// A column of a [`Row`]: its name, or its position in the `SELECT` list.
 /// A position spares the driver a search of the column names on every
 /// read, which counts on hot paths that read many rows (`ListTasks`).
-pub trait Column:
-    ColumnIndex<SqliteRow> + ColumnIndex<PgRow> + std::fmt::Display + Copy
-{
-}
+pub trait Column: ColumnIndex<SqliteRow> + ColumnIndex<PgRow> + std::fmt::Display + Copy {}
 
 impl Column for &str {}
 impl Column for usize {}

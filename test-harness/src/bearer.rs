@@ -59,8 +59,9 @@ pub fn authorized<T>(message: T, token: &str) -> Request<T> {
 /// a server configured to trust the test's loopback peer as a proxy believes.
 pub fn from_address<T>(message: T, address: &str) -> Request<T> {
     let mut request = Request::new(message);
-    request
-        .metadata_mut()
-        .insert("x-forwarded-for", address.parse().expect("an ASCII address"));
+    request.metadata_mut().insert(
+        "x-forwarded-for",
+        address.parse().expect("an ASCII address"),
+    );
     request
 }

@@ -52,13 +52,22 @@ use crate::{
 pub const MIGRATIONS: Migrations = Migrations {
     sqlite: &[
         migration!("migrations/sqlite", "20261125000001_tasks.sql"),
-        migration!("migrations/sqlite", "20261201000001_one_sql_text_and_counts.sql"),
+        migration!(
+            "migrations/sqlite",
+            "20261201000001_one_sql_text_and_counts.sql"
+        ),
         migration!("migrations/sqlite", "20261201000002_account_deletions.sql"),
     ],
     postgres: &[
         migration!("migrations/postgres", "20261125000001_tasks.sql"),
-        migration!("migrations/postgres", "20261201000001_one_sql_text_and_counts.sql"),
-        migration!("migrations/postgres", "20261201000002_account_deletions.sql"),
+        migration!(
+            "migrations/postgres",
+            "20261201000001_one_sql_text_and_counts.sql"
+        ),
+        migration!(
+            "migrations/postgres",
+            "20261201000002_account_deletions.sql"
+        ),
     ],
 };
 

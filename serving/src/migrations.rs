@@ -49,6 +49,15 @@ pub struct Migrations {
     pub postgres: &'static [Script],
 }
 
+impl Migrations {
+    /// Panics unless these are exactly the files of `folder`'s `sqlite`
+    /// and `postgres` folders (see [`assert_embeds_folder`]).
+    pub fn assert_embed(&self, folder: &std::path::Path) {
+        assert_embeds_folder(&folder.join("sqlite"), self.sqlite);
+        assert_embeds_folder(&folder.join("postgres"), self.postgres);
+    }
+}
+
 /// Builds sqlx's migrator for `scripts`.
 pub async fn migrator(scripts: &'static [Script]) -> Result<Migrator, MigrateError> {
     Migrator::new(Embedded(scripts)).await

@@ -26,9 +26,9 @@ use std::borrow::Cow;
 
 use chrono::{DateTime, Utc};
 use sqlx::{
-    ColumnIndex, PgConnection, Postgres, Row as _, Sqlite, SqliteConnection,
+    ColumnIndex, PgConnection, Postgres, Row as _, Sqlite, SqliteConnection, ValueRef as _,
     pool::PoolConnection,
-    postgres::{PgArguments, PgRow},
+    postgres::{PgArguments, PgRow, PgValueFormat, PgValueRef},
     query::Query,
     sqlite::{SqliteArguments, SqliteRow},
 };
@@ -321,6 +321,22 @@ fn corrupt(column: impl Column, what: &str) -> sqlx::Error {
     }
 }
 
+/// A binary `timestamptz`'s microseconds since the Unix epoch, or `None`
+/// for any other value (left to sqlx's own decoding). PostgreSQL sends
+/// microseconds since 2000-01-01 UTC; read as that integer, a time costs a
+/// tenth of chrono's calendar arithmetic in sqlx's decoder, which was a
+/// tenth of a `ListTasks` page's instructions (three times per task).
+fn postgres_micros(value: &PgValueRef<'_>) -> Option<i64> {
+    const POSTGRES_EPOCH_MICROS: i64 = 946_684_800_000_000;
+    if value.format() != PgValueFormat::Binary
+        || !<DateTime<Utc> as sqlx::Type<Postgres>>::compatible(&value.type_info())
+    {
+        return None;
+    }
+    let bytes: [u8; 8] = value.as_bytes().ok()?.try_into().ok()?;
+    i64::from_be_bytes(bytes).checked_add(POSTGRES_EPOCH_MICROS)
+}
+
 fn time_from_micros(column: impl Column, micros: i64) -> Result<DateTime<Utc>> {
     DateTime::from_timestamp_micros(micros).ok_or_else(|| corrupt(column, "a time in range"))
 }
@@ -347,7 +363,16 @@ impl Row {
                 .try_get::<Option<i64>, _>(column)?
                 .map(|micros| time_from_micros(column, micros))
                 .transpose(),
-            Self::Postgres(row) => row.try_get(column),
+            Self::Postgres(row) => {
+                let value = row.try_get_raw(column)?;
+                if value.is_null() {
+                    return Ok(None);
+                }
+                match postgres_micros(&value) {
+                    Some(micros) => time_from_micros(column, micros).map(Some),
+                    None => row.try_get(column),
+                }
+            }
         }
     }
 
@@ -503,6 +528,8 @@ mod tests {
 
         let id = Uuid::now_v7();
         let at = DateTime::from_timestamp_micros(1_764_547_200_123_456).unwrap();
+        // Before PostgreSQL's epoch (2000) and before Unix's (1970).
+        let early = DateTime::from_timestamp_micros(-86_400_000_001).unwrap();
         let mut tx = db.begin_write().await.unwrap();
         let inserted = statement(
             "INSERT INTO t (id, at, maybe, name, n, small, flag, data) \
@@ -510,7 +537,7 @@ mod tests {
         )
         .uuid(id)
         .time(at)
-        .opt_time(None)
+        .opt_time(Some(early))
         .text("ünïcode")
         .big_int(i64::MAX)
         .small_int(3)
@@ -532,7 +559,16 @@ mod tests {
             .unwrap();
         assert_eq!(row.uuid("id").unwrap(), id);
         assert_eq!(row.time("at").unwrap(), at);
-        assert_eq!(row.opt_time("maybe").unwrap(), None);
+        assert_eq!(row.opt_time("maybe").unwrap(), Some(early));
+        // By position, as hot paths read: `at` is the second column.
+        assert_eq!(row.time(1).unwrap(), at);
+        assert_eq!(row.uuid(0).unwrap(), id);
+        let nothing = statement(format!("SELECT CAST(NULL AS {time_type}) AS absent"))
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(nothing.opt_time("absent").unwrap(), None);
+        assert!(nothing.time(0).is_err(), "a NULL is not a time");
         assert_eq!(row.text("name").unwrap(), "ünïcode");
         assert_eq!(row.big_int("n").unwrap(), i64::MAX);
         assert_eq!(row.small_int("small").unwrap(), 3);

@@ -493,14 +493,9 @@ pub fn open(
 
 #[cfg(test)]
 mod migrations_tests {
-    use std::path::Path;
-
-    use serving::migrations::assert_embeds_folder;
-
     #[test]
     fn every_migration_file_is_compiled_in() {
-        let folder = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
-        assert_embeds_folder(&folder.join("sqlite"), super::MIGRATIONS.sqlite);
-        assert_embeds_folder(&folder.join("postgres"), super::MIGRATIONS.postgres);
+        super::MIGRATIONS
+            .assert_embed(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations"));
     }
 }

@@ -12,10 +12,11 @@
 use std::time::Duration;
 
 use test_harness::*;
-use todo_proto::auth::v1 as pb;
+use todo_proto::auth::v1::{self as pb, auth_service_client::AuthServiceClient};
 use tonic::{
     Request,
     metadata::{KeyRef, MetadataMap},
+    transport::Channel,
 };
 
 const APP_URL: &str = "https://todo.example.test";
@@ -33,6 +34,19 @@ fn keys(metadata: &MetadataMap) -> Vec<String> {
     keys
 }
 
+/// A server mailing to `sink`, a client of it, a registered email and one
+/// nobody registered.
+async fn known_and_unknown(
+    db: &TestDatabase,
+    sink: &SmtpSink,
+) -> (AuthServer, AuthServiceClient<Channel>, String, String) {
+    let server = AuthServer::start_with(auth_config_mailing(db, sink, APP_URL)).await;
+    let mut client = server.client().await;
+    let known = unique_email();
+    register(&mut client, &known).await;
+    (server, client, known, unique_email())
+}
+
 #[tokio::test]
 async fn an_unknown_email_is_answered_exactly_like_a_known_one_and_gets_no_mail() {
     if !SmtpSink::available() {
@@ -41,11 +55,7 @@ async fn an_unknown_email_is_answered_exactly_like_a_known_one_and_gets_no_mail(
     on_each_backend(|backend| async move {
         let db = backend.fresh().await;
         let sink = SmtpSink::start().await;
-        let server = AuthServer::start_with(auth_config_mailing(&db, &sink, APP_URL)).await;
-        let mut client = server.client().await;
-        let known = unique_email();
-        register(&mut client, &known).await;
-        let unknown = unique_email();
+        let (server, mut client, known, unknown) = known_and_unknown(&db, &sink).await;
 
         let for_unknown = request_reset(&mut client, &unknown)
             .await
@@ -75,11 +85,7 @@ async fn reset_requests_are_throttled_per_email_alike_for_known_and_unknown_emai
     on_each_backend(|backend| async move {
         let db = backend.fresh().await;
         let sink = SmtpSink::start().await;
-        let server = AuthServer::start_with(auth_config_mailing(&db, &sink, APP_URL)).await;
-        let mut client = server.client().await;
-        let known = unique_email();
-        register(&mut client, &known).await;
-        let unknown = unique_email();
+        let (server, mut client, known, unknown) = known_and_unknown(&db, &sink).await;
 
         for email in [&known, &unknown] {
             for _ in 0..3 {

@@ -3,11 +3,11 @@
 //! examine a bounded window, calls in flight and writes are budgeted per
 //! user, and the number of tasks is capped.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
+use serving::CancellationToken;
 use test_harness::*;
 use todo_proto::tasks::v1 as pb;
-use tokio::sync::Notify;
 use tonic::Code;
 use tonic_types::StatusExt;
 
@@ -43,7 +43,10 @@ async fn one_users_costly_searches_do_not_starve_another_users_reads() {
         }
 
         // Twelve searchers, each searching again as soon as it is answered.
-        let stop = Arc::new(Notify::new());
+        // A token, not a `Notify`: `notify_waiters` wakes only the searchers
+        // waiting at that instant, and one between two searches would miss
+        // it and search forever (this test hung once so).
+        let stop = CancellationToken::new();
         let searchers: Vec<_> = (0..12)
             .map(|_| {
                 let (mut attacker, stop) = (attacker.clone(), stop.clone());
@@ -57,7 +60,7 @@ async fn one_users_costly_searches_do_not_starve_another_users_reads() {
                         });
                         tokio::select! {
                             result = search => answered.push(result.map(drop).map_err(|status| status.code())),
-                            () = stop.notified() => return answered,
+                            () = stop.cancelled() => return answered,
                         }
                     }
                 })
@@ -77,7 +80,7 @@ async fn one_users_costly_searches_do_not_starve_another_users_reads() {
                 .await
                 .expect("the victim's GetTask is served");
         }
-        stop.notify_waiters();
+        stop.cancel();
         let mut outcomes = Vec::new();
         for searcher in searchers {
             outcomes.extend(searcher.await.unwrap());

@@ -35,13 +35,13 @@ use std::{
 };
 
 use secrecy::{ExposeSecret, SecretString};
-
-use crate::migrations::{Migrations, migrator};
 use sqlx::{
     Connection, PgPool, SqliteConnection, SqlitePool,
     postgres::{PgConnectOptions, PgPoolOptions},
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
+
+use crate::migrations::{Migrations, migrator};
 
 /// How long a call waits for a connection before answering `UNAVAILABLE`.
 pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);

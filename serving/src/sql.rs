@@ -354,6 +354,14 @@ impl Row {
         }
     }
 
+    /// Whether `column` is NULL, without decoding it.
+    pub fn is_null(&self, column: impl Column) -> Result<bool> {
+        Ok(match self {
+            Self::Sqlite(row) => row.try_get_raw(column)?.is_null(),
+            Self::Postgres(row) => row.try_get_raw(column)?.is_null(),
+        })
+    }
+
     pub fn uuid(&self, column: impl Column) -> Result<Uuid> {
         self.opt_uuid(column)?
             .ok_or_else(|| corrupt(column, "a UUID (NULL)"))
@@ -571,6 +579,8 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(nothing.opt_time("absent").unwrap(), None);
+        assert!(nothing.is_null(0).unwrap());
+        assert!(!row.is_null("at").unwrap());
         assert!(nothing.time(0).is_err(), "a NULL is not a time");
         assert_eq!(row.text("name").unwrap(), "ünïcode");
         assert_eq!(row.big_int("n").unwrap(), i64::MAX);

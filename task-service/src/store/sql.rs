@@ -292,7 +292,7 @@ impl SqlStore {
         let mut tasks = Vec::with_capacity(rows.len());
         for row in &rows {
             // The one row of an empty page has the counts and NULL columns.
-            if row.opt_uuid(2)?.is_some() {
+            if !row.is_null(2)? {
                 tasks.push(task_at(row, 2)?);
             }
         }

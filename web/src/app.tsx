@@ -41,7 +41,18 @@ function Shell() {
   const url = useLocation();
   const path = url.pathname as RoutePath;
   const [signedIn, setSignedIn] = useState(api.session.signedIn);
-  const [user, setUser] = useState<User | null>(null);
+  const [user, setUserState] = useState<User | null>(null);
+  /**
+   * Bumped with every change of `user`, so an account load started before the change cannot
+   * undo it when it answers. (An effect's cleanup is not enough: Preact runs it after the next
+   * paint, and an answer arriving before that would overwrite, say, the verified account that
+   * VerifyEmail just set with the unverified one read a moment earlier.)
+   */
+  const userVersion = useRef(0);
+  const setUser = useCallback((next: User | null) => {
+    userVersion.current++;
+    setUserState(next);
+  }, []);
   const [userError, setUserError] = useState("");
   const [signInNotice, setSignInNotice] = useState<string>();
   /** A notice to show instead of the usual one for the next sign-out (e.g. "account deleted"). */
@@ -69,22 +80,19 @@ function Shell() {
   // Load the account of the session (after a reload, or a sign-in in another tab).
   useEffect(() => {
     if (!signedIn || user) return;
-    let current = true;
+    const version = userVersion.current;
     setUserError("");
     api.auth
       .getCurrentUser({})
       .then((answer) => {
-        if (current && answer.user) setUser(answer.user);
+        if (userVersion.current === version && answer.user) setUser(answer.user);
       })
       .catch((error: unknown) => {
-        if (!current) return;
+        if (userVersion.current !== version) return;
         // A refused session signs out through the listener above; anything else is shown.
         if (ConnectError.from(error).code !== Code.Unauthenticated) setUserError(explainError(error).message);
       });
-    return () => {
-      current = false;
-    };
-  }, [signedIn, user]);
+  }, [signedIn, user, setUser]);
 
   // Keep people on pages that fit their state.
   useEffect(() => {

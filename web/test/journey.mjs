@@ -706,8 +706,34 @@ async function journey(browser) {
   await step("verify the email address from the newest mail's link", async () => {
     if (!options.mailDir) return "skip: no --mail-dir to read the link from";
     const link = await linkFromMail("/verify-email");
-    await device2.goto(link.url);
-    await waitForText(device2, "Your email address is verified.");
+    // The race that once left the banner up: the page's account load (GetCurrentUser) is
+    // answered by the server before the verification, but reaches the app just after it. The
+    // older answer ("not verified") must not replace the newer one.
+    let accountServed, releaseAccount;
+    const accountAnswered = new Promise((resolve) => (accountServed = resolve));
+    const accountReleased = new Promise((resolve) => (releaseAccount = resolve));
+    const accountRoute = "**/auth.v1.AuthService/GetCurrentUser";
+    const verifyRoute = "**/auth.v1.AuthService/VerifyEmail";
+    await device2.route(accountRoute, async (route) => {
+      const response = await route.fetch();
+      accountServed();
+      await accountReleased;
+      await route.fulfill({ response });
+    });
+    await device2.route(verifyRoute, async (route) => {
+      await accountAnswered;
+      const response = await route.fetch();
+      await route.fulfill({ response });
+      releaseAccount();
+    });
+    try {
+      await device2.goto(link.url);
+      await waitForText(device2, "Your email address is verified.");
+    } finally {
+      releaseAccount();
+      await device2.unroute(accountRoute);
+      await device2.unroute(verifyRoute);
+    }
     if (new URL(device2.url()).search.includes("token")) throw new Error("the token stayed in the address bar");
     await screenshot(device2, "15-email-verified.png");
     await device2.getByRole("link", { name: "Go to your tasks" }).click();

@@ -93,9 +93,12 @@ pub async fn track(
     track.instrument(span).await;
 }
 
-/// Whether `upstream` answers its health check with `SERVING` (one of its
-/// serving replicas, when there are several).
+/// Whether `upstream` answers its health check with `SERVING`: any of the
+/// replicas calls go to, each asked directly.
 async fn is_serving(upstream: &Upstream) -> bool {
-    let origin = upstream.origin();
-    upstream::probe(upstream.name(), upstream.client(), origin).await
+    let origins = upstream.origins();
+    let checks = origins
+        .iter()
+        .map(|origin| upstream::probe(upstream.name(), upstream.probe_client(), origin.clone()));
+    futures::future::join_all(checks).await.contains(&true)
 }

@@ -92,8 +92,7 @@ impl Jwks {
     }
 
     async fn fetch(&self) -> Result<Bytes, tonic::Status> {
-        let mut client =
-            AuthServiceClient::with_origin(self.auth.client().clone(), self.auth.origin());
+        let mut client = AuthServiceClient::new(self.auth.service());
         let mut request = tonic::Request::new(GetJwksRequest {});
         request.set_timeout(FETCH_TIMEOUT);
         let call = client.get_jwks(request);

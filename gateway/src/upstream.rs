@@ -9,19 +9,22 @@
 //! own (see stack.rs).
 //!
 //! Replicas: gRPC's long-lived connections would pin every call to one pod
-//! behind an L4 load balancer, so the gateway balances itself (DESIGN.md),
-//! the way gRPC's own health-checked round-robin does. Every
-//! [`RESOLVE_INTERVAL`] an upstream's host name is resolved again and each
-//! address it stands for is asked its `grpc.health.v1` status; calls then go
-//! round-robin over the addresses that answered `SERVING`, each with its
-//! own connection. Behind a Kubernetes headless Service (one name, an
-//! address per ready pod) every replica takes calls and replicas that come
-//! and go are followed; an address that refuses a connection is left out at
-//! once, until the next check. While no address is known to serve (before
-//! the first check, or when every check failed) calls go to the name
-//! itself, which the client resolves and connects to as it always would,
-//! so balancing never makes things worse than no balancing. An IP address
-//! in the URL is used as given.
+//! behind an L4 load balancer, so the gateway balances itself (DESIGN.md).
+//! Every [`RESOLVE_INTERVAL`] an upstream's host name is resolved again and
+//! each address it stands for is asked its `grpc.health.v1` status; the
+//! addresses that answered `SERVING` are fed, as `tower::discover` changes,
+//! to a `tower::balance` power-of-two-choices balancer, which sends each
+//! call to the less busy (fewer calls awaiting an answer) of two replicas
+//! drawn at random, each replica with its own connection. Behind a
+//! Kubernetes headless Service (one name, an address per ready pod) every
+//! replica takes calls and replicas that come and go are followed; an
+//! address that refuses a connection is left out at once, until the next
+//! check. While no address is known to serve (before the first check, or
+//! when every check failed) calls go to the name itself, which the client
+//! resolves and connects to as it always would, so balancing never makes
+//! things worse than no balancing. An IP address in the URL is used as
+//! given.
+//!
 //! The request is rewritten only at the edges (absolute URI of the upstream,
 //! metadata as described in [`crate::headers`]); the body streams through
 //! without being decoded, so any RPC a service adds works with no change here.
@@ -40,15 +43,16 @@
 //! - the request body outgrew `--max-body-bytes`: `RESOURCE_EXHAUSTED`.
 
 use std::{
+    convert::Infallible,
     net::{IpAddr, SocketAddr},
-    sync::{
-        Arc, Mutex, PoisonError,
-        atomic::{AtomicUsize, Ordering},
-    },
-    time::{Duration, Instant},
+    sync::{Arc, Mutex, PoisonError, Weak},
+    task::{Context, Poll},
+    time::Duration,
 };
 
+use futures::future::BoxFuture;
 use http::{Request, Response, Uri, Version, uri::PathAndQuery};
+use hyper::body::Incoming;
 use hyper_rustls::{FixedServerNameResolver, HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
@@ -58,9 +62,19 @@ use rustls::{
     ClientConfig, RootCertStore,
     pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject},
 };
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::{Status, body::Body};
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+use tower::{
+    BoxError, Service, ServiceExt,
+    balance::p2c::Balance,
+    buffer::Buffer,
+    discover::Change,
+    load::{CompleteOnResponse, PendingRequests},
+    util::BoxService,
 };
 use tracing::Instrument;
 
@@ -198,8 +212,49 @@ pub struct Upstream {
     name: &'static str,
     /// The addresses calls are spread over.
     endpoints: Arc<Endpoints>,
-    client: HttpClient,
+    /// tower's power-of-two-choices balancer over those addresses, each
+    /// reached through this upstream's client; behind a buffer, so that
+    /// every call can share it.
+    balanced: Balanced,
 }
+
+/// The balancer, shared: a call waits for a place in its queue, never for
+/// another call's answer.
+#[derive(Clone)]
+pub struct Balanced(Buffer<Request<Body>, CallFuture>);
+
+/// A call's answer, as every layer of the balancer gives it.
+type CallFuture = BoxFuture<'static, Result<Response<Incoming>, BoxError>>;
+
+impl Service<Request<Body>> for Balanced {
+    type Response = Response<Incoming>;
+    type Error = BoxError;
+    type Future = CallFuture;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        // Each call waits for its place in the buffer's queue itself.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Body>) -> CallFuture {
+        self.dispatch(request)
+    }
+}
+
+impl Balanced {
+    /// Hands `request` to the balancer, with no `&mut` needed.
+    fn dispatch(&self, request: Request<Body>) -> CallFuture {
+        // Boxed, so that the futures awaiting it see a plain `dyn Future`:
+        // awaited directly, the buffer's generic bounds defeat the compiler's
+        // proof that an `async fn` holding it is `Send`.
+        Box::pin(self.0.clone().oneshot(request))
+    }
+}
+
+/// How many calls may wait for the balancer's worker at once. It hands each
+/// call to a replica as soon as it arrives (the replicas are always ready:
+/// hyper's client queues on its own), so this only has to outgrow a burst.
+const BALANCER_QUEUE: usize = 1024;
 
 /// The bounds [`Upstream::forward`] applies to one call.
 #[derive(Debug, Clone, Copy)]
@@ -211,7 +266,9 @@ pub struct CallLimits {
 impl Upstream {
     /// An upstream at `url`, which must be `http://host[:port]`, whose
     /// calls go through `client`. Its addresses are health-checked through
-    /// `probe`, the gateway's own pool.
+    /// `probe`, the gateway's own pool, every [`RESOLVE_INTERVAL`] for as
+    /// long as the upstream is in use. Must be called within a Tokio
+    /// runtime.
     pub fn new(
         name: &'static str,
         url: &Uri,
@@ -238,19 +295,24 @@ impl Upstream {
                 authority.port_u16().unwrap_or(default_port),
             )),
         };
+        let endpoints = Arc::new(Endpoints::new(name, scheme, origin, to_resolve, probe));
+        if endpoints.to_resolve.is_some() {
+            tokio::spawn(Endpoints::check_while_used(Arc::downgrade(&endpoints)));
+        }
         Ok(Self {
             name,
-            endpoints: Arc::new(Endpoints::new(name, scheme, origin, to_resolve, probe)),
-            client,
+            balanced: endpoints.balancer(client),
+            endpoints,
         })
     }
 
-    /// The same upstream, the same replicas, reached through `client`.
+    /// The same upstream, the same replicas, reached through `client` (a
+    /// balancer of its own).
     pub fn through(&self, client: HttpClient) -> Self {
         Self {
             name: self.name,
             endpoints: self.endpoints.clone(),
-            client,
+            balanced: self.endpoints.balancer(client),
         }
     }
 
@@ -259,14 +321,20 @@ impl Upstream {
         self.name
     }
 
-    /// `http://address:port/` of the replica the next call goes to.
-    pub fn origin(&self) -> Uri {
-        self.endpoints.pick()
+    /// The balanced service, for the gateway's own calls with a tonic
+    /// client (requests carry only a path; the replica adds its origin).
+    pub fn service(&self) -> Balanced {
+        self.balanced.clone()
     }
 
-    /// The client this upstream's calls go through.
-    pub fn client(&self) -> &HttpClient {
-        &self.client
+    /// `http://address:port/` of every replica calls may go to now.
+    pub fn origins(&self) -> Arc<[Uri]> {
+        self.endpoints.state().origins.clone()
+    }
+
+    /// The client the health checks of single replicas go through.
+    pub fn probe_client(&self) -> &HttpClient {
+        &self.endpoints.probe
     }
 
     /// Sends `request` upstream and returns its response, or the status
@@ -278,15 +346,11 @@ impl Upstream {
         limits: CallLimits,
     ) -> Response<Body> {
         let (mut parts, body) = request.into_parts();
-        // Only the path travels: a query string is never forwarded.
-        let path = PathAndQuery::try_from(parts.uri.path())
-            .unwrap_or_else(|_| PathAndQuery::from_static("/"));
-        let origin = self.endpoints.pick();
-        let mut uri = origin.clone().into_parts();
-        uri.path_and_query = Some(path);
-        parts.uri = match Uri::from_parts(uri) {
-            Ok(uri) => uri,
-            Err(error) => return serving::status::internal(&error).into_http(),
+        // Only the path travels: a query string is never forwarded. The
+        // replica that takes the call puts its own origin in front.
+        parts.uri = match PathAndQuery::try_from(parts.uri.path()) {
+            Ok(path) => Uri::from(path),
+            Err(_) => Uri::from_static("/"),
         };
         parts.version = Version::HTTP_2;
         headers::prepare_for_upstream(&mut parts.headers, peer);
@@ -310,7 +374,7 @@ impl Upstream {
             span.record("otel.kind", "client");
         }
         serving::trace_context::inject(&span, &mut parts.headers);
-        let call = self.client.request(Request::from_parts(parts, body));
+        let call = self.balanced.dispatch(Request::from_parts(parts, body));
         let outcome = tokio::time::timeout(limits.request_timeout, call)
             .instrument(span)
             .await;
@@ -320,9 +384,16 @@ impl Upstream {
         match outcome {
             Ok(Ok(response)) => response.map(Body::new),
             Ok(Err(error)) => {
-                tracing::warn!(upstream = self.name, %origin, error = %error_chain(&error), "upstream call failed");
-                if error.is_connect() {
-                    self.endpoints.forget(&origin);
+                match error.downcast_ref::<ReplicaError>() {
+                    Some(failed) => {
+                        tracing::warn!(upstream = self.name, origin = %failed.origin, error = %error_chain(&failed.error), "upstream call failed");
+                        if failed.error.is_connect() {
+                            self.endpoints.forget(&failed.origin);
+                        }
+                    }
+                    None => {
+                        tracing::warn!(upstream = self.name, error = %error_chain(&*error), "upstream call failed");
+                    }
                 }
                 Status::unavailable(format!(
                     "{} is temporarily unavailable; retry later",
@@ -339,7 +410,64 @@ impl Upstream {
     }
 }
 
-/// The addresses behind an upstream, taken in turn.
+/// One replica as the balancer sees it: the upstream's pooled client,
+/// aimed at the replica's origin.
+#[derive(Clone)]
+struct Replica {
+    origin: Uri,
+    client: HttpClient,
+}
+
+/// A call that failed at one replica.
+#[derive(Debug)]
+struct ReplicaError {
+    origin: Uri,
+    error: hyper_util::client::legacy::Error,
+}
+
+impl std::fmt::Display for ReplicaError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.origin, self.error)
+    }
+}
+
+impl std::error::Error for ReplicaError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
+impl Service<Request<Body>> for Replica {
+    type Response = Response<Incoming>;
+    type Error = BoxError;
+    type Future = CallFuture;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        // hyper's client takes every call and queues it on the connection.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut request: Request<Body>) -> Self::Future {
+        let mut uri = self.origin.clone().into_parts();
+        uri.path_and_query = request.uri().path_and_query().cloned();
+        match Uri::from_parts(uri) {
+            Ok(uri) => *request.uri_mut() = uri,
+            Err(error) => return Box::pin(std::future::ready(Err(error.into()))),
+        }
+        let origin = self.origin.clone();
+        let call = self.client.request(request);
+        Box::pin(async move {
+            call.await
+                .map_err(|error| BoxError::from(ReplicaError { origin, error }))
+        })
+    }
+}
+
+/// A change of a balancer's replicas.
+type ReplicaChange = Change<Uri, PendingRequests<Replica>>;
+
+/// The addresses behind an upstream, and the balancers that spread calls
+/// over them.
 struct Endpoints {
     /// The service's name, for logs.
     name: &'static str,
@@ -353,16 +481,19 @@ struct Endpoints {
     /// The client that asks each address for its health.
     probe: HttpClient,
     state: Mutex<Checked>,
-    /// Round-robin position.
-    next: AtomicUsize,
 }
 
 struct Checked {
     /// `http://address:port/` per serving address, or the configured
-    /// origin alone; never empty.
+    /// origin alone; never empty. Every balancer holds exactly these.
     origins: Arc<[Uri]>,
-    checked_at: Option<Instant>,
-    checking: bool,
+    /// Each balancer's client, and where its changes go.
+    balancers: Vec<(
+        HttpClient,
+        mpsc::UnboundedSender<Result<ReplicaChange, Infallible>>,
+    )>,
+    /// How many checks of the name have ended.
+    checks: usize,
 }
 
 impl Endpoints {
@@ -378,13 +509,12 @@ impl Endpoints {
             scheme,
             state: Mutex::new(Checked {
                 origins: Arc::from([configured.clone()]),
-                checked_at: None,
-                checking: false,
+                balancers: Vec::new(),
+                checks: 0,
             }),
             configured,
             to_resolve,
             probe,
-            next: AtomicUsize::new(0),
         }
     }
 
@@ -392,28 +522,36 @@ impl Endpoints {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The origin for the next call. When the last check is older than
-    /// [`RESOLVE_INTERVAL`], a new one starts in the background; no call
-    /// waits for it.
-    fn pick(self: &Arc<Self>) -> Uri {
-        let origins = {
-            let mut state = self.state();
-            let stale = state
-                .checked_at
-                .is_none_or(|at| at.elapsed() >= RESOLVE_INTERVAL);
-            if let Some((host, port)) = &self.to_resolve
-                && stale
-                && !state.checking
-            {
-                state.checking = true;
-                let check = Checking(self.clone());
-                let (host, port) = (host.clone(), *port);
-                tokio::spawn(async move { check.run(&host, port).await });
-            }
-            state.origins.clone()
-        };
-        let turn = self.next.fetch_add(1, Ordering::Relaxed);
-        origins[turn % origins.len()].clone()
+    /// A new balancer over the current origins, kept up to date with them,
+    /// whose replicas call through `client`.
+    fn balancer(&self, client: HttpClient) -> Balanced {
+        let (changes, discover) = mpsc::unbounded_channel();
+        let mut state = self.state();
+        for origin in state.origins.iter() {
+            let _ = changes.send(Ok(insert(origin, &client)));
+        }
+        state.balancers.push((client, changes));
+        let balance = Balance::new(UnboundedReceiverStream::new(discover));
+        Balanced(Buffer::new(BoxService::new(balance), BALANCER_QUEUE))
+    }
+
+    /// Makes `origins` (never empty) the replicas of every balancer.
+    fn replace(&self, state: &mut Checked, origins: Arc<[Uri]>) {
+        // Inserts first: a balancer never has an empty moment.
+        state.balancers.retain(|(client, changes)| {
+            let added = origins
+                .iter()
+                .filter(|origin| !state.origins.contains(origin));
+            let removed = state
+                .origins
+                .iter()
+                .filter(|origin| !origins.contains(origin));
+            added
+                .map(|origin| insert(origin, client))
+                .chain(removed.map(|origin| Change::Remove(origin.clone())))
+                .all(|change| changes.send(Ok(change)).is_ok())
+        });
+        state.origins = origins;
     }
 
     /// Takes in the addresses found serving; with none, calls go to the
@@ -431,7 +569,7 @@ impl Endpoints {
         let mut state = self.state();
         if *state.origins != *origins {
             tracing::info!(upstream = self.name, host, serving = ?addresses, "upstream replicas changed");
-            state.origins = origins.into();
+            self.replace(&mut state, origins.into());
         }
     }
 
@@ -440,53 +578,70 @@ impl Endpoints {
     fn forget(&self, origin: &Uri) {
         let mut state = self.state();
         if state.origins.len() > 1 && state.origins.contains(origin) {
-            state.origins = state
+            let origins = state
                 .origins
                 .iter()
                 .filter(|known| *known != origin)
                 .cloned()
                 .collect();
+            self.replace(&mut state, origins);
         }
     }
-}
 
-/// One background check of an upstream's addresses. However it ends
-/// (finished, failed, or dropped with its runtime), the next one is
-/// allowed after [`RESOLVE_INTERVAL`].
-struct Checking(Arc<Endpoints>);
+    /// Resolves the name and checks its addresses every
+    /// [`RESOLVE_INTERVAL`], until the upstream is dropped.
+    async fn check_while_used(endpoints: Weak<Self>) {
+        loop {
+            let Some(this) = endpoints.upgrade() else {
+                return;
+            };
+            if let Some((host, port)) = &this.to_resolve {
+                this.check(host, *port).await;
+                this.state().checks += 1;
+            }
+            drop(this);
+            tokio::time::sleep(RESOLVE_INTERVAL).await;
+        }
+    }
 
-impl Checking {
-    async fn run(&self, host: &str, port: u16) {
+    /// One check of the name's addresses: the ones answering `SERVING`
+    /// become the replicas.
+    async fn check(&self, host: &str, port: u16) {
         let addresses: Vec<SocketAddr> = match tokio::net::lookup_host((host, port)).await {
             Ok(found) => found.collect(),
             Err(error) => {
-                tracing::warn!(upstream = self.0.name, host, %error, "cannot resolve the upstream name; keeping the replicas known");
+                tracing::warn!(upstream = self.name, host, %error, "cannot resolve the upstream name; keeping the replicas known");
                 return;
             }
         };
         let mut checks = tokio::task::JoinSet::new();
         for address in addresses {
-            let Some(origin) = origin_of(self.0.scheme, &address) else {
+            let Some(origin) = origin_of(self.scheme, &address) else {
                 continue;
             };
-            let client = self.0.probe.clone();
-            let name = self.0.name;
+            let client = self.probe.clone();
+            let name = self.name;
             checks.spawn(async move { probe(name, &client, origin).await.then_some(address) });
         }
         let mut serving = Vec::new();
         while let Some(checked) = checks.join_next().await {
             serving.extend(checked.ok().flatten());
         }
-        self.0.serving(host, serving);
+        self.serving(host, serving);
     }
 }
 
-impl Drop for Checking {
-    fn drop(&mut self) {
-        let mut state = self.0.state();
-        state.checking = false;
-        state.checked_at = Some(Instant::now());
-    }
+/// The balancer's change that adds the replica at `origin`, called through
+/// `client`, weighed by its calls waiting for an answer.
+fn insert(origin: &Uri, client: &HttpClient) -> ReplicaChange {
+    let replica = Replica {
+        origin: origin.clone(),
+        client: client.clone(),
+    };
+    Change::Insert(
+        origin.clone(),
+        PendingRequests::new(replica, CompleteOnResponse::default()),
+    )
 }
 
 /// Longest wait for one upstream address's health answer.
@@ -543,6 +698,11 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::{
+        sync::atomic::{AtomicUsize, Ordering},
+        time::Instant,
+    };
+
     use bytes::Bytes;
     use http_body::Frame;
 
@@ -564,12 +724,12 @@ mod tests {
     #[tokio::test]
     async fn upstream_urls_must_be_http_or_https_origins() {
         assert_eq!(
-            upstream("http://127.0.0.1:50051").origin(),
-            Uri::from_static("http://127.0.0.1:50051/")
+            *upstream("http://127.0.0.1:50051").origins(),
+            [Uri::from_static("http://127.0.0.1:50051/")]
         );
         assert_eq!(
-            upstream("https://10.0.0.1:50051").origin(),
-            Uri::from_static("https://10.0.0.1:50051/")
+            *upstream("https://10.0.0.1:50051").origins(),
+            [Uri::from_static("https://10.0.0.1:50051/")]
         );
         // An https upstream needs a CA to trust.
         assert!(matches!(
@@ -741,28 +901,107 @@ mod tests {
         upstream
             .endpoints
             .serving("tasks", vec![first, second, refusing]);
+        let refusing = origin_of("http", &refusing).unwrap();
 
-        let mut failures = 0;
-        for _ in 0..30 {
+        // The balancer draws replicas at random, so the refusing one is
+        // met within a few calls (not within 200: a chance of 10^-35).
+        let mut calls = 0;
+        while upstream.origins().contains(&refusing) {
+            assert!(calls < 200, "the refusing replica is never left out");
             let response = upstream.forward(call(), None, LIMITS).await;
+            calls += 1;
             if response.headers().get("grpc-status").is_some() {
-                failures += 1;
+                assert!(
+                    !upstream.origins().contains(&refusing),
+                    "a refused call leaves its replica out at once"
+                );
             }
         }
-        assert_eq!(
-            failures, 1,
-            "the refusing replica is tried once, then left out"
-        );
-        let (first, second) = (
+        let answered = || first_calls.load(Ordering::SeqCst) + second_calls.load(Ordering::SeqCst);
+        assert_eq!(answered(), calls - 1, "one call failed: the refused one");
+
+        // From then on every call is answered, by both replicas (each is
+        // drawn with an equal chance: that one is never drawn in 40 calls
+        // has a chance of 10^-12).
+        let (first_before, second_before) = (
             first_calls.load(Ordering::SeqCst),
             second_calls.load(Ordering::SeqCst),
         );
-        assert_eq!(first + second, 29);
-        assert!(
-            first >= 14 && second >= 14,
-            "round-robin: {first} and {second}"
+        for _ in 0..40 {
+            let response = upstream.forward(call(), None, LIMITS).await;
+            assert!(response.headers().get("grpc-status").is_none());
+        }
+        let (first, second) = (
+            first_calls.load(Ordering::SeqCst) - first_before,
+            second_calls.load(Ordering::SeqCst) - second_before,
         );
+        assert_eq!(first + second, 40);
+        assert!(first > 0 && second > 0, "spread: {first} and {second}");
         drop(refusing_socket);
+    }
+
+    #[tokio::test]
+    async fn calls_go_to_the_replica_with_fewer_calls_waiting() {
+        // One replica answers at once, the other holds every call until
+        // the end of the test: with one call held there, the balancer
+        // weighs it busier and sends the rest to the other.
+        let (quick, quick_calls) = replica(1).await;
+        let (held, held_calls, release) = holding_replica().await;
+        let upstream = upstream("http://127.0.0.1:1");
+        upstream.endpoints.serving("tasks", vec![quick, held]);
+
+        let mut waiting = Vec::new();
+        while held_calls.load(Ordering::SeqCst) == 0 {
+            assert!(waiting.len() < 200, "the holding replica is never drawn");
+            let upstream = upstream.clone();
+            waiting.push(tokio::spawn(async move {
+                upstream.forward(call(), None, LIMITS).await
+            }));
+            // Each call reaches its replica before the next is sent.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let quick_before = quick_calls.load(Ordering::SeqCst);
+        for _ in 0..40 {
+            let response = upstream.forward(call(), None, LIMITS).await;
+            assert!(response.headers().get("grpc-status").is_none());
+        }
+        assert_eq!(quick_calls.load(Ordering::SeqCst) - quick_before, 40);
+        assert_eq!(held_calls.load(Ordering::SeqCst), 1);
+        release.cancel();
+        for call in waiting {
+            call.await.unwrap();
+        }
+    }
+
+    /// A replica that counts its calls and answers none of them until
+    /// `release` is cancelled.
+    async fn holding_replica() -> (SocketAddr, Arc<AtomicUsize>, serving::CancellationToken) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let count = Arc::new(AtomicUsize::new(0));
+        let release = serving::CancellationToken::new();
+        let (counted, released) = (count.clone(), release.clone());
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (counted, released) = (counted.clone(), released.clone());
+                let service = hyper::service::service_fn(move |_| {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    let released = released.clone();
+                    async move {
+                        released.cancelled().await;
+                        http::Response::builder()
+                            .header("content-type", "application/grpc")
+                            .header("grpc-status", "0")
+                            .body(http_body_util::Empty::<Bytes>::new())
+                    }
+                });
+                tokio::spawn(
+                    hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
+                );
+            }
+        });
+        (address, count, release)
     }
 
     #[tokio::test]
@@ -774,41 +1013,32 @@ mod tests {
             None,
             client(),
         ));
+        let origins = || endpoints.state().origins.to_vec();
         let only: SocketAddr = "10.0.0.1:50052".parse().unwrap();
         endpoints.serving("tasks", vec![only]);
-        let origin = endpoints.pick();
-        assert_eq!(origin, Uri::from_static("http://10.0.0.1:50052/"));
+        let origin = Uri::from_static("http://10.0.0.1:50052/");
+        assert_eq!(origins(), std::slice::from_ref(&origin));
         endpoints.forget(&origin);
-        assert_eq!(endpoints.pick(), origin);
+        assert_eq!(origins(), std::slice::from_ref(&origin));
 
         let v6: SocketAddr = "[fd00::2]:50052".parse().unwrap();
         endpoints.serving("tasks", vec![only, v6, only]);
-        let mut seen = vec![endpoints.pick(), endpoints.pick(), endpoints.pick()];
-        seen.sort_by_key(ToString::to_string);
-        seen.dedup();
         assert_eq!(
-            seen,
-            [
-                Uri::from_static("http://10.0.0.1:50052/"),
-                Uri::from_static("http://[fd00::2]:50052/"),
-            ]
+            origins(),
+            [origin, Uri::from_static("http://[fd00::2]:50052/")]
         );
 
         endpoints.serving("tasks", Vec::new());
-        assert_eq!(endpoints.pick(), Uri::from_static("http://tasks:50052/"));
+        assert_eq!(origins(), [Uri::from_static("http://tasks:50052/")]);
     }
 
-    /// Picks until the origin is no longer the configured name, or 5 s.
-    async fn first_checked_origin(upstream: &Upstream) -> Uri {
+    /// The replicas once the first check of the name has ended, or after 5 s.
+    async fn first_checked_origins(upstream: &Upstream) -> Vec<Uri> {
         let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let checked = upstream.endpoints.state().checked_at.is_some();
-            let origin = upstream.origin();
-            if checked || Instant::now() > deadline {
-                return origin;
-            }
+        while upstream.endpoints.state().checks == 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        upstream.origins().to_vec()
     }
 
     #[tokio::test]
@@ -817,23 +1047,35 @@ mod tests {
         let url = format!("http://localhost:{}", serving.port());
         let upstream = Upstream::new("tasks", &url.parse().unwrap(), client(), client()).unwrap();
         // Until the first check, calls go to the name itself.
-        assert_eq!(upstream.origin(), format!("{url}/").parse::<Uri>().unwrap());
-        let origin = first_checked_origin(&upstream).await;
-        assert_eq!(origin, format!("http://{serving}/").parse::<Uri>().unwrap());
+        assert_eq!(
+            *upstream.origins(),
+            [format!("{url}/").parse::<Uri>().unwrap()]
+        );
+        let origins = first_checked_origins(&upstream).await;
+        assert_eq!(
+            origins,
+            [format!("http://{serving}/").parse::<Uri>().unwrap()]
+        );
+        // And the balancer follows: a call through it reaches the replica.
+        let response = upstream.forward(call(), None, LIMITS).await;
+        assert!(response.headers().get("grpc-status").is_none());
 
         // A replica that answers NOT_SERVING takes no calls; with no other,
         // calls keep going to the name.
         let (not_serving, _) = replica(2).await;
         let url = format!("http://localhost:{}", not_serving.port());
         let upstream = Upstream::new("tasks", &url.parse().unwrap(), client(), client()).unwrap();
-        let origin = first_checked_origin(&upstream).await;
-        assert_eq!(origin, format!("{url}/").parse::<Uri>().unwrap());
+        let origins = first_checked_origins(&upstream).await;
+        assert_eq!(origins, [format!("{url}/").parse::<Uri>().unwrap()]);
     }
 
     #[tokio::test]
     async fn an_ip_address_is_used_as_given() {
         let upstream = upstream("http://[::1]:50051");
         assert!(upstream.endpoints.to_resolve.is_none());
-        assert_eq!(upstream.origin(), Uri::from_static("http://[::1]:50051/"));
+        assert_eq!(
+            *upstream.origins(),
+            [Uri::from_static("http://[::1]:50051/")]
+        );
     }
 }

@@ -146,7 +146,7 @@ impl Gateway {
             .add_service(reflection_v1alpha);
 
         let closing = CancellationToken::new();
-        let router = Router {
+        let router = Arc::new(Router {
             auth,
             tasks,
             local,
@@ -164,7 +164,7 @@ impl Gateway {
                 request_timeout: config.request_timeout,
             },
             closing: Arc::new(closing.clone()),
-        };
+        });
         let traced = TraceLayer::new(SharedClassifier::new(classifier()))
             .make_span_with(serving::telemetry::RpcSpan)
             .on_response(DefaultOnResponse::new().level(Level::DEBUG))
@@ -172,7 +172,10 @@ impl Gateway {
             .on_failure(DefaultOnFailure::new().level(Level::WARN))
             .layer(
                 serving::metrics::RpcMetricsLayer::new("gateway")
-                    .layer(RouterService(Arc::new(router))),
+                    .layer(tower::service_fn(move |request| {
+                        let router = router.clone();
+                        async move { Ok::<_, Infallible>(router.route(request).await) }
+                    })),
             );
         let readiness = Readiness::default();
         let entry = Entry {
@@ -198,25 +201,6 @@ impl Gateway {
             closing,
             readiness,
         })
-    }
-}
-
-/// The router as a tower service, for the gRPC-Web layer to wrap.
-#[derive(Clone)]
-pub struct RouterService(Arc<Router>);
-
-impl Service<Request<Body>> for RouterService {
-    type Response = Response<Body>;
-    type Error = Infallible;
-    type Future = BoxFuture<Response<Body>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: Request<Body>) -> Self::Future {
-        let router = self.0.clone();
-        Box::pin(async move { Ok(router.route(request).await) })
     }
 }
 

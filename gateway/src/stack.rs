@@ -171,11 +171,12 @@ impl Gateway {
             .on_eos(DefaultOnEos::new().level(Level::DEBUG))
             .on_failure(DefaultOnFailure::new().level(Level::WARN))
             .layer(
-                serving::metrics::RpcMetricsLayer::new("gateway")
-                    .layer(tower::service_fn(move |request| {
+                serving::metrics::RpcMetricsLayer::new("gateway").layer(tower::service_fn(
+                    move |request| {
                         let router = router.clone();
                         async move { Ok::<_, Infallible>(router.route(request).await) }
-                    })),
+                    },
+                )),
             );
         let readiness = Readiness::default();
         let entry = Entry {

@@ -43,6 +43,7 @@
 //! - the request body outgrew `--max-body-bytes`: `RESOURCE_EXHAUSTED`.
 
 use std::{
+    collections::HashMap,
     convert::Infallible,
     net::{IpAddr, SocketAddr},
     sync::{Arc, Mutex, PoisonError, Weak},
@@ -74,7 +75,6 @@ use tower::{
     buffer::Buffer,
     discover::Change,
     load::{CompleteOnResponse, PendingRequests},
-    util::BoxService,
 };
 use tracing::Instrument;
 
@@ -221,9 +221,12 @@ pub struct Upstream {
 /// The balancer, shared: a call waits for a place in its queue, never for
 /// another call's answer.
 #[derive(Clone)]
-pub struct Balanced(Buffer<Request<Body>, CallFuture>);
+pub struct Balanced(Buffer<Request<Body>, <Balancer as Service<Request<Body>>>::Future>);
 
-/// A call's answer, as every layer of the balancer gives it.
+/// The balancer behind the buffer, and the changes of replicas it takes.
+type Balancer = Balance<UnboundedReceiverStream<Result<ReplicaChange, Infallible>>, Request<Body>>;
+
+/// A call's answer, as a replica and the buffer give it.
 type CallFuture = BoxFuture<'static, Result<Response<Incoming>, BoxError>>;
 
 impl Service<Request<Body>> for Balanced {
@@ -464,7 +467,14 @@ impl Service<Request<Body>> for Replica {
 }
 
 /// A change of a balancer's replicas.
-type ReplicaChange = Change<Uri, PendingRequests<Replica>>;
+type ReplicaChange = Change<ReplicaKey, PendingRequests<Replica>>;
+
+/// How a balancer tells its replicas apart: a number per origin, since the
+/// balancer hashes the key of the replica a call goes to on every call
+/// (hashing the origin's URI instead cost about 3,000 instructions a call,
+/// 1.3% of a call through the gateway, under callgrind).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct ReplicaKey(u64);
 
 /// The addresses behind an upstream, and the balancers that spread calls
 /// over them.
@@ -492,6 +502,10 @@ struct Checked {
         HttpClient,
         mpsc::UnboundedSender<Result<ReplicaChange, Infallible>>,
     )>,
+    /// The key of each of `origins` in the balancers.
+    keys: HashMap<Uri, ReplicaKey>,
+    /// The key the next new origin gets.
+    next_key: u64,
     /// How many checks of the name have ended.
     checks: usize,
 }
@@ -510,6 +524,8 @@ impl Endpoints {
             state: Mutex::new(Checked {
                 origins: Arc::from([configured.clone()]),
                 balancers: Vec::new(),
+                keys: HashMap::from([(configured.clone(), ReplicaKey(0))]),
+                next_key: 1,
                 checks: 0,
             }),
             configured,
@@ -527,28 +543,37 @@ impl Endpoints {
     fn balancer(&self, client: HttpClient) -> Balanced {
         let (changes, discover) = mpsc::unbounded_channel();
         let mut state = self.state();
-        for origin in state.origins.iter() {
-            let _ = changes.send(Ok(insert(origin, &client)));
+        for (origin, key) in &state.keys {
+            let _ = changes.send(Ok(insert(*key, origin, &client)));
         }
         state.balancers.push((client, changes));
         let balance = Balance::new(UnboundedReceiverStream::new(discover));
-        Balanced(Buffer::new(BoxService::new(balance), BALANCER_QUEUE))
+        Balanced(Buffer::new(balance, BALANCER_QUEUE))
     }
 
     /// Makes `origins` (never empty) the replicas of every balancer.
     fn replace(&self, state: &mut Checked, origins: Arc<[Uri]>) {
+        let mut added = Vec::new();
+        for origin in origins.iter() {
+            if !state.keys.contains_key(origin) {
+                let key = ReplicaKey(state.next_key);
+                state.next_key += 1;
+                state.keys.insert(origin.clone(), key);
+                added.push((key, origin));
+            }
+        }
+        let removed: Vec<ReplicaKey> = state
+            .origins
+            .iter()
+            .filter(|origin| !origins.contains(origin))
+            .filter_map(|origin| state.keys.remove(origin))
+            .collect();
         // Inserts first: a balancer never has an empty moment.
         state.balancers.retain(|(client, changes)| {
-            let added = origins
-                .iter()
-                .filter(|origin| !state.origins.contains(origin));
-            let removed = state
-                .origins
-                .iter()
-                .filter(|origin| !origins.contains(origin));
             added
-                .map(|origin| insert(origin, client))
-                .chain(removed.map(|origin| Change::Remove(origin.clone())))
+                .iter()
+                .map(|(key, origin)| insert(*key, origin, client))
+                .chain(removed.iter().map(|key| Change::Remove(*key)))
                 .all(|change| changes.send(Ok(change)).is_ok())
         });
         state.origins = origins;
@@ -633,13 +658,13 @@ impl Endpoints {
 
 /// The balancer's change that adds the replica at `origin`, called through
 /// `client`, weighed by its calls waiting for an answer.
-fn insert(origin: &Uri, client: &HttpClient) -> ReplicaChange {
+fn insert(key: ReplicaKey, origin: &Uri, client: &HttpClient) -> ReplicaChange {
     let replica = Replica {
         origin: origin.clone(),
         client: client.clone(),
     };
     Change::Insert(
-        origin.clone(),
+        key,
         PendingRequests::new(replica, CompleteOnResponse::default()),
     )
 }

@@ -107,16 +107,19 @@ trap stop_services EXIT
 RAISED_AUTH=(--address-rate-per-minute 100000000 --address-burst 1000000
   --login-max-failures 1000000 --login-max-failures-per-account 1000000)
 RAISED_TASKS=(--max-calls-in-flight-per-user 100000 --max-writes-per-user-per-minute 100000000)
+# The bounds on all calls together, per gateway address and per task-service
+# replica: raised, except for the runs that measure what they do.
 RAISED_GATEWAY=(--max-concurrent-requests-per-address 1024)
+RAISED_CAPACITY=(--max-calls-in-flight 100000)
 
-start_services() { # $1: raised|raised-but-gateway|defaults, $2: task-service binary
+start_services() { # $1: raised|raised-but-capacity|defaults, $2: task-service binary
   local limits=$1 task_binary=${2:-$BIN/task-service}
   local auth_flags=() tasks_flags=() gateway_flags=()
   if [[ $limits == raised* ]]; then
     auth_flags=("${RAISED_AUTH[@]}"); tasks_flags=("${RAISED_TASKS[@]}")
   fi
   if [[ $limits == raised ]]; then
-    gateway_flags=("${RAISED_GATEWAY[@]}")
+    gateway_flags=("${RAISED_GATEWAY[@]}"); tasks_flags+=("${RAISED_CAPACITY[@]}")
   fi
   local auth_cmd=("$BIN/auth-service" --listen "127.0.0.1:$AUTH_PORT" --database-url "$AUTH_DB"
     --key-encryption-key-file "$WORK/kek" --mail-dir "$WORK/mail" --access-token-ttl 12h
@@ -247,18 +250,18 @@ if has budget; then
     pair "$rep" "load get-idle/direct $rep get direct --rate 200 --in-flight 16" \
       "load get-under-login/direct $rep get direct --rate 200 --in-flight 16 --background login --background-in-flight 16"
     # 64, 256 and 1,024 callers that back off for the RetryInfo of a
-    # refusal, as well-behaved clients do. The gateway keeps its default
-    # limits here (256 calls in flight per address): the excess is refused
-    # at once instead of queued. The task-service has no such limit.
+    # refusal, as well-behaved clients do. The gateway (256 calls in flight
+    # per address) and the task-service (512 per replica) keep their
+    # default bounds here: the excess is refused at once instead of queued.
+    stop_services; start_services raised-but-capacity
     for via in gateway-grpc:grpc direct:direct; do
       name=${via%%:*} flag=${via##*:}
-      if [[ $name == gateway-grpc ]]; then stop_services; start_services raised-but-gateway; fi
       for n in 64 256 1024; do
         load "get-$n/$name" "$rep" get "$flag" --in-flight "$n" --connections 8 --warmup 2s \
           --allow RESOURCE_EXHAUSTED --refusal-backoff 1s
       done
-      if [[ $name == gateway-grpc ]]; then stop_services; start_services raised; fi
     done
+    stop_services; start_services raised
     load set-completed/direct "$rep" set-completed direct
     for via in direct grpc-web-h2; do
       label=watch/$([[ $via == direct ]] && echo direct || echo gateway-$via)

@@ -66,6 +66,7 @@ async fn start() -> Stack {
     let tasks = task_service::Config {
         database_url: sqlite(data.path(), "tasks.db").into(),
         auth_url: format!("http://{auth_address}"),
+        max_calls_in_flight: 100_000,
         max_calls_in_flight_per_user: 10_000,
         max_writes_per_user_per_minute: 10_000_000,
         ..task_service::Config::default()

@@ -84,6 +84,12 @@ pub struct Config {
     #[arg(long, env = "TASK_MAX_TASKS_PER_USER", default_value_t = 10_000)]
     pub max_tasks_per_user: u32,
 
+    /// Calls to the task API this replica takes at once, from all users
+    /// together; more are refused at once with `RESOURCE_EXHAUSTED` and a
+    /// `RetryInfo` (health checks are never refused).
+    #[arg(long, env = "TASK_MAX_CALLS_IN_FLIGHT", default_value_t = 512)]
+    pub max_calls_in_flight: usize,
+
     /// Calls one user may have in flight on this replica; more wait a
     /// little, then answer `RESOURCE_EXHAUSTED`. Keep it below
     /// `--database-max-connections`, so one user cannot hold every

@@ -9,6 +9,7 @@
 //! - [`jwks`]: the auth-service's public keys, fetched and kept fresh;
 //! - [`authn`]: the layer that turns a bearer token into an `Identity`;
 //! - [`budget`]: what one user may take: calls in flight, writes, tasks;
+//! - [`capacity`]: how many calls the replica takes at once;
 //! - [`domain`] and [`page_token`]: request values that can only be valid;
 //! - [`store`]: one `TaskStore` trait, SQLite and PostgreSQL behind it;
 //! - [`events`]: the fan-out of committed changes to watchers;
@@ -18,6 +19,7 @@
 
 pub mod authn;
 pub mod budget;
+pub mod capacity;
 pub mod config;
 pub mod domain;
 pub mod error;
@@ -89,6 +91,7 @@ pub async fn serve(
     serving::metrics::metrics().declare_refusals(
         COMPONENT,
         &[
+            "calls_in_flight",
             "calls_in_flight_per_user",
             "writes_per_user",
             "tasks_per_user",
@@ -280,7 +283,10 @@ pub async fn serve(
         .add_service(health_service)
         .add_optional_service(reflection.then_some(reflection_v1))
         .add_optional_service(reflection.then_some(reflection_v1alpha))
-        .add_service(RequireAuth::new(tasks, authenticator));
+        .add_service(capacity::InFlightLimit::new(
+            RequireAuth::new(tasks, authenticator),
+            config.max_calls_in_flight,
+        ));
 
     tracing::info!(address = ?listener.local_addr().ok(), "task-service listening");
     let served = router

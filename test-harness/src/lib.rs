@@ -90,7 +90,9 @@ pub use server::{Server, bind, closed_port, connect, health, origin, wait_for_he
 pub use service_process::Process;
 pub use smtp::{OutboxRow, ReceivedMail, SmtpSink, auth_config_mailing, mail_files, outbox};
 pub use status::{bad_fields, code, retry_delay};
-pub use tasks::{TaskClient, TaskServer, TaskStack, create, list_all, mask, task_config, titled};
+pub use tasks::{
+    HeldCall, TaskClient, TaskServer, TaskStack, create, list_all, mask, task_config, titled,
+};
 pub use web::{GrpcWeb, grpc_web, grpc_web_from, raw_client};
 
 /// How long anything in a test may take to become true: a service to

@@ -19,12 +19,13 @@ use crate::{AuthServer, Backend, Bearer, PATIENCE, Server, TestDatabase, User, a
 
 /// The task-service configuration tests start from.
 pub fn task_config(database_url: &str, auth_url: &str, clock: Clock) -> task_service::Config {
-    // The real defaults, but per-user budgets no ordinary test meets
-    // (tests of the budgets set their own).
+    // The real defaults, but budgets no ordinary test meets (tests of the
+    // budgets set their own).
     let mut config = task_service::Config {
         database_url: database_url.into(),
         auth_url: auth_url.into(),
         clock,
+        max_calls_in_flight: 100_000,
         max_calls_in_flight_per_user: 64,
         max_writes_per_user_per_minute: 1_000_000,
         ..task_service::Config::default()
@@ -35,6 +36,22 @@ pub fn task_config(database_url: &str, auth_url: &str, clock: Clock) -> task_ser
 
 /// A TaskService client that sends a bearer token with every call.
 pub type TaskClient = TaskServiceClient<InterceptedService<Channel, Bearer>>;
+
+/// A call held in flight by [`TaskServer::hold_call`]; dropping it ends
+/// the call's body before a whole message was sent.
+pub struct HeldCall {
+    _body: tokio::sync::mpsc::Sender<
+        Result<hyper::body::Frame<bytes::Bytes>, std::convert::Infallible>,
+    >,
+    call: tokio::task::JoinHandle<()>,
+}
+
+impl HeldCall {
+    /// Whether no answer has come yet.
+    pub fn unanswered(&self) -> bool {
+        !self.call.is_finished()
+    }
+}
 
 /// A running task-service.
 pub struct TaskServer {
@@ -88,6 +105,31 @@ impl TaskServer {
     /// A client sending exactly these `authorization` values.
     pub async fn client_with_authorization(&self, values: &[&str]) -> TaskClient {
         TaskServiceClient::with_interceptor(self.channel().await, Bearer::values(values))
+    }
+
+    /// Opens a `GetTask` call with `token` whose request body never ends,
+    /// so the service holds it in flight until the [`HeldCall`] is dropped.
+    pub fn hold_call(&self, token: &str) -> HeldCall {
+        let (body, frames) = tokio::sync::mpsc::channel(1);
+        let request =
+            http::Request::post(format!("http://{}/tasks.v1.TaskService/GetTask", self.addr))
+                .header("content-type", "application/grpc")
+                .header("te", "trailers")
+                .header("authorization", format!("Bearer {token}"))
+                .body(http_body_util::StreamBody::new(
+                    tokio_stream::wrappers::ReceiverStream::new(frames),
+                ))
+                .expect("a valid request");
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .http2_only(true)
+                .build_http();
+        let call = tokio::spawn(async move {
+            // Answered only once the body ends (a client error), or at
+            // once if the service refuses the call.
+            let _ = client.request(request).await;
+        });
+        HeldCall { _body: body, call }
     }
 
     /// Starts the shutdown and returns at once.

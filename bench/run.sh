@@ -251,7 +251,7 @@ if has budget; then
       "load get-under-login/direct $rep get direct --rate 200 --in-flight 16 --background login --background-in-flight 16"
     # 64, 256 and 1,024 callers that back off for the RetryInfo of a
     # refusal, as well-behaved clients do. The gateway (256 calls in flight
-    # per address) and the task-service (512 per replica) keep their
+    # per address) and the task-service (256 per replica) keep their
     # default bounds here: the excess is refused at once instead of queued.
     stop_services; start_services raised-but-capacity
     for via in gateway-grpc:grpc direct:direct; do

@@ -422,22 +422,12 @@ struct Replica {
 }
 
 /// A call that failed at one replica.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{origin}: {error}")]
 struct ReplicaError {
     origin: Uri,
+    #[source]
     error: hyper_util::client::legacy::Error,
-}
-
-impl std::fmt::Display for ReplicaError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.origin, self.error)
-    }
-}
-
-impl std::error::Error for ReplicaError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.error)
-    }
 }
 
 impl Service<Request<Body>> for Replica {
@@ -506,8 +496,6 @@ struct Checked {
     keys: HashMap<Uri, ReplicaKey>,
     /// The key the next new origin gets.
     next_key: u64,
-    /// How many checks of the name have ended.
-    checks: usize,
 }
 
 impl Endpoints {
@@ -526,7 +514,6 @@ impl Endpoints {
                 balancers: Vec::new(),
                 keys: HashMap::from([(configured.clone(), ReplicaKey(0))]),
                 next_key: 1,
-                checks: 0,
             }),
             configured,
             to_resolve,
@@ -616,13 +603,9 @@ impl Endpoints {
     /// Resolves the name and checks its addresses every
     /// [`RESOLVE_INTERVAL`], until the upstream is dropped.
     async fn check_while_used(endpoints: Weak<Self>) {
-        loop {
-            let Some(this) = endpoints.upgrade() else {
-                return;
-            };
+        while let Some(this) = endpoints.upgrade() {
             if let Some((host, port)) = &this.to_resolve {
                 this.check(host, *port).await;
-                this.state().checks += 1;
             }
             drop(this);
             tokio::time::sleep(RESOLVE_INTERVAL).await;
@@ -1057,10 +1040,12 @@ mod tests {
         assert_eq!(origins(), [Uri::from_static("http://tasks:50052/")]);
     }
 
-    /// The replicas once the first check of the name has ended, or after 5 s.
+    /// The replicas once the background check has changed them from the
+    /// configured name, or after 5 s.
     async fn first_checked_origins(upstream: &Upstream) -> Vec<Uri> {
+        let configured = upstream.origins();
         let deadline = Instant::now() + Duration::from_secs(5);
-        while upstream.endpoints.state().checks == 0 && Instant::now() < deadline {
+        while upstream.origins() == configured && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         upstream.origins().to_vec()
@@ -1090,8 +1075,14 @@ mod tests {
         let (not_serving, _) = replica(2).await;
         let url = format!("http://localhost:{}", not_serving.port());
         let upstream = Upstream::new("tasks", &url.parse().unwrap(), client(), client()).unwrap();
-        let origins = first_checked_origins(&upstream).await;
-        assert_eq!(origins, [format!("{url}/").parse::<Uri>().unwrap()]);
+        upstream
+            .endpoints
+            .check("localhost", not_serving.port())
+            .await;
+        assert_eq!(
+            *upstream.origins(),
+            [format!("{url}/").parse::<Uri>().unwrap()]
+        );
     }
 
     #[tokio::test]

@@ -81,7 +81,9 @@ pub use metrics::{Scrape, scrape};
 pub use otlp::{ExportedSpan, OtlpReceiver};
 pub use process_stack::{ProcessOptions, ProcessStack};
 pub use proxy::{TcpProxy, target as database_address, via as url_via};
-pub use raw_grpc::{H2Outcome, flagged_frame, grpc_raw, h2_with_raw_header};
+pub use raw_grpc::{
+    H2Outcome, HeldCall, flagged_frame, grpc_raw, h2_with_raw_header, hold_grpc_call,
+};
 pub use replicas::{
     FOLLOWING, REPLICAS, ReplicaStack, is_refused, mailed_token, next_task_event, open_watch,
     refused_everywhere_within, stored_tasks_of, stream_end, wait_following,
@@ -90,9 +92,7 @@ pub use server::{Server, bind, closed_port, connect, health, origin, wait_for_he
 pub use service_process::Process;
 pub use smtp::{OutboxRow, ReceivedMail, SmtpSink, auth_config_mailing, mail_files, outbox};
 pub use status::{bad_fields, code, retry_delay};
-pub use tasks::{
-    HeldCall, TaskClient, TaskServer, TaskStack, create, list_all, mask, task_config, titled,
-};
+pub use tasks::{TaskClient, TaskServer, TaskStack, create, list_all, mask, task_config, titled};
 pub use web::{GrpcWeb, grpc_web, grpc_web_from, raw_client};
 
 /// How long anything in a test may take to become true: a service to

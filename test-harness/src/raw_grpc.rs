@@ -1,20 +1,24 @@
 //! gRPC written by hand, for what a client library never sends: request
 //! bodies that are not well-formed gRPC ([`grpc_raw`]: a frame flagged
 //! compressed that is not gzip, a compression flag of 2, no frame at all),
-//! and header values no HTTP library lets through ([`h2_with_raw_header`]:
+//! a request body that never ends ([`hold_grpc_call`]), and header values no HTTP library lets through ([`h2_with_raw_header`]:
 //! CR, LF or an escape character, written into an HTTP/2 HEADERS frame
 //! byte by byte).
 
-use std::{net::SocketAddr, time::Duration};
+use std::{convert::Infallible, net::SocketAddr, time::Duration};
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, Request};
-use http_body_util::{BodyExt, Full};
+use http::{HeaderMap, Method, Request, request};
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
+    sync::mpsc,
+    task::JoinHandle,
     time::timeout,
 };
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Status};
 
 use crate::{STEP, raw_client};
@@ -28,6 +32,20 @@ pub fn flagged_frame(flag: u8, payload: &[u8]) -> Vec<u8> {
     frame
 }
 
+/// The head of a plain gRPC call to `path` at `address`, with `extra`
+/// headers.
+fn grpc_request(address: SocketAddr, path: &str, extra: &[(&str, &str)]) -> request::Builder {
+    let mut request = Request::builder()
+        .method(Method::POST)
+        .uri(format!("http://{address}{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+    for (name, value) in extra {
+        request = request.header(*name, *value);
+    }
+    request
+}
+
 /// POSTs `body` as a plain gRPC call (HTTP/2 with prior knowledge) to
 /// `path` at `address`, with `extra` headers; returns the status of the
 /// answer, read from its headers (a trailers-only answer) or its trailers.
@@ -37,15 +55,7 @@ pub async fn grpc_raw(
     body: Vec<u8>,
     extra: &[(&str, &str)],
 ) -> Status {
-    let mut request = Request::builder()
-        .method(Method::POST)
-        .uri(format!("http://{address}{path}"))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers");
-    for (name, value) in extra {
-        request = request.header(*name, *value);
-    }
-    let request = request
+    let request = grpc_request(address, path, extra)
         .body(Full::new(Bytes::from(body)))
         .expect("a valid request");
     let response = timeout(STEP, raw_client(true).request(request))
@@ -61,6 +71,36 @@ pub async fn grpc_raw(
     status_of(&parts.headers)
         .or_else(|| status_of(&trailers))
         .unwrap_or_else(|| Status::new(Code::Unknown, "the answer carried no grpc-status"))
+}
+
+/// A call opened by [`hold_grpc_call`]; dropping it ends the call's body
+/// before a whole message was sent.
+pub struct HeldCall {
+    _body: mpsc::Sender<Result<Frame<Bytes>, Infallible>>,
+    call: JoinHandle<()>,
+}
+
+impl HeldCall {
+    /// Whether no answer has come yet.
+    pub fn unanswered(&self) -> bool {
+        !self.call.is_finished()
+    }
+}
+
+/// Opens a gRPC call to `path` at `address`, with `extra` headers, whose
+/// request body never ends: the server holds it in flight (or refuses it)
+/// until the [`HeldCall`] is dropped.
+pub fn hold_grpc_call(address: SocketAddr, path: &str, extra: &[(&str, &str)]) -> HeldCall {
+    let (body, frames) = mpsc::channel(1);
+    let request = grpc_request(address, path, extra)
+        .body(StreamBody::new(ReceiverStream::new(frames)))
+        .expect("a valid request");
+    let call = tokio::spawn(async move {
+        // Answered only once the body ends (a client error), or at once if
+        // the server refuses the call.
+        let _ = raw_client(true).request(request).await;
+    });
+    HeldCall { _body: body, call }
 }
 
 fn status_of(headers: &HeaderMap) -> Option<Status> {

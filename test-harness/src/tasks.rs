@@ -15,7 +15,10 @@ use tokio::net::TcpListener;
 use tonic::{service::interceptor::InterceptedService, transport::Channel};
 use tonic_health::pb::health_check_response::ServingStatus;
 
-use crate::{AuthServer, Backend, Bearer, PATIENCE, Server, TestDatabase, User, auth_config, bind};
+use crate::{
+    AuthServer, Backend, Bearer, HeldCall, PATIENCE, Server, TestDatabase, User, auth_config, bind,
+    hold_grpc_call,
+};
 
 /// The task-service configuration tests start from.
 pub fn task_config(database_url: &str, auth_url: &str, clock: Clock) -> task_service::Config {
@@ -36,22 +39,6 @@ pub fn task_config(database_url: &str, auth_url: &str, clock: Clock) -> task_ser
 
 /// A TaskService client that sends a bearer token with every call.
 pub type TaskClient = TaskServiceClient<InterceptedService<Channel, Bearer>>;
-
-/// A call held in flight by [`TaskServer::hold_call`]; dropping it ends
-/// the call's body before a whole message was sent.
-pub struct HeldCall {
-    _body: tokio::sync::mpsc::Sender<
-        Result<hyper::body::Frame<bytes::Bytes>, std::convert::Infallible>,
-    >,
-    call: tokio::task::JoinHandle<()>,
-}
-
-impl HeldCall {
-    /// Whether no answer has come yet.
-    pub fn unanswered(&self) -> bool {
-        !self.call.is_finished()
-    }
-}
 
 /// A running task-service.
 pub struct TaskServer {
@@ -110,26 +97,12 @@ impl TaskServer {
     /// Opens a `GetTask` call with `token` whose request body never ends,
     /// so the service holds it in flight until the [`HeldCall`] is dropped.
     pub fn hold_call(&self, token: &str) -> HeldCall {
-        let (body, frames) = tokio::sync::mpsc::channel(1);
-        let request =
-            http::Request::post(format!("http://{}/tasks.v1.TaskService/GetTask", self.addr))
-                .header("content-type", "application/grpc")
-                .header("te", "trailers")
-                .header("authorization", format!("Bearer {token}"))
-                .body(http_body_util::StreamBody::new(
-                    tokio_stream::wrappers::ReceiverStream::new(frames),
-                ))
-                .expect("a valid request");
-        let client =
-            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .http2_only(true)
-                .build_http();
-        let call = tokio::spawn(async move {
-            // Answered only once the body ends (a client error), or at
-            // once if the service refuses the call.
-            let _ = client.request(request).await;
-        });
-        HeldCall { _body: body, call }
+        let authorization = format!("Bearer {token}");
+        hold_grpc_call(
+            self.addr,
+            "/tasks.v1.TaskService/GetTask",
+            &[("authorization", &authorization)],
+        )
     }
 
     /// Starts the shutdown and returns at once.

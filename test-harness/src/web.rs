@@ -48,8 +48,13 @@ fn grpc_web_client(source: Option<IpAddr>, http2: bool) -> GrpcWeb {
     GrpcWebClientLayer::new().layer(client)
 }
 
-/// A raw HTTP client (HTTP/1.1, or HTTP/2 with prior knowledge).
-pub fn raw_client(http2: bool) -> Client<HttpConnector, Full<Bytes>> {
+/// A raw HTTP client (HTTP/1.1, or HTTP/2 with prior knowledge) sending
+/// request bodies of type `B` (usually `Full<Bytes>`).
+pub fn raw_client<B>(http2: bool) -> Client<HttpConnector, B>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+{
     Client::builder(TokioExecutor::new())
         .http2_only(http2)
         .build_http()

@@ -223,6 +223,12 @@ async fn a_database_dump_holds_no_usable_signing_key_and_no_token_or_password() 
             })
             .await
             .unwrap();
+        // The reset mail is queued after the answer (an unknown address is
+        // answered as fast as a known one), so wait for both mails.
+        eventually(PATIENCE, "both mails are queued", || async {
+            outbox(&db.url).await.len() == 2
+        })
+        .await;
         let jwks = server.jwks_json().await;
 
         // The dump is taken while the service runs (recent writes are in

@@ -390,9 +390,9 @@ callgrind() { # label, process name, pid, out file prefix, bench load flags...
 }
 if has callgrind; then
   noise "callgrind"
-  log "callgrind: a task-service and a gateway of their own under valgrind"
+  log "callgrind: a task-service, a gateway and an auth-service of their own under valgrind"
   rm -f "$WORK"/callgrind.*
-  CG_TASKS=58062 CG_GATEWAY=58090
+  CG_TASKS=58062 CG_GATEWAY=58090 CG_AUTH=58061
   valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.tasks.%p" \
     "$BIN/task-service" --listen "127.0.0.1:$CG_TASKS" --database-url "$TASKS_DB" --auth-url "$AUTH" \
     --max-tasks-per-user 200000 "${RAISED_TASKS[@]}" >>"$WORK/logs/callgrind-tasks.log" 2>&1 &
@@ -401,8 +401,13 @@ if has callgrind; then
     "$BIN/gateway" --listen "127.0.0.1:$CG_GATEWAY" --auth-url "$AUTH" --tasks-url "$TASKS" \
     "${RAISED_GATEWAY[@]}" >>"$WORK/logs/callgrind-gateway.log" 2>&1 &
   cg_gateway=$!
-  "$BENCH" wait --auth "$AUTH" --tasks "http://127.0.0.1:$CG_TASKS" --gateway "http://127.0.0.1:$CG_GATEWAY" \
-    --service tasks --service gateway --timeout 600s
+  valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.auth.%p" \
+    "$BIN/auth-service" --listen "127.0.0.1:$CG_AUTH" --database-url "$AUTH_DB" \
+    --key-encryption-key-file "$WORK/kek" --mail-dir "$WORK/mail" --access-token-ttl 12h \
+    "${RAISED_AUTH[@]}" >>"$WORK/logs/callgrind-auth.log" 2>&1 &
+  cg_auth=$!
+  "$BENCH" wait --auth "http://127.0.0.1:$CG_AUTH" --tasks "http://127.0.0.1:$CG_TASKS" \
+    --gateway "http://127.0.0.1:$CG_GATEWAY" --timeout 600s
   cg_common=(--auth "$AUTH" --fixture "$WORK/fixture.json" --results /dev/null)
   callgrind callgrind/get-direct task-service "$cg_tasks" "$WORK/callgrind.tasks" \
     "${cg_common[@]}" --tasks "http://127.0.0.1:$CG_TASKS" --gateway "$GATEWAY" --scenario get --via direct
@@ -410,8 +415,11 @@ if has callgrind; then
     "${cg_common[@]}" --tasks "http://127.0.0.1:$CG_TASKS" --gateway "$GATEWAY" --scenario list --via direct
   callgrind callgrind/get-gateway gateway "$cg_gateway" "$WORK/callgrind.gateway" \
     "${cg_common[@]}" --tasks "$TASKS" --gateway "http://127.0.0.1:$CG_GATEWAY" --scenario get --via grpc-web-h2
-  note "valgrind --tool=callgrind (task-service and gateway as above, on ports $CG_TASKS and $CG_GATEWAY); callgrind_control -z before and -d after 1000 calls, one at a time"
-  kill "$cg_tasks" "$cg_gateway"; wait "$cg_tasks" "$cg_gateway" 2>/dev/null || true
+  callgrind callgrind/refresh-direct auth-service "$cg_auth" "$WORK/callgrind.auth" \
+    --auth "http://127.0.0.1:$CG_AUTH" --fixture "$WORK/fixture.json" --results /dev/null \
+    --tasks "$TASKS" --gateway "$GATEWAY" --scenario refresh --via direct
+  note "valgrind --tool=callgrind (task-service, gateway and auth-service as above, on ports $CG_TASKS, $CG_GATEWAY and $CG_AUTH); callgrind_control -z before and -d after 1000 calls, one at a time"
+  kill "$cg_tasks" "$cg_gateway" "$cg_auth"; wait "$cg_tasks" "$cg_gateway" "$cg_auth" 2>/dev/null || true
 fi
 
 # --- attacks, with the services' default limits ---------------------------

@@ -519,6 +519,7 @@ pub fn write(args: &Args) -> anyhow::Result<()> {
         "callgrind/get-direct",
         "callgrind/get-gateway",
         "callgrind/list-direct",
+        "callgrind/refresh-direct",
     ] {
         writeln!(
             out,

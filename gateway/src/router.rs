@@ -160,10 +160,10 @@ impl Router {
     }
 }
 
-/// A load limit's refusal, which like a rate limit's tells the client
-/// when to retry.
+/// A load limit's refusal, which tells the client when to retry: a moment
+/// drawn at random, so refused clients do not all come back at once.
 fn refusal(message: &str) -> Response<Body> {
-    serving::status::resource_exhausted(message, std::time::Duration::from_secs(1)).into_http()
+    serving::status::overloaded(message, std::time::Duration::from_millis(500)).into_http()
 }
 
 fn is_reflection(path: &str) -> bool {

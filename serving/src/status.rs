@@ -14,6 +14,7 @@
 
 use std::time::Duration;
 
+use rand::Rng as _;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
 
@@ -126,6 +127,24 @@ pub fn resource_exhausted(message: &str, retry_after: Duration) -> Status {
     )
 }
 
+/// `RESOURCE_EXHAUSTED` for a server at one of its load bounds (calls in
+/// flight), whose `RetryInfo` asks for at least `at_least` and at most
+/// twice that, drawn at random to the millisecond. Unlike a rate limit's
+/// delay, which is the caller's own and exact, a load refusal goes to many
+/// callers at once: told the same whole second, they would all come back
+/// together and be refused together again. Spread over the interval, they
+/// return as the server drains.
+pub fn overloaded(message: &str, at_least: Duration) -> Status {
+    let millis = u64::try_from(at_least.as_millis()).unwrap_or(u64::MAX / 2);
+    let retry_after =
+        Duration::from_millis(rand::thread_rng().gen_range(millis..=millis.saturating_mul(2)));
+    Status::with_error_details(
+        Code::ResourceExhausted,
+        message,
+        ErrorDetails::with_retry_info(Some(retry_after)),
+    )
+}
+
 /// `RESOURCE_EXHAUSTED` for a quota the caller has used up, with a
 /// `google.rpc.QuotaFailure` naming it. Unlike a rate limit there is no
 /// `RetryInfo`: waiting does not help, freeing some does.
@@ -211,5 +230,23 @@ mod tests {
             .retry_delay
             .unwrap();
         assert_eq!(retry, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn overloaded_callers_are_told_different_times_within_the_interval() {
+        let delays: std::collections::HashSet<Duration> = (0..20)
+            .map(|_| {
+                overloaded("busy", Duration::from_millis(500))
+                    .get_error_details()
+                    .retry_info()
+                    .and_then(|info| info.retry_delay)
+                    .expect("a RetryInfo")
+            })
+            .collect();
+        assert!(delays.iter().all(|delay| {
+            (Duration::from_millis(500)..=Duration::from_secs(1)).contains(delay)
+        }));
+        // 20 draws from 501 milliseconds: all alike once in ~10^51 runs.
+        assert!(delays.len() > 1, "{delays:?}");
     }
 }

@@ -68,6 +68,7 @@ async fn start() -> Stack {
         auth_url: format!("http://{auth_address}"),
         max_calls_in_flight: 100_000,
         max_calls_in_flight_per_user: 10_000,
+        max_searches_in_flight_per_user: 10_000,
         max_writes_per_user_per_minute: 10_000_000,
         ..task_service::Config::default()
     };

@@ -99,6 +99,17 @@ pub struct Config {
     #[arg(long, env = "TASK_MAX_CALLS_IN_FLIGHT_PER_USER", default_value_t = 4)]
     pub max_calls_in_flight_per_user: u32,
 
+    /// `ListTasks` calls with a `query` one user may have running at once
+    /// on this replica, within their calls in flight (a search examines up
+    /// to 1,000 tasks); more wait a little, then answer
+    /// `RESOURCE_EXHAUSTED`.
+    #[arg(
+        long,
+        env = "TASK_MAX_SEARCHES_IN_FLIGHT_PER_USER",
+        default_value_t = 1
+    )]
+    pub max_searches_in_flight_per_user: u32,
+
     /// Creates, updates, completions and deletes one user may make per
     /// minute on this replica (bursts of a tenth of it, at least 10); more
     /// answer `RESOURCE_EXHAUSTED` with a `RetryInfo`.

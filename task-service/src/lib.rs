@@ -8,7 +8,7 @@
 //! - [`config`]: flags and their defaults;
 //! - [`jwks`]: the auth-service's public keys, fetched and kept fresh;
 //! - [`authn`]: the layer that turns a bearer token into an `Identity`;
-//! - [`budget`]: what one user may take: calls in flight, writes, tasks;
+//! - [`budget`]: what one user may take: calls and searches in flight, writes, tasks;
 //! - [`capacity`]: how many calls the replica takes at once;
 //! - [`domain`] and [`page_token`]: request values that can only be valid;
 //! - [`store`]: one `TaskStore` trait, SQLite and PostgreSQL behind it;
@@ -223,10 +223,11 @@ pub async fn serve(
         config.clock.clone(),
         config.token_leeway_secs,
     ));
-    let budgets = Arc::new(budget::Budgets::new(
-        config.max_calls_in_flight_per_user,
-        config.max_writes_per_user_per_minute,
-    ));
+    let budgets = Arc::new(budget::Budgets::new(budget::Limits {
+        calls_in_flight: config.max_calls_in_flight_per_user,
+        searches_in_flight: config.max_searches_in_flight_per_user,
+        writes_per_minute: config.max_writes_per_user_per_minute,
+    }));
     {
         let (budgets, background) = (budgets.clone(), background.clone());
         tokio::spawn(async move {

@@ -212,6 +212,10 @@ impl TaskService for TaskApi {
                 &query,
             ))?)
         };
+        let _search = match query.search {
+            Some(_) => Some(self.budgets.search(owner).await?),
+            None => None,
+        };
         let page = self
             .store
             .list(owner, &query, after.as_ref(), page_size)
@@ -406,7 +410,7 @@ impl Watch {
 /// The status ending a watcher that the hub let go.
 fn ended(end: End) -> Status {
     match end {
-        End::TooFarBehind => serving::status::resource_exhausted(
+        End::TooFarBehind => serving::status::overloaded(
             "this watcher fell too far behind; reconnect and re-read the list",
             Duration::from_secs(1),
         ),

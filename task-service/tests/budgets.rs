@@ -98,6 +98,58 @@ async fn one_users_costly_searches_do_not_starve_another_users_reads() {
 }
 
 #[tokio::test]
+async fn a_users_searches_beyond_their_places_queue_and_are_all_answered() {
+    on_each_backend(|backend| async move {
+        let stack = TaskStack::start_with(backend, Default::default(), |config| {
+            config.max_calls_in_flight_per_user = 8;
+            config.max_searches_in_flight_per_user = 1;
+        })
+        .await;
+        let (_, mut searcher) = stack.user("searcher").await;
+        for i in 0..30 {
+            create(&mut searcher, titled(&format!("needle {i}"))).await;
+            create(&mut searcher, titled(&format!("hay {i}"))).await;
+        }
+        // Eight searches at once, with one place for searches: the others
+        // wait their turn (in the user's calls in flight), none is refused,
+        // and plain pages are not held behind them.
+        let searches: Vec<_> = (0..8)
+            .map(|_| {
+                let mut searcher = searcher.clone();
+                tokio::spawn(async move {
+                    searcher
+                        .list_tasks(pb::ListTasksRequest {
+                            query: "NEEDLE".into(),
+                            page_size: 100,
+                            ..pb::ListTasksRequest::default()
+                        })
+                        .await
+                        .map(|response| response.into_inner())
+                })
+            })
+            .collect();
+        let page = searcher
+            .list_tasks(pb::ListTasksRequest::default())
+            .await
+            .expect("a plain page beside the searches")
+            .into_inner();
+        assert_eq!(page.total_size, 60);
+        for search in searches {
+            let found = search.await.unwrap().expect("every search is answered");
+            assert_eq!(found.total_size, 30);
+            assert!(
+                found
+                    .tasks
+                    .iter()
+                    .all(|task| task.title.starts_with("needle"))
+            );
+        }
+        stack.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_search_examines_a_bounded_window_and_its_pages_still_cover_every_match() {
     on_each_backend(|backend| async move {
         let stack = TaskStack::start(backend).await;

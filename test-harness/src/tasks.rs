@@ -30,6 +30,7 @@ pub fn task_config(database_url: &str, auth_url: &str, clock: Clock) -> task_ser
         clock,
         max_calls_in_flight: 100_000,
         max_calls_in_flight_per_user: 64,
+        max_searches_in_flight_per_user: 64,
         max_writes_per_user_per_minute: 1_000_000,
         ..task_service::Config::default()
     };

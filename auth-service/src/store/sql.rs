@@ -228,20 +228,27 @@ async fn renew_session(
     next: &TokenHash,
     now: Time,
     idle: TimeDelta,
-) -> Result<Session> {
+) -> Result<Option<Session>> {
+    // The liveness check is in the writing statement: a revocation that
+    // commits while this waits for the row is seen (PostgreSQL re-reads a
+    // row it waited for), and the check costs no round trip of its own.
     let row = statement(format!(
         "UPDATE sessions SET last_refresh_time = $2, idle_expire_time = \
          CASE WHEN $3 < absolute_expire_time THEN $3 ELSE absolute_expire_time END \
-         WHERE id = $1 RETURNING {SESSION_COLUMNS}"
+         WHERE id = $1 AND {} RETURNING {SESSION_COLUMNS}",
+        live("$2")
     ))
     .uuid(session_id)
     .time(now)
     .time(now + idle)
-    .fetch_one(tx)
+    .fetch_optional(tx)
     .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
     let session = session(&row)?;
     insert_token(tx, next, session_id, now, session.refresh_expire_time()).await?;
-    Ok(session)
+    Ok(Some(session))
 }
 
 /// Whether the user's session is live at `now`, locking it for the rest of
@@ -389,21 +396,10 @@ impl AuthStore for SqlStore {
         .await?;
         if let Some(row) = spent_now {
             let session_id = row.uuid("session_id")?;
-            let is_live = statement(format!(
-                "SELECT id FROM sessions WHERE id = $1 AND {}",
-                live("$2")
-            ))
-            .uuid(session_id)
-            .time(now)
-            .fetch_optional(&mut tx)
-            .await?;
-            if is_live.is_none() {
-                tx.commit().await?;
-                return Ok(Rotation::Invalid);
-            }
-            let session = renew_session(&mut tx, session_id, next, now, idle).await?;
+            let renewed = renew_session(&mut tx, session_id, next, now, idle).await?;
+            // Spent either way: a token of an ended session stays spent.
             tx.commit().await?;
-            return Ok(Rotation::Rotated(session));
+            return Ok(renewed.map_or(Rotation::Invalid, Rotation::Rotated));
         }
         let previous = statement(
             "SELECT t.session_id, t.spent_time, s.user_id FROM refresh_tokens t \
@@ -593,7 +589,9 @@ impl AuthStore for SqlStore {
             .uuid(session_id)
             .execute(&mut tx)
             .await?;
-        let session = renew_session(&mut tx, session_id, next, now, idle).await?;
+        let Some(session) = renew_session(&mut tx, session_id, next, now, idle).await? else {
+            return Ok(None);
+        };
         tx.commit().await?;
         Ok(Some(session))
     }

@@ -341,7 +341,7 @@ mod oid {
 /// sqlx checks a value's type on every read by comparing type
 /// descriptions, a tenth of a `ListTasks` page of 50 under callgrind (11
 /// columns a row); an OID is one integer comparison.
-fn pg_binary<'r>(row: &'r PgRow, column: impl Column, oid: u32) -> Result<Option<&'r [u8]>> {
+fn pg_binary(row: &PgRow, column: impl Column, oid: u32) -> Result<Option<&[u8]>> {
     let value = row.try_get_raw(column)?;
     if value.format() != PgValueFormat::Binary || value.type_info().oid() != Some(Oid(oid)) {
         return Ok(None);

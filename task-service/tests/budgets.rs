@@ -124,7 +124,7 @@ async fn a_users_searches_beyond_their_places_queue_and_are_all_answered() {
                             ..pb::ListTasksRequest::default()
                         })
                         .await
-                        .map(|response| response.into_inner())
+                        .map(tonic::Response::into_inner)
                 })
             })
             .collect();

@@ -333,21 +333,32 @@ mod oid {
     pub const UUID: u32 = 2950;
 }
 
-/// The bytes of `column`'s value when it is in binary format, of the
-/// built-in type `oid`, and not NULL: the case of every column the stores
-/// read. `None` for anything else, which sqlx's own decoding then reads or
-/// refuses, so a column of another type still decodes or fails clearly.
+/// `column` read as a `T`: by `read`, from the value's bytes, when it is
+/// in binary format, of the built-in type `oid`, and not NULL (the case of
+/// every column the stores read); by sqlx's own decoding otherwise, which
+/// reads or refuses it, so a column of another type still decodes or fails
+/// clearly, and a NULL is `None` for an optional `T`.
 ///
 /// sqlx checks a value's type on every read by comparing type
 /// descriptions, a tenth of a `ListTasks` page of 50 under callgrind (11
 /// columns a row); an OID is one integer comparison.
-fn pg_binary(row: &PgRow, column: impl Column, oid: u32) -> Result<Option<&[u8]>> {
+fn pg_read<'r, T>(
+    row: &'r PgRow,
+    column: impl Column,
+    oid: u32,
+    read: impl FnOnce(&'r [u8]) -> Result<T>,
+) -> Result<T>
+where
+    T: sqlx::Decode<'r, Postgres> + sqlx::Type<Postgres>,
+{
     let value = row.try_get_raw(column)?;
-    if value.format() != PgValueFormat::Binary || value.type_info().oid() != Some(Oid(oid)) {
-        return Ok(None);
+    if value.format() == PgValueFormat::Binary && value.type_info().oid() == Some(Oid(oid)) {
+        // `as_bytes` fails only for NULL.
+        if let Ok(bytes) = value.as_bytes() {
+            return read(bytes);
+        }
     }
-    // `as_bytes` fails only for NULL.
-    Ok(value.as_bytes().ok())
+    row.try_get(column)
 }
 
 /// A fixed-width binary value: `N` bytes, or a corrupt column.
@@ -355,20 +366,18 @@ fn fixed<const N: usize>(column: impl Column, bytes: &[u8], what: &str) -> Resul
     bytes.try_into().map_err(|_| corrupt(column, what))
 }
 
-/// A binary `timestamptz`'s microseconds since the Unix epoch: `None` for
-/// any other value (left to sqlx's own decoding), `Some(None)` for one out
-/// of range (`infinity`, on which sqlx's decoder would panic). PostgreSQL
-/// sends microseconds since 2000-01-01 UTC; read as that integer, a time
-/// costs about half the instructions of sqlx's decoder, whose calendar
+/// A binary `timestamptz`, or a corrupt column for one out of range
+/// (`infinity`, on which sqlx's decoder would panic). PostgreSQL sends
+/// microseconds since 2000-01-01 UTC; read as that integer, a time costs
+/// about half the instructions of sqlx's decoder, whose calendar
 /// arithmetic was a tenth of a `ListTasks` page (three times per task;
 /// callgrind).
-fn postgres_micros(row: &PgRow, column: impl Column) -> Result<Option<Option<i64>>> {
+fn postgres_time(column: impl Column, bytes: &[u8]) -> Result<DateTime<Utc>> {
     const POSTGRES_EPOCH_MICROS: i64 = 946_684_800_000_000;
-    let Some(bytes) = pg_binary(row, column, oid::TIMESTAMPTZ)? else {
-        return Ok(None);
-    };
-    let micros = i64::from_be_bytes(fixed(column, bytes, "a time")?);
-    Ok(Some(micros.checked_add(POSTGRES_EPOCH_MICROS)))
+    let micros = i64::from_be_bytes(fixed(column, bytes, "a time")?)
+        .checked_add(POSTGRES_EPOCH_MICROS)
+        .ok_or_else(|| corrupt(column, "a time in range"))?;
+    time_from_micros(column, micros)
 }
 
 fn time_from_micros(column: impl Column, micros: i64) -> Result<DateTime<Utc>> {
@@ -382,10 +391,9 @@ impl Row {
                 .try_get::<Option<&str>, _>(column)?
                 .map(|text| Uuid::try_parse(text).map_err(|_| corrupt(column, "a UUID")))
                 .transpose(),
-            Self::Postgres(row) => match pg_binary(row, column, oid::UUID)? {
-                Some(bytes) => Ok(Some(Uuid::from_bytes(fixed(column, bytes, "a UUID")?))),
-                None => row.try_get(column),
-            },
+            Self::Postgres(row) => pg_read(row, column, oid::UUID, |bytes| {
+                Ok(Some(Uuid::from_bytes(fixed(column, bytes, "a UUID")?)))
+            }),
         }
     }
 
@@ -408,12 +416,9 @@ impl Row {
                 .try_get::<Option<i64>, _>(column)?
                 .map(|micros| time_from_micros(column, micros))
                 .transpose(),
-            Self::Postgres(row) => match postgres_micros(row, column)? {
-                Some(Some(micros)) => time_from_micros(column, micros).map(Some),
-                Some(None) => Err(corrupt(column, "a time in range")),
-                // NULL, or not a binary timestamptz.
-                None => row.try_get(column),
-            },
+            Self::Postgres(row) => pg_read(row, column, oid::TIMESTAMPTZ, |bytes| {
+                postgres_time(column, bytes).map(Some)
+            }),
         }
     }
 
@@ -425,12 +430,11 @@ impl Row {
     pub fn text(&self, column: impl Column) -> Result<String> {
         match self {
             Self::Sqlite(row) => row.try_get(column),
-            Self::Postgres(row) => match pg_binary(row, column, oid::TEXT)? {
-                Some(bytes) => std::str::from_utf8(bytes)
+            Self::Postgres(row) => pg_read(row, column, oid::TEXT, |bytes| {
+                std::str::from_utf8(bytes)
                     .map(str::to_owned)
-                    .map_err(|_| corrupt(column, "UTF-8 text")),
-                None => row.try_get(column),
-            },
+                    .map_err(|_| corrupt(column, "UTF-8 text"))
+            }),
         }
     }
 
@@ -445,10 +449,9 @@ impl Row {
     pub fn big_int(&self, column: impl Column) -> Result<i64> {
         match self {
             Self::Sqlite(row) => row.try_get(column),
-            Self::Postgres(row) => match pg_binary(row, column, oid::INT8)? {
-                Some(bytes) => Ok(i64::from_be_bytes(fixed(column, bytes, "a bigint")?)),
-                None => row.try_get(column),
-            },
+            Self::Postgres(row) => pg_read(row, column, oid::INT8, |bytes| {
+                Ok(i64::from_be_bytes(fixed(column, bytes, "a bigint")?))
+            }),
         }
     }
 
@@ -456,20 +459,18 @@ impl Row {
     pub fn small_int(&self, column: impl Column) -> Result<i16> {
         match self {
             Self::Sqlite(row) => row.try_get(column),
-            Self::Postgres(row) => match pg_binary(row, column, oid::INT2)? {
-                Some(bytes) => Ok(i16::from_be_bytes(fixed(column, bytes, "a smallint")?)),
-                None => row.try_get(column),
-            },
+            Self::Postgres(row) => pg_read(row, column, oid::INT2, |bytes| {
+                Ok(i16::from_be_bytes(fixed(column, bytes, "a smallint")?))
+            }),
         }
     }
 
     pub fn bool(&self, column: impl Column) -> Result<bool> {
         match self {
             Self::Sqlite(row) => row.try_get(column),
-            Self::Postgres(row) => match pg_binary(row, column, oid::BOOL)? {
-                Some(bytes) => Ok(fixed::<1>(column, bytes, "a boolean")?[0] != 0),
-                None => row.try_get(column),
-            },
+            Self::Postgres(row) => pg_read(row, column, oid::BOOL, |bytes| {
+                Ok(fixed::<1>(column, bytes, "a boolean")?[0] != 0)
+            }),
         }
     }
 
@@ -483,10 +484,7 @@ impl Row {
     pub fn bytes(&self, column: impl Column) -> Result<Vec<u8>> {
         match self {
             Self::Sqlite(row) => row.try_get(column),
-            Self::Postgres(row) => match pg_binary(row, column, oid::BYTEA)? {
-                Some(bytes) => Ok(bytes.to_vec()),
-                None => row.try_get(column),
-            },
+            Self::Postgres(row) => pg_read(row, column, oid::BYTEA, |bytes| Ok(bytes.to_vec())),
         }
     }
 }

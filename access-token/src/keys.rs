@@ -40,7 +40,6 @@ pub enum KeyError {
 pub struct SigningKey {
     kid: String,
     pkcs8: SecretSlice<u8>,
-    public: Vec<u8>,
     pair: Ed25519KeyPair,
     /// The first part of every token of this key: its JOSE header
     /// (`alg`, `typ`, `kid`), base64url-encoded.
@@ -66,8 +65,7 @@ impl SigningKey {
     /// A key from PKCS#8 DER (v1 as written by `openssl genpkey`, or v2).
     pub fn from_pkcs8_der(der: &[u8]) -> Result<Self, KeyError> {
         let pair = Ed25519KeyPair::from_pkcs8(der).map_err(|_| KeyError::NotEd25519)?;
-        let public = pair.public_key().as_ref().to_vec();
-        let kid = thumbprint(&public);
+        let kid = thumbprint(pair.public_key().as_ref());
         let mut header = Header::new(Algorithm::EdDSA);
         header.typ = Some(TOKEN_TYPE.to_owned());
         header.kid = Some(kid.clone());
@@ -75,7 +73,6 @@ impl SigningKey {
         Ok(Self {
             kid,
             pkcs8: der.to_vec().into(),
-            public,
             pair,
             encoded_header: URL_SAFE_NO_PAD.encode(header),
         })
@@ -101,7 +98,7 @@ impl SigningKey {
 
     /// The raw 32-byte public key.
     pub fn public_key(&self) -> &[u8] {
-        &self.public
+        self.pair.public_key().as_ref()
     }
 
     /// Signs `claims` as an access token with this key: `header.claims.

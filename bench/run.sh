@@ -371,13 +371,15 @@ if has soak; then
 fi
 
 # --- instructions per call under callgrind -------------------------------
+# Calls one at a time on one connection, for as long as the count takes.
+CG_LOAD=(--in-flight 1 --connections 1 --warmup 0s --duration 600s)
 callgrind() { # label, process name, pid, out file prefix, bench load flags...
   local label=$1 process=$2 pid=$3 out=$4; shift 4
   # Warm-up: enough calls that every fixture user's token has been verified
   # once (the task-service caches verified tokens; 200 calls over 200 users
   # left about 75 first verifications, ~16% of the instructions, inside the
   # measured window).
-  "$BENCH" load "$@" --count 2000 --in-flight 1 --connections 1 --warmup 0s --duration 600s
+  "$BENCH" load "$@" --count 2000 "${CG_LOAD[@]}"
   # Two measured runs, of 1,001 calls and of 1: their difference is 1,000
   # calls without what each run of the load generator costs the server
   # once (its connection; for Refresh, the sign-in that starts its session,
@@ -392,7 +394,7 @@ callgrind() { # label, process name, pid, out file prefix, bench load flags...
 callgrind_window() { # pid, out file prefix, bench load flags...: the instructions of one run
   local pid=$1 out=$2; shift 2
   callgrind_control -z "$pid" >/dev/null
-  "$BENCH" load "$@" --in-flight 1 --connections 1 --warmup 0s --duration 600s >&2
+  "$BENCH" load "$@" "${CG_LOAD[@]}" >&2
   callgrind_control -d "$pid" >/dev/null
   sleep 1
   local file instructions

@@ -38,9 +38,11 @@ WORK=${WORK:-$CARGO_TARGET_DIR/bench-run}
 # (the services and the load generator themselves run at normal priority).
 CARGO_NICE=${CARGO_NICE:-}
 OUT=${OUT:-$ROOT/BENCHMARKS.md}
-AUTH_PORT=${AUTH_PORT:-58051}
-TASKS_PORT=${TASKS_PORT:-58052}
-GATEWAY_PORT=${GATEWAY_PORT:-58080}
+# Fixed ports below Linux's ephemeral range (32768-60999), so no client
+# socket of the run itself can hold one when a service binds it.
+AUTH_PORT=${AUTH_PORT:-28051}
+TASKS_PORT=${TASKS_PORT:-28052}
+GATEWAY_PORT=${GATEWAY_PORT:-28080}
 CORES=$(nproc)
 
 mkdir -p "$WORK/bin" "$WORK/logs"
@@ -407,7 +409,7 @@ if has callgrind; then
   noise "callgrind"
   log "callgrind: a task-service, a gateway and an auth-service of their own under valgrind"
   rm -f "$WORK"/callgrind.*
-  CG_TASKS=58062 CG_GATEWAY=58090 CG_AUTH=58061
+  CG_TASKS=28062 CG_GATEWAY=28090 CG_AUTH=28061
   valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.tasks.%p" \
     "$BIN/task-service" --listen "127.0.0.1:$CG_TASKS" --database-url "$TASKS_DB" --auth-url "$AUTH" \
     --max-tasks-per-user 200000 "${RAISED_TASKS[@]}" >>"$WORK/logs/callgrind-tasks.log" 2>&1 &

@@ -1,6 +1,12 @@
 //! The gateway binary: flags, logging, signals; everything else is the
 //! library's [`gateway::serve`].
 
+/// mimalloc, not the system allocator: a call allocates a few dozen small,
+/// short-lived buffers, and glibc's malloc and free were 18% of a GetTask's
+/// instructions (see BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::Parser;
 use serving::telemetry::LogArgs;
 

@@ -392,9 +392,6 @@ impl AuthApi {
             tracing::warn!(email = email.as_str(), "sign-in failed");
             return Err(AuthError::BadCredentials);
         };
-        self.store
-            .record_sign_in_success(email.as_str(), &address, now)
-            .await?;
         let rehash = if self.hasher.needs_rehash(&credentials.password_hash) {
             Some(self.hasher.hash(&password).await?)
         } else {
@@ -407,6 +404,7 @@ impl AuthApi {
                 &new_session,
                 &credentials.password_hash,
                 rehash.as_deref(),
+                &address,
                 now,
             )
             .await?;

@@ -105,6 +105,75 @@ async fn a_strangers_wrong_passwords_do_not_keep_the_owner_out() {
 }
 
 #[tokio::test]
+async fn a_sign_in_forgets_its_addresss_failures_and_makes_the_address_known() {
+    on_each_backend(|backend| async move {
+        let db = backend.fresh().await;
+        let config = auth_service::Config {
+            login_max_failures_per_account: 12,
+            ..behind_a_proxy(&db)
+        };
+        let server = AuthServer::start_with(config).await;
+        let mut client = server.client().await;
+        let email = unique_email();
+        register_from(&mut client, &email, OWNER_HOME).await;
+        // The owner signs in from a second place, which becomes known.
+        let office = "192.0.2.50";
+        sign_in(&mut client, &email, PASSWORD, office)
+            .await
+            .expect("the owner signs in from the office");
+
+        // Four typos from a new place, then the right password.
+        let travel = "192.0.2.40";
+        for _ in 0..4 {
+            assert_eq!(
+                code(sign_in(&mut client, &email, "a typo", travel).await),
+                Code::Unauthenticated
+            );
+        }
+        sign_in(&mut client, &email, PASSWORD, travel)
+            .await
+            .expect("the owner signs in on the fifth try");
+        // The typos are forgotten: five more fit the window before the
+        // sixth is throttled (without forgetting, the first would be).
+        for _ in 0..5 {
+            assert_eq!(
+                code(sign_in(&mut client, &email, "a typo", travel).await),
+                Code::Unauthenticated
+            );
+        }
+        assert_eq!(
+            code(sign_in(&mut client, &email, "a typo", travel).await),
+            Code::ResourceExhausted
+        );
+
+        // Guesses from new places reach the account's ceiling of 12...
+        let mut refused = false;
+        for i in 0..20 {
+            let guess = sign_in(&mut client, &email, "a guess", &format!("203.0.113.{i}")).await;
+            if code(guess) == Code::ResourceExhausted {
+                refused = true;
+                break;
+            }
+        }
+        assert!(refused, "the account's ceiling is reached");
+        // ...past which a new place is refused even with the password, while
+        // the places the owner signed in from are known and get in.
+        assert_eq!(
+            code(sign_in(&mut client, &email, PASSWORD, "203.0.113.99").await),
+            Code::ResourceExhausted
+        );
+        sign_in(&mut client, &email, PASSWORD, office)
+            .await
+            .expect("a place of a past sign-in is known");
+        sign_in(&mut client, &email, PASSWORD, OWNER_HOME)
+            .await
+            .expect("the place of registration is known");
+        server.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn guessing_from_many_addresses_stops_at_the_account_ceiling_but_not_the_owner() {
     on_each_backend(|backend| async move {
         let db = backend.fresh().await;

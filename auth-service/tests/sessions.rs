@@ -292,7 +292,7 @@ async fn a_sign_in_checked_against_the_old_password_cannot_start_a_session_after
         let late = session(user.id);
         assert!(
             !store
-                .start_session(&late, "old-hash", None, now)
+                .start_session(&late, "old-hash", None, HOME, now)
                 .await
                 .unwrap()
         );
@@ -306,7 +306,13 @@ async fn a_sign_in_checked_against_the_old_password_cannot_start_a_session_after
         // Nor can a rehash of the old password overwrite the new hash.
         assert!(
             !store
-                .start_session(&session(user.id), "old-hash", Some("old-rehashed"), now)
+                .start_session(
+                    &session(user.id),
+                    "old-hash",
+                    Some("old-rehashed"),
+                    HOME,
+                    now
+                )
                 .await
                 .unwrap()
         );
@@ -319,16 +325,33 @@ async fn a_sign_in_checked_against_the_old_password_cannot_start_a_session_after
                 .password_hash,
             "new-hash"
         );
+        // The refused sign-ins recorded no success: the address's failures
+        // still count, and it is not known.
+        let window = chrono::TimeDelta::minutes(15);
+        let attempt = || store.record_sign_in_attempt(&user.email, HOME, now, window, day);
+        let before = attempt().await.unwrap();
+        assert_eq!(before.from_address.attempts, 1);
+        assert!(!before.known_address);
+        let again = attempt().await.unwrap();
+        assert_eq!(again.from_address.attempts, 2);
         assert!(
             store
-                .start_session(&session(user.id), "new-hash", None, now)
+                .start_session(&session(user.id), "new-hash", None, HOME, now)
                 .await
                 .unwrap()
         );
+        // A started session is a success from its address, in its
+        // transaction: the failures are forgotten, the address is known.
+        let after = attempt().await.unwrap();
+        assert_eq!(after.from_address.attempts, 1);
+        assert!(after.known_address);
         database.close().await;
     })
     .await;
 }
+
+/// The address of the sign-ins in the store-level test.
+const HOME: &str = "198.51.100.1";
 
 fn rand_hash() -> [u8; 32] {
     *uuid::Uuid::new_v4()

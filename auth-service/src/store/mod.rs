@@ -262,12 +262,16 @@ pub trait AuthStore: Send + Sync + 'static {
     /// ChangePassword that committed after the check makes this `false`
     /// (and creates nothing), so a sign-in with the old password can never
     /// outlive the change. With `rehash`, the stored hash is replaced by it
-    /// in the same transaction (an upgrade to stronger parameters).
+    /// in the same transaction (an upgrade to stronger parameters). The
+    /// sign-in's success from `address` is recorded in it too, as
+    /// [`AuthStore::record_sign_in_success`] would: one commit fewer per
+    /// sign-in, and a sign-in refused here clears no failures.
     async fn start_session(
         &self,
         session: &NewSession,
         verified_hash: &str,
         rehash: Option<&str>,
+        address: &str,
         now: Time,
     ) -> Result<bool>;
 

@@ -273,6 +273,27 @@ async fn lock_live_session(
         .is_some())
 }
 
+/// A successful sign-in of `email` from `address`: forgets that address's
+/// attempts and remembers it as known (see
+/// [`AuthStore::record_sign_in_success`]).
+async fn signed_in_from(tx: &mut Tx, email: &str, address: &str, now: Time) -> Result<()> {
+    statement("DELETE FROM login_attempts WHERE email = $1 AND scope = $2")
+        .text(email)
+        .text(address)
+        .execute(&mut *tx)
+        .await?;
+    statement(
+        "INSERT INTO known_addresses (email, address, last_success) VALUES ($1, $2, $3) \
+         ON CONFLICT (email, address) DO UPDATE SET last_success = $3",
+    )
+    .text(email)
+    .text(address)
+    .time(now)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
 /// Counts one attempt in the window of `(email, scope)`; a window older
 /// than `window` starts over.
 async fn count_attempt(
@@ -346,23 +367,25 @@ impl AuthStore for SqlStore {
         new: &NewSession,
         verified_hash: &str,
         rehash: Option<&str>,
+        address: &str,
         now: Time,
     ) -> Result<bool> {
         let mut tx = self.db.begin_write().await?;
         // Locked: ChangePassword's update of this row waits for us (and then
         // revokes this session too), or we see its new hash and stop.
         let sql = format!(
-            "SELECT id FROM users WHERE id = $1 AND password_hash = $2{}",
+            "SELECT email FROM users WHERE id = $1 AND password_hash = $2{}",
             tx.for_update()
         );
-        let unchanged = statement(sql)
+        let Some(unchanged) = statement(sql)
             .uuid(new.session.user_id)
             .text(verified_hash)
             .fetch_optional(&mut tx)
-            .await?;
-        if unchanged.is_none() {
+            .await?
+        else {
             return Ok(false);
-        }
+        };
+        signed_in_from(&mut tx, &unchanged.text("email")?, address, now).await?;
         if let Some(stronger) = rehash {
             statement("UPDATE users SET password_hash = $2, update_time = $3 WHERE id = $1")
                 .uuid(new.session.user_id)
@@ -627,20 +650,7 @@ impl AuthStore for SqlStore {
 
     async fn record_sign_in_success(&self, email: &str, address: &str, now: Time) -> Result<()> {
         let mut tx = self.db.begin_write().await?;
-        statement("DELETE FROM login_attempts WHERE email = $1 AND scope = $2")
-            .text(email)
-            .text(address)
-            .execute(&mut tx)
-            .await?;
-        statement(
-            "INSERT INTO known_addresses (email, address, last_success) VALUES ($1, $2, $3) \
-             ON CONFLICT (email, address) DO UPDATE SET last_success = $3",
-        )
-        .text(email)
-        .text(address)
-        .time(now)
-        .execute(&mut tx)
-        .await?;
+        signed_in_from(&mut tx, email, address, now).await?;
         tx.commit().await?;
         Ok(())
     }

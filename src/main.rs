@@ -12,10 +12,6 @@
 //! SIGTERM or SIGINT stops all three; if one of them fails, the others are
 //! stopped too and the process exits non-zero.
 
-/// The services' own allocator (see their binaries).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use std::{io::Write, net::SocketAddr, path::PathBuf};
 
 use anyhow::Context;

@@ -1,11 +1,5 @@
 //! `auth-service`: parses flags, starts logging, and serves until SIGTERM.
 
-/// mimalloc, not the system allocator: a call allocates a few dozen small,
-/// short-lived buffers, and glibc's malloc and free were 18% of a GetTask's
-/// instructions (see BENCHMARKS.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use clap::{Parser, Subcommand};
 use serving::telemetry::LogArgs;
 

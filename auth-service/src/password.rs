@@ -21,6 +21,14 @@
 //! into the job, so a client that disconnects mid-hash cannot release it
 //! early and let more jobs queue than there are workers.
 //!
+//! The hashing threads run at a lower priority (nice +[`HASHING_NICENESS`])
+//! than the rest of the process and of the machine: a hash is
+//! throughput work, a call waiting for a core is latency. While sign-ins
+//! keep every hashing thread busy, the runtime's threads (a Refresh, a
+//! JWKS fetch) and a task-service on the same cores still get a core as
+//! soon as they are runnable; with the cores otherwise idle the hashes
+//! get them all.
+//!
 //! Verification reads the parameters from the stored PHC string, so raising
 //! the configured cost later makes the next successful login rehash
 //! ([`Hasher::needs_rehash`]); a stored hash costlier than the configured
@@ -187,9 +195,14 @@ impl Drop for Decrement<'_> {
     }
 }
 
+/// How much lower than the process the hashing threads' priority is (Linux
+/// `nice` values are per thread).
+pub const HASHING_NICENESS: i32 = 10;
+
 /// One hashing thread: takes jobs until the [`Hasher`] is gone, always with
 /// the same memory block. The permit of a job is released when it is done.
 fn work(queue: &Mutex<mpsc::UnboundedReceiver<(Job, OwnedSemaphorePermit)>>) {
+    lower_priority();
     let mut blocks = Vec::new();
     loop {
         // Only one idle thread waits on the queue at a time; the others
@@ -202,6 +215,19 @@ fn work(queue: &Mutex<mpsc::UnboundedReceiver<(Job, OwnedSemaphorePermit)>>) {
             return;
         };
         job(&mut blocks);
+    }
+}
+
+/// Lowers the calling thread's priority by [`HASHING_NICENESS`]. Always
+/// allowed to an unprivileged process; where it fails, hashing goes on at
+/// the process's priority.
+fn lower_priority() {
+    let thread = rustix::thread::gettid();
+    let lowered = rustix::process::getpriority_process(Some(thread)).and_then(|nice| {
+        rustix::process::setpriority_process(Some(thread), nice + HASHING_NICENESS)
+    });
+    if let Err(error) = lowered {
+        tracing::warn!(%error, "cannot lower the priority of a hashing thread");
     }
 }
 
@@ -281,6 +307,21 @@ mod tests {
 
     fn password(text: &str) -> Password {
         Password::new_password("password", text).unwrap()
+    }
+
+    #[tokio::test]
+    async fn hashing_threads_run_at_a_lower_priority_than_the_runtime() {
+        let hasher = Hasher::start(64, 1, 2).await.unwrap();
+        let ours = rustix::process::getpriority_process(None).unwrap();
+        for _ in 0..4 {
+            let theirs = hasher
+                .run(|_| rustix::process::getpriority_process(None).unwrap())
+                .await
+                .unwrap();
+            assert_eq!(theirs, (ours + HASHING_NICENESS).min(19));
+        }
+        // This thread's (and so the runtime's) priority is unchanged.
+        assert_eq!(rustix::process::getpriority_process(None).unwrap(), ours);
     }
 
     #[tokio::test]

@@ -426,10 +426,16 @@ if has callgrind; then
   "$BENCH" wait --auth "http://127.0.0.1:$CG_AUTH" --tasks "http://127.0.0.1:$CG_TASKS" \
     --gateway "http://127.0.0.1:$CG_GATEWAY" --timeout 600s
   cg_common=(--auth "$AUTH" --fixture "$WORK/fixture.json" --results /dev/null)
+  # Each call with its server's health Check, the floor of the CPU rows:
+  # their ratio in instructions is the same on any host.
+  callgrind callgrind/health-direct task-service "$cg_tasks" "$WORK/callgrind.tasks" \
+    "${cg_common[@]}" --tasks "http://127.0.0.1:$CG_TASKS" --gateway "$GATEWAY" --scenario health --via direct
   callgrind callgrind/get-direct task-service "$cg_tasks" "$WORK/callgrind.tasks" \
     "${cg_common[@]}" --tasks "http://127.0.0.1:$CG_TASKS" --gateway "$GATEWAY" --scenario get --via direct
   callgrind callgrind/list-direct task-service "$cg_tasks" "$WORK/callgrind.tasks" \
     "${cg_common[@]}" --tasks "http://127.0.0.1:$CG_TASKS" --gateway "$GATEWAY" --scenario list --via direct
+  callgrind callgrind/health-gateway gateway "$cg_gateway" "$WORK/callgrind.gateway" \
+    "${cg_common[@]}" --tasks "$TASKS" --gateway "http://127.0.0.1:$CG_GATEWAY" --scenario health --via grpc-web-h2
   callgrind callgrind/get-gateway gateway "$cg_gateway" "$WORK/callgrind.gateway" \
     "${cg_common[@]}" --tasks "$TASKS" --gateway "http://127.0.0.1:$CG_GATEWAY" --scenario get --via grpc-web-h2
   callgrind callgrind/refresh-direct auth-service "$cg_auth" "$WORK/callgrind.auth" \

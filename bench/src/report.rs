@@ -516,7 +516,9 @@ pub fn write(args: &Args) -> anyhow::Result<()> {
         fmt(q_cpu, 2)
     )?;
     for label in [
+        "callgrind/health-direct",
         "callgrind/get-direct",
+        "callgrind/health-gateway",
         "callgrind/get-gateway",
         "callgrind/list-direct",
         "callgrind/refresh-direct",
@@ -529,6 +531,31 @@ pub fn write(args: &Args) -> anyhow::Result<()> {
                 .and_then(|(_, v)| v.get("process").and_then(Value::as_str))
                 .unwrap_or(""),
             fmt(r.median(label, "instructions_per_call"), 0)
+        )?;
+    }
+    // The CPU rows' ratios, in instructions: the same on any host.
+    for (what, call, floor) in [
+        (
+            "GetTask direct / health Check, task-service",
+            "callgrind/get-direct",
+            "callgrind/health-direct",
+        ),
+        (
+            "GetTask through the gateway / health Check through it, gateway",
+            "callgrind/get-gateway",
+            "callgrind/health-gateway",
+        ),
+    ] {
+        let (Some(call), Some(floor)) = (
+            r.median(call, "instructions_per_call"),
+            r.median(floor, "instructions_per_call"),
+        ) else {
+            continue;
+        };
+        writeln!(
+            out,
+            "| {what}: instructions per call under callgrind | {}x |",
+            fmt(Some(call / floor), 2)
         )?;
     }
     writeln!(out)?;

@@ -49,6 +49,19 @@ async fn register_from(client: &mut AuthServiceClient<Channel>, email: &str, add
         .expect("register");
 }
 
+/// A server started with `config`, a client of it, and an account registered
+/// from `home`: the owner whose sign-ins the tests defend.
+async fn owner_registered_from(
+    config: auth_service::Config,
+    home: &str,
+) -> (AuthServer, AuthServiceClient<Channel>, String) {
+    let server = AuthServer::start_with(config).await;
+    let mut client = server.client().await;
+    let email = unique_email();
+    register_from(&mut client, &email, home).await;
+    (server, client, email)
+}
+
 /// An anonymous call that must keep being served during an attack.
 async fn jwks_is_served(client: &mut AuthServiceClient<Channel>) {
     client
@@ -68,10 +81,8 @@ fn behind_a_proxy(db: &TestDatabase) -> auth_service::Config {
 async fn a_strangers_wrong_passwords_do_not_keep_the_owner_out() {
     on_each_backend(|backend| async move {
         let db = backend.fresh().await;
-        let server = AuthServer::start_with(behind_a_proxy(&db)).await;
-        let mut client = server.client().await;
-        let email = unique_email();
-        register_from(&mut client, &email, OWNER_HOME).await;
+        let (server, mut client, email) =
+            owner_registered_from(behind_a_proxy(&db), OWNER_HOME).await;
 
         // Far more than the five a window allows, from one address.
         let mut throttled = 0;
@@ -112,10 +123,7 @@ async fn a_sign_in_forgets_its_addresss_failures_and_makes_the_address_known() {
             login_max_failures_per_account: 12,
             ..behind_a_proxy(&db)
         };
-        let server = AuthServer::start_with(config).await;
-        let mut client = server.client().await;
-        let email = unique_email();
-        register_from(&mut client, &email, OWNER_HOME).await;
+        let (server, mut client, email) = owner_registered_from(config, OWNER_HOME).await;
         // The owner signs in from a second place, which becomes known.
         let office = "192.0.2.50";
         sign_in(&mut client, &email, PASSWORD, office)
@@ -181,12 +189,9 @@ async fn guessing_from_many_addresses_stops_at_the_account_ceiling_but_not_the_o
             login_max_failures_per_account: 12,
             ..behind_a_proxy(&db)
         };
-        let server = AuthServer::start_with(config).await;
-        let clock = server.clock.clone();
-        let mut client = server.client().await;
-        let email = unique_email();
         let home = "2001:db8:aaaa:1::10";
-        register_from(&mut client, &email, home).await;
+        let (server, mut client, email) = owner_registered_from(config, home).await;
+        let clock = server.clock.clone();
 
         // One guess from each of many addresses (IPv4, and IPv6 /64s).
         let addresses: Vec<String> = (0..8)
@@ -235,10 +240,7 @@ async fn a_logout_flood_is_throttled_per_address_while_others_refresh() {
             address_burst: 10,
             ..behind_a_proxy(&db)
         };
-        let server = AuthServer::start_with(config).await;
-        let mut client = server.client().await;
-        let email = unique_email();
-        register_from(&mut client, &email, OWNER_HOME).await;
+        let (server, mut client, email) = owner_registered_from(config, OWNER_HOME).await;
         let victim = sign_in(&mut client, &email, PASSWORD, OWNER_HOME)
             .await
             .unwrap();

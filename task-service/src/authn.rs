@@ -155,6 +155,11 @@ impl Authenticator {
     }
 }
 
+/// The cache's entries: a token, the identity it proved and the key
+/// generation it was verified with.
+#[cfg_attr(feature = "bench-no-auth", allow(dead_code))]
+type Entries = HashMap<Box<str>, (Identity, u64), foldhash::fast::RandomState>;
+
 /// A bounded map from token to the identity it proved. Only verified
 /// tokens enter it, which the auth-service signed (a few hundred bytes
 /// each), so it is bounded in bytes too.
@@ -165,7 +170,7 @@ impl Authenticator {
 /// cannot pile entries into one bucket.
 #[cfg_attr(feature = "bench-no-auth", allow(dead_code))]
 struct TokenCache {
-    entries: Mutex<HashMap<Box<str>, (Identity, u64), foldhash::fast::RandomState>>,
+    entries: Mutex<Entries>,
     capacity: usize,
 }
 
@@ -178,10 +183,7 @@ impl TokenCache {
         }
     }
 
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<Box<str>, (Identity, u64), foldhash::fast::RandomState>>
-    {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
         self.entries
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)

@@ -29,11 +29,9 @@
 //! - Acquiring waits at most [`ACQUIRE_TIMEOUT`]; past it the caller gets an
 //!   error that [`is_unavailable`] recognises.
 //!
-//! A PostgreSQL connection is checked with a round trip (sqlx's ping) each
-//! time it goes back to the pool, and again when it is handed out only if
-//! it sat idle for [`PING_IF_IDLE_FOR`] or more: a connection in steady
-//! use was just checked, and sqlx's default of a ping on every hand-out
-//! doubled the round trips of a one-statement call such as `GetTask`.
+//! PostgreSQL connections are pooled by [`crate::postgres_pool`], which
+//! spends no round trip when a connection goes back and checks one only
+//! where a check can find something (its module doc says where).
 
 use std::{
     str::FromStr,
@@ -42,19 +40,18 @@ use std::{
 
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::{
-    Connection, PgPool, SqliteConnection, SqlitePool,
-    postgres::{PgConnectOptions, PgPoolOptions},
+    Connection, SqliteConnection, SqlitePool,
+    postgres::PgConnectOptions,
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
 
-use crate::migrations::{Migrations, migrator};
+use crate::{
+    migrations::{Migrations, migrator},
+    postgres_pool::PgPool,
+};
 
 /// How long a call waits for a connection before answering `UNAVAILABLE`.
 pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// A PostgreSQL connection idle for this long is pinged before it is
-/// handed out; one that fails is replaced (see the module doc).
-pub const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
 
 /// Virtual-machine steps SQLite runs between two looks at the clock: about
 /// a tenth of a millisecond of work, so the limit is kept closely at no
@@ -150,20 +147,7 @@ impl Database {
                 "statement_timeout",
                 options.statement_timeout.as_millis().max(1).to_string(),
             )]);
-            let pool = PgPoolOptions::new()
-                .max_connections(options.max_connections)
-                .acquire_timeout(ACQUIRE_TIMEOUT)
-                .test_before_acquire(false)
-                .before_acquire(|conn, meta| {
-                    Box::pin(async move {
-                        if meta.idle_for >= PING_IF_IDLE_FOR {
-                            conn.ping().await?;
-                        }
-                        Ok(true)
-                    })
-                })
-                .connect_with(limited)
-                .await?;
+            let pool = PgPool::new(limited, options.max_connections, ACQUIRE_TIMEOUT);
             Ok(Self::Postgres(pool))
         } else {
             Err(ConnectError::Scheme)
@@ -175,7 +159,13 @@ impl Database {
         const PING: &str = "SELECT 1";
         let result = match self {
             Self::Sqlite { reader, .. } => sqlx::query(PING).execute(reader).await.map(drop),
-            Self::Postgres(pool) => sqlx::query(PING).execute(pool).await.map(drop),
+            Self::Postgres(pool) => match pool.acquire().await {
+                Ok(mut conn) => {
+                    let pinged = sqlx::query(PING).execute(conn.start()).await;
+                    conn.finish(pinged).map(drop)
+                }
+                Err(error) => Err(error),
+            },
         };
         result.is_ok()
     }
@@ -188,7 +178,7 @@ impl Database {
                 reader.size() + writer.size(),
                 idle(reader.num_idle()) + idle(writer.num_idle()),
             ),
-            Self::Postgres(pool) => (pool.size(), idle(pool.num_idle())),
+            Self::Postgres(pool) => pool.sizes(),
         }
     }
 

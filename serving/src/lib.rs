@@ -9,6 +9,8 @@
 //! - [`reflection`]: `grpc.reflection` v1 and v1alpha over both APIs;
 //! - [`database`]: SQLite (WAL, busy timeout, one writer) or PostgreSQL pools
 //!   from a URL, and which driver errors mean "unavailable";
+//! - [`postgres_pool`]: PostgreSQL connections pooled without a round trip
+//!   on release;
 //! - [`migrations`]: each service's schema migrations, compiled in;
 //! - [`sql`]: one SQL text for both backends: binding, rows, transactions;
 //! - [`metrics`]: Prometheus metrics and the RPC metrics layer;
@@ -28,6 +30,7 @@ pub mod database;
 pub mod health;
 pub mod metrics;
 pub mod migrations;
+pub mod postgres_pool;
 pub mod reflection;
 pub mod shutdown;
 pub mod sql;

@@ -26,7 +26,7 @@ use std::borrow::Cow;
 
 use chrono::{DateTime, Utc};
 use sqlx::{
-    ColumnIndex, PgConnection, Postgres, Row as _, Sqlite, SqliteConnection, ValueRef as _,
+    ColumnIndex, Postgres, Row as _, Sqlite, SqliteConnection, ValueRef as _,
     pool::PoolConnection,
     postgres::{PgArguments, PgRow, PgValueFormat, types::Oid},
     query::Query,
@@ -34,7 +34,7 @@ use sqlx::{
 };
 use uuid::Uuid;
 
-use crate::database::Database;
+use crate::{database::Database, postgres_pool::PgConn};
 
 pub type Result<T, E = sqlx::Error> = std::result::Result<T, E>;
 
@@ -166,7 +166,10 @@ impl<'q> Statement<'q> {
     pub async fn execute(self, on: &mut impl Executor) -> Result<u64> {
         Ok(match on.connection() {
             Backend::Sqlite(conn) => self.sqlite().execute(conn).await?.rows_affected(),
-            Backend::Postgres(conn) => self.postgres().execute(conn).await?.rows_affected(),
+            Backend::Postgres(conn) => {
+                let done = self.postgres().execute(conn.start()).await;
+                conn.finish(done)?.rows_affected()
+            }
         })
     }
 
@@ -174,11 +177,10 @@ impl<'q> Statement<'q> {
     pub async fn fetch_optional(self, on: &mut impl Executor) -> Result<Option<Row>> {
         Ok(match on.connection() {
             Backend::Sqlite(conn) => self.sqlite().fetch_optional(conn).await?.map(Row::Sqlite),
-            Backend::Postgres(conn) => self
-                .postgres()
-                .fetch_optional(conn)
-                .await?
-                .map(Row::Postgres),
+            Backend::Postgres(conn) => {
+                let row = self.postgres().fetch_optional(conn.start()).await;
+                conn.finish(row)?.map(Row::Postgres)
+            }
         })
     }
 
@@ -199,13 +201,10 @@ impl<'q> Statement<'q> {
                 .into_iter()
                 .map(Row::Sqlite)
                 .collect(),
-            Backend::Postgres(conn) => self
-                .postgres()
-                .fetch_all(conn)
-                .await?
-                .into_iter()
-                .map(Row::Postgres)
-                .collect(),
+            Backend::Postgres(conn) => {
+                let rows = self.postgres().fetch_all(conn.start()).await;
+                conn.finish(rows)?.into_iter().map(Row::Postgres).collect()
+            }
         })
     }
 }
@@ -213,7 +212,7 @@ impl<'q> Statement<'q> {
 /// A connection of either backend, borrowed for one statement.
 pub enum Backend<'c> {
     Sqlite(&'c mut SqliteConnection),
-    Postgres(&'c mut PgConnection),
+    Postgres(&'c mut PgConn),
 }
 
 /// Something statements run on: a transaction or a pooled connection.
@@ -225,7 +224,7 @@ pub trait Executor: Send {
 /// itself).
 pub enum Conn {
     Sqlite(PoolConnection<Sqlite>),
-    Postgres(PoolConnection<Postgres>),
+    Postgres(PgConn),
 }
 
 impl Executor for Conn {
@@ -240,7 +239,9 @@ impl Executor for Conn {
 /// An open transaction; dropped without [`Tx::commit`], it rolls back.
 pub enum Tx {
     Sqlite(sqlx::Transaction<'static, Sqlite>),
-    Postgres(sqlx::Transaction<'static, Postgres>),
+    /// A connection inside a transaction: see [`crate::postgres_pool`]
+    /// for the rollback of one dropped uncommitted.
+    Postgres(PgConn),
 }
 
 impl Executor for Tx {
@@ -256,7 +257,7 @@ impl Tx {
     pub async fn commit(self) -> Result<()> {
         match self {
             Self::Sqlite(tx) => tx.commit().await,
-            Self::Postgres(tx) => tx.commit().await,
+            Self::Postgres(conn) => conn.commit().await,
         }
     }
 
@@ -267,11 +268,12 @@ impl Tx {
     /// number n never later finds a smaller one; on SQLite nothing, as a
     /// write transaction already holds the whole database.
     pub async fn lock_log(&mut self, log: i64) -> Result<()> {
-        if let Self::Postgres(tx) = self {
-            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        if let Self::Postgres(conn) = self {
+            let locked = sqlx::query("SELECT pg_advisory_xact_lock($1)")
                 .bind(log)
-                .execute(&mut **tx)
-                .await?;
+                .execute(conn.start())
+                .await;
+            conn.finish(locked)?;
         }
         Ok(())
     }
@@ -526,7 +528,7 @@ impl Db {
             Database::Sqlite { writer, .. } => {
                 Tx::Sqlite(writer.begin_with("BEGIN IMMEDIATE").await?)
             }
-            Database::Postgres(pool) => Tx::Postgres(pool.begin().await?),
+            Database::Postgres(pool) => Tx::Postgres(pool.begin("BEGIN").await?),
         })
     }
 
@@ -535,7 +537,7 @@ impl Db {
         Ok(match &self.0 {
             Database::Sqlite { reader, .. } => Tx::Sqlite(reader.begin().await?),
             Database::Postgres(pool) => Tx::Postgres(
-                pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                pool.begin("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
                     .await?,
             ),
         })

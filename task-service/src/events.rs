@@ -43,9 +43,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serving::{
     CancellationToken,
+    postgres_pool::PgPool,
     sql::{Tx, statement},
 };
-use sqlx::{PgPool, postgres::PgListener};
+use sqlx::postgres::{PgListener, PgPoolOptions};
 use todo_proto::tasks::v1 as proto;
 use tokio::sync::mpsc;
 use uuid::Uuid;
@@ -180,8 +181,14 @@ async fn notify(tx: &mut Tx, kind: EventKind, task: &Task, time: DateTime<Utc>) 
 /// until `shutdown`. While the listener is not connected the hub is marked
 /// unavailable: open watchers end with `UNAVAILABLE` (they may have missed
 /// changes) and new ones are refused until it is back.
+///
+/// The listener holds a connection of its own, opened with `pool`'s
+/// options, one more than the pool's.
 pub async fn listen(pool: PgPool, store: Store, hub: Arc<Hub>, shutdown: CancellationToken) {
     const MAX_BACKOFF: Duration = Duration::from_secs(5);
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_lazy_with(pool.connect_options().clone());
     let mut backoff = Duration::from_millis(100);
     loop {
         let connected = async {

@@ -24,8 +24,11 @@
 //!   `Transaction` that would roll it back) can leave a SQLite connection
 //!   in an open transaction that nobody owns. Every later write on the one
 //!   writer connection would then run inside it, uncommitted, and the next
-//!   `BEGIN` would fail. Each released connection is checked, and one
-//!   still in a transaction is closed (which rolls it back) instead.
+//!   `BEGIN` would fail. Each released SQLite connection is checked, and
+//!   one still in a transaction is closed (which rolls it back) instead.
+//!   A PostgreSQL connection dropped inside a transaction has it rolled
+//!   back before it goes back, and one dropped in the middle of a statement
+//!   (`BEGIN` included) is closed ([`crate::postgres_pool`]).
 //! - Acquiring waits at most [`ACQUIRE_TIMEOUT`]; past it the caller gets an
 //!   error that [`is_unavailable`] recognises.
 //!

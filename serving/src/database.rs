@@ -175,13 +175,16 @@ impl Database {
 
     /// Connections open in the pools, and how many of them are idle.
     pub fn pool_sizes(&self) -> (u32, u32) {
-        let idle = |idle: usize| u32::try_from(idle).unwrap_or(u32::MAX);
+        let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
         match self {
             Self::Sqlite { reader, writer } => (
                 reader.size() + writer.size(),
-                idle(reader.num_idle()) + idle(writer.num_idle()),
+                count(reader.num_idle()) + count(writer.num_idle()),
             ),
-            Self::Postgres(pool) => pool.sizes(),
+            Self::Postgres(pool) => {
+                let (size, idle) = pool.sizes();
+                (count(size), count(idle))
+            }
         }
     }
 

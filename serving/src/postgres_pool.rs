@@ -115,10 +115,9 @@ impl PgPool {
                 every.tick().await;
                 let Some(pool) = weak.upgrade() else { break };
                 let idle = pool.retain(|_, metrics| metrics.last_used() < IDLE_TIMEOUT);
+                drop(pool);
                 for conn in idle.removed {
-                    in_background(async move {
-                        let _ = conn.close().await;
-                    });
+                    let _ = conn.close().await;
                 }
             }
         });
@@ -156,10 +155,9 @@ impl PgPool {
     }
 
     /// Connections open, and how many of them are idle.
-    pub fn sizes(&self) -> (u32, u32) {
+    pub fn sizes(&self) -> (usize, usize) {
         let status = self.pool.status();
-        let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
-        (count(status.size), count(status.available))
+        (status.size, status.available)
     }
 
     /// Closes the idle connections gracefully and refuses new acquisitions;
@@ -261,8 +259,7 @@ mod tests {
     use sqlx::Connection as _;
 
     use crate::{
-        database::{Database, PoolOptions, is_unavailable},
-        migrations::Migrations,
+        database::is_unavailable,
         sql::{Db, statement},
     };
 
@@ -275,18 +272,8 @@ mod tests {
             );
             return None;
         };
-        let migrations = Migrations {
-            sqlite: &[],
-            postgres: &[],
-        };
-        let opened = Database::open(
-            &database.url.as_str().into(),
-            PoolOptions::new(size, Duration::from_secs(5)),
-            migrations,
-        )
-        .await
-        .expect("open the database");
-        Some((Db::new(opened), database))
+        let db = crate::sql::tests::open(&database.url, size).await;
+        Some((db, database))
     }
 
     /// The server process behind the connection a read is given.

@@ -550,13 +550,15 @@ impl Db {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::time::Duration;
 
     use super::*;
     use crate::{database::PoolOptions, migrations::Migrations};
 
-    async fn open(url: &str) -> Db {
+    /// `url`'s database with no schema, pools of `size` connections, and
+    /// statements limited to 5 s.
+    pub(crate) async fn open(url: &str, size: u32) -> Db {
         let migrations = Migrations {
             sqlite: &[],
             postgres: &[],
@@ -564,7 +566,7 @@ mod tests {
         Db::new(
             Database::open(
                 &url.into(),
-                PoolOptions::new(2, Duration::from_secs(5)),
+                PoolOptions::new(size, Duration::from_secs(5)),
                 migrations,
             )
             .await
@@ -661,7 +663,7 @@ mod tests {
     #[tokio::test]
     async fn values_round_trip_on_sqlite() {
         let database = test_harness::TestDatabase::sqlite();
-        round_trip(&open(&database.url).await, "TEXT", "INTEGER").await;
+        round_trip(&open(&database.url, 2).await, "TEXT", "INTEGER").await;
     }
 
     #[tokio::test]
@@ -673,7 +675,7 @@ mod tests {
             );
             return;
         };
-        let db = open(&database.url).await;
+        let db = open(&database.url, 2).await;
         round_trip(&db, "uuid", "timestamptz").await;
         // Out of chrono's range: an error, never a panic.
         let row =

@@ -9,14 +9,16 @@
 
 use std::sync::Arc;
 
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use todo_proto::{
     auth::v1::{
         LoginRequest, LoginResponse, LogoutRequest, LogoutResponse, RefreshRequest, RefreshResponse,
     },
     tasks::v1::{
-        CreateTaskRequest, CreateTaskResponse, GetTaskRequest, GetTaskResponse, ListTasksRequest,
-        ListTasksResponse, SetTaskCompletedRequest, SetTaskCompletedResponse,
+        CreateTaskRequest, CreateTaskResponse, DeleteTaskRequest, DeleteTaskResponse,
+        GetTaskRequest, GetTaskResponse, ListTasksRequest, ListTasksResponse,
+        SetTaskCompletedRequest, SetTaskCompletedResponse,
     },
 };
 use tonic::Code;
@@ -35,6 +37,7 @@ pub const LOGIN: &str = "/auth.v1.AuthService/Login";
 pub const REFRESH: &str = "/auth.v1.AuthService/Refresh";
 pub const LOGOUT: &str = "/auth.v1.AuthService/Logout";
 pub const CREATE: &str = "/tasks.v1.TaskService/CreateTask";
+pub const DELETE: &str = "/tasks.v1.TaskService/DeleteTask";
 pub const GET: &str = "/tasks.v1.TaskService/GetTask";
 pub const LIST: &str = "/tasks.v1.TaskService/ListTasks";
 pub const SET_COMPLETED: &str = "/tasks.v1.TaskService/SetTaskCompleted";
@@ -56,7 +59,9 @@ pub enum Kind {
     ListDeep,
     SetCompleted,
     /// A blend: GetTask 45%, ListTasks 25%, SetTaskCompleted 14%,
-    /// CreateTask 10%, Refresh 5%, Login 1%.
+    /// CreateTask 5% and DeleteTask 5% (each worker deletes the task it
+    /// created last, so the data stays the same size however long it
+    /// runs), Refresh 5%, Login 1%.
     Mixed,
     /// Attack: ListTasks with a `query` that matches nothing, by the
     /// list user (each call scans a whole search window).
@@ -113,6 +118,9 @@ pub struct Worker {
     /// This worker's own session (Refresh, Mixed).
     refresh_token: Option<String>,
     user: usize,
+    /// The task this worker created last and has not deleted yet (Mixed),
+    /// with its owner.
+    created: Option<(usize, String)>,
 }
 
 impl Standard {
@@ -256,8 +264,9 @@ impl Standard {
         }
     }
 
-    async fn create(&self, client: &Client, worker: &mut Worker) -> Result<(), Code> {
-        let user = self.user(worker);
+    /// Creates a task for a random user; returns that user and the task's id.
+    async fn create(&self, client: &Client, worker: &mut Worker) -> Result<(usize, String), Code> {
+        let owner = worker.rng.gen_range(0..self.fixture.users.len());
         let response: CreateTaskResponse = client
             .unary(
                 CREATE,
@@ -267,14 +276,34 @@ impl Standard {
                     priority: 2,
                     ..CreateTaskRequest::default()
                 },
-                Some(&user.access_token),
+                Some(&self.fixture.users[owner].access_token),
             )
             .await?;
-        if response.task.is_some() {
-            Ok(())
-        } else {
-            Err(Code::Internal)
+        match response.task {
+            Some(task) if !task.id.is_empty() => Ok((owner, task.id)),
+            _ => Err(Code::Internal),
         }
+    }
+
+    /// Mixed's write: deletes the task this worker created last, or, when
+    /// it holds none, creates one. Creates and deletes alternate, so the
+    /// tasks table neither grows nor shrinks during a long run.
+    async fn create_or_delete(&self, client: &Client, worker: &mut Worker) -> Result<(), Code> {
+        let Some((owner, id)) = worker.created.take() else {
+            worker.created = Some(self.create(client, worker).await?);
+            return Ok(());
+        };
+        client
+            .unary::<_, DeleteTaskResponse>(
+                DELETE,
+                DeleteTaskRequest {
+                    id,
+                    ..DeleteTaskRequest::default()
+                },
+                Some(&self.fixture.users[owner].access_token),
+            )
+            .await
+            .map(|_| ())
     }
 
     async fn set_completed(&self, client: &Client, worker: &mut Worker) -> Result<(), Code> {
@@ -307,6 +336,7 @@ impl Scenario for Standard {
             rng: StdRng::seed_from_u64(index as u64 ^ 0x5eed),
             refresh_token: None,
             user,
+            created: None,
         };
         if matches!(self.kind, Kind::Refresh | Kind::Mixed) {
             // A session of its own, so rotations never race each other.
@@ -344,7 +374,7 @@ impl Scenario for Standard {
                     .map(|_| ())
             }
             Kind::Refresh => self.refresh(client, worker).await,
-            Kind::Create => self.create(client, worker).await,
+            Kind::Create => self.create(client, worker).await.map(|_| ()),
             Kind::Get => self.get(client, worker).await,
             Kind::List => self.full_page(client, &self.fixture.list_user, "").await,
             Kind::ListDeep => {
@@ -366,7 +396,7 @@ impl Scenario for Standard {
                         }
                     }
                     700..840 => self.set_completed(client, worker).await,
-                    840..940 => self.create(client, worker).await,
+                    840..940 => self.create_or_delete(client, worker).await,
                     940..990 => self.refresh(client, worker).await,
                     _ => {
                         let user = self.user(worker).clone();
@@ -382,7 +412,8 @@ impl Scenario for Standard {
                 .map(|_| ()),
             Kind::LogoutFlood => {
                 let bytes: [u8; 32] = worker.rng.r#gen();
-                let token = base64_url(&bytes);
+                // URL-safe base64 without padding: a refresh token's shape.
+                let token = URL_SAFE_NO_PAD.encode(bytes);
                 client
                     .unary::<_, LogoutResponse>(
                         LOGOUT,
@@ -409,38 +440,5 @@ impl Scenario for Standard {
                     .map(|_| ())
             }
         }
-    }
-}
-
-/// URL-safe base64 without padding: the shape of a refresh token.
-fn base64_url(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::with_capacity(bytes.len() * 4 / 3 + 2);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        let chars = chunk.len() + 1;
-        for i in 0..chars {
-            out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn random_tokens_have_the_refresh_token_shape() {
-        let token = super::base64_url(&[0xff; 32]);
-        assert_eq!(token.len(), 43);
-        assert!(
-            token
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        );
     }
 }

@@ -163,8 +163,13 @@ impl Standard {
         })
     }
 
+    /// A user at random, by index into the fixture's users.
+    fn random_user(&self, worker: &mut Worker) -> usize {
+        worker.rng.gen_range(0..self.fixture.users.len())
+    }
+
     fn user(&self, worker: &mut Worker) -> &User {
-        &self.fixture.users[worker.rng.gen_range(0..self.fixture.users.len())]
+        &self.fixture.users[self.random_user(worker)]
     }
 
     async fn login(
@@ -266,7 +271,7 @@ impl Standard {
 
     /// Creates a task for a random user; returns that user and the task's id.
     async fn create(&self, client: &Client, worker: &mut Worker) -> Result<(usize, String), Code> {
-        let owner = worker.rng.gen_range(0..self.fixture.users.len());
+        let owner = self.random_user(worker);
         let response: CreateTaskResponse = client
             .unary(
                 CREATE,

@@ -253,15 +253,17 @@ if has budget; then
     pair "$rep" "load get-idle/direct $rep get direct --rate 200 --in-flight 16" \
       "load get-under-login/direct $rep get direct --rate 200 --in-flight 16 --background login --background-in-flight 16"
     # 64, 256 and 1,024 callers that back off for the RetryInfo of a
-    # refusal, as well-behaved clients do. The gateway (256 calls in flight
-    # per address) and the task-service (256 per replica) keep their
+    # refusal, as well-behaved clients do: at least the 1s it asks, plus up
+    # to a fifth more at random (as gRPC's connection back-off jitters), so
+    # the refused do not all come back at once. The gateway (256 calls in
+    # flight per address) and the task-service (256 per replica) keep their
     # default bounds here: the excess is refused at once instead of queued.
     stop_services; start_services raised-but-capacity
     for via in gateway-grpc:grpc direct:direct; do
       name=${via%%:*} flag=${via##*:}
       for n in 64 256 1024; do
         load "get-$n/$name" "$rep" get "$flag" --in-flight "$n" --connections 8 --warmup 2s \
-          --allow RESOURCE_EXHAUSTED --refusal-backoff 1s
+          --allow RESOURCE_EXHAUSTED --refusal-backoff 1s --refusal-jitter 0.2
       done
     done
     stop_services; start_services raised

@@ -9,7 +9,8 @@
 //! counted by status code. The processes given are sampled at the start
 //! and end of the measured window (after the warm-up), and every
 //! `report_every` for a soak. A refused worker may back off
-//! (`refusal_backoff`) as a client that honours `RetryInfo` does.
+//! (`refusal_backoff`) as a client that honours `RetryInfo` does, with
+//! jitter so that callers refused together do not all return together.
 
 use std::{
     collections::BTreeMap,
@@ -60,10 +61,29 @@ pub struct Load {
     pub warmup: Duration,
     /// Soak: a [`Interval`] every this long.
     pub report_every: Option<Duration>,
-    /// After a `RESOURCE_EXHAUSTED`, the worker waits this long before its
-    /// next call, as a client honouring the refusal's `RetryInfo` would;
-    /// none: it calls again at once.
-    pub refusal_backoff: Option<Duration>,
+    /// After a `RESOURCE_EXHAUSTED`, how the worker waits before its next
+    /// call, as a client honouring the refusal's `RetryInfo` would; none:
+    /// it calls again at once.
+    pub refusal_backoff: Option<Backoff>,
+}
+
+/// A refused caller's wait: at least the `delay` the refusal asked for,
+/// stretched by a random fraction of it up to `jitter` (gRPC's connection
+/// back-off uses 0.2). Without jitter every caller refused in the same
+/// instant comes back in the same instant, and the server meets the whole
+/// refused crowd again as one burst, once per delay.
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    pub delay: Duration,
+    pub jitter: f64,
+}
+
+impl Backoff {
+    /// The wait before one retry.
+    pub fn wait(&self) -> Duration {
+        let stretch = 1.0 + self.jitter * rand::random::<f64>();
+        self.delay.mul_f64(stretch)
+    }
 }
 
 /// The result of one measured window.
@@ -250,7 +270,7 @@ pub async fn drive<S: Scenario>(
                         .record(result, end - begin, end);
                 }
                 if let (Err(Code::ResourceExhausted), Some(backoff)) = (result, refusal_backoff) {
-                    tokio::time::sleep(backoff).await;
+                    tokio::time::sleep(backoff.wait()).await;
                 }
             }
         });
@@ -368,7 +388,7 @@ mod tests {
         }
     }
 
-    async fn refused_calls(refusal_backoff: Option<Duration>) -> Outcome {
+    async fn refused_calls(refusal_backoff: Option<Backoff>) -> Outcome {
         // An HTTP client connects on its first call, which never comes.
         let nowhere: http::Uri = "http://127.0.0.1:9".parse().unwrap();
         let targets = Targets {
@@ -395,7 +415,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_refused_worker_backs_off_before_calling_again() {
-        let outcome = refused_calls(Some(Duration::from_millis(100))).await;
+        let outcome = refused_calls(Some(Backoff {
+            delay: Duration::from_millis(100),
+            jitter: 0.2,
+        }))
+        .await;
         // Each of the 4 workers calls at most once per 100 ms of the 300.
         assert!(outcome.calls <= 4 * 4, "{} calls", outcome.calls);
         assert_eq!(
@@ -406,5 +430,26 @@ mod tests {
 
         let closed_loop = refused_calls(None).await;
         assert!(closed_loop.calls > 100, "{} calls", closed_loop.calls);
+    }
+
+    #[test]
+    fn a_backoff_waits_at_least_its_delay_and_spreads_the_rest() {
+        let backoff = Backoff {
+            delay: Duration::from_secs(1),
+            jitter: 0.2,
+        };
+        let waits: Vec<Duration> = (0..200).map(|_| backoff.wait()).collect();
+        let (shortest, longest) = (waits.iter().min().unwrap(), waits.iter().max().unwrap());
+        assert!(*shortest >= Duration::from_secs(1), "{shortest:?}");
+        assert!(*longest <= Duration::from_millis(1200), "{longest:?}");
+        // 200 uniform draws over 200 ms span less than 100 ms with a
+        // chance below 2^-190.
+        assert!(*longest - *shortest > Duration::from_millis(100));
+
+        let fixed = Backoff {
+            delay: Duration::from_secs(1),
+            jitter: 0.0,
+        };
+        assert_eq!(fixed.wait(), Duration::from_secs(1));
     }
 }

@@ -16,7 +16,7 @@ use anyhow::Context;
 use bench::{
     client::{Targets, Via},
     fixture::{self, Fixture, Seed},
-    load::{self, Load, Outcome, code_name},
+    load::{self, Backoff, Load, Outcome, code_name},
     probes,
     procstat::Processes,
     report,
@@ -114,6 +114,19 @@ struct Shape {
     /// worker calls again at once.
     #[arg(long, value_parser = humantime::parse_duration)]
     refusal_backoff: Option<Duration>,
+    /// Each back-off is stretched by a random fraction of it up to this
+    /// (gRPC's connection back-off uses 0.2), so that callers refused
+    /// together come back spread out; 0: all come back together.
+    #[arg(long, default_value_t = 0.2, value_parser = fraction)]
+    refusal_jitter: f64,
+}
+
+/// A number from 0 to 1.
+fn fraction(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(value) if (0.0..=1.0).contains(&value) => Ok(value),
+        _ => Err(format!("{text:?} is not a number from 0 to 1")),
+    }
 }
 
 impl Shape {
@@ -125,7 +138,10 @@ impl Shape {
             rate: self.rate,
             warmup: self.warmup,
             report_every,
-            refusal_backoff: self.refusal_backoff,
+            refusal_backoff: self.refusal_backoff.map(|delay| Backoff {
+                delay,
+                jitter: self.refusal_jitter,
+            }),
         }
     }
 }

@@ -17,10 +17,18 @@
 #        SOAK=20m REPEATS=5 bench/run.sh   (a shorter soak; the budget asks 60m)
 #        COLD_BUILD=1 bench/run.sh    (also time a cold `cargo build` of a
 #                                      fresh clone; only on an idle machine)
+#        PROFILE=profiling bench/run.sh   (the release build with line tables:
+#                                      the same code, whose callgrind profiles
+#                                      name their functions; see below)
 #
 # Needs: cargo, psql, pgbench, jq and curl on PATH, a PostgreSQL server that
 # the superuser URL in PG reaches, h2load (Debian's nghttp2-client) for the
 # h2load phase, valgrind for the callgrind phase.
+#
+# The callgrind phase keeps each measured window's profile in
+# $WORK/callgrind/ and, when the binaries carry line tables
+# (PROFILE=profiling), what each function costs a call in <label>.txt
+# (callgrind_annotate, inclusive).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -31,6 +39,9 @@ DURATION=${DURATION:-5s}
 MATRIX_DURATION=${MATRIX_DURATION:-3s}
 SOAK=${SOAK:-60m}
 COLD_BUILD=${COLD_BUILD:-0}
+# The cargo profile the services are built with: release, or profiling
+# (release with line tables; Cargo.toml).
+PROFILE=${PROFILE:-release}
 PHASES=${PHASES:-"build seed budget matrix h2load noauth mixed soak callgrind attacks report"}
 H2LOAD_CALLS=${H2LOAD_CALLS:-200000}
 WORK=${WORK:-$CARGO_TARGET_DIR/bench-run}
@@ -63,13 +74,13 @@ noise() { echo "$(date +%H:%M:%S) $1: load average $(cut -d' ' -f1-3 /proc/loada
 
 # --- build ----------------------------------------------------------------
 if has build; then
-  log "building release binaries into $CARGO_TARGET_DIR"
-  (cd "$ROOT" && $CARGO_NICE cargo build --release -p auth-service -p task-service -p gateway -p bench)
-  cp "$CARGO_TARGET_DIR"/release/{auth-service,task-service,gateway,bench} "$BIN/"
-  (cd "$ROOT" && $CARGO_NICE cargo build --release -p task-service --features bench-no-auth)
-  cp "$CARGO_TARGET_DIR/release/task-service" "$BIN/task-service-no-auth"
+  log "building $PROFILE binaries into $CARGO_TARGET_DIR"
+  (cd "$ROOT" && $CARGO_NICE cargo build --profile "$PROFILE" -p auth-service -p task-service -p gateway -p bench)
+  cp "$CARGO_TARGET_DIR/$PROFILE"/{auth-service,task-service,gateway,bench} "$BIN/"
+  (cd "$ROOT" && $CARGO_NICE cargo build --profile "$PROFILE" -p task-service --features bench-no-auth)
+  cp "$CARGO_TARGET_DIR/$PROFILE/task-service" "$BIN/task-service-no-auth"
   # Leave the ordinary build in place for whoever runs it next.
-  (cd "$ROOT" && $CARGO_NICE cargo build --release -p task-service)
+  (cd "$ROOT" && $CARGO_NICE cargo build --profile "$PROFILE" -p task-service)
 fi
 BENCH=$BIN/bench
 
@@ -388,8 +399,22 @@ callgrind() { # label, process name, pid, out file prefix, bench load flags...
   # calls without what each run of the load generator costs the server
   # once (its connection; for Refresh, the sign-in that starts its session,
   # an argon2id hash of ~115,000 instructions per call of 1,000).
-  local calls call
+  local calls call kept
   calls=$(callgrind_window "$pid" "$out" "$@" --count 1001)
+  kept=$WORK/callgrind/${label#callgrind/}
+  cp "$(ls -t "$out".* | head -1)" "$kept.out"
+  if [[ -n $(readelf -S --wide "$BIN/$process" | grep -F .debug_line) ]]; then
+    # What each function costs a call, its callees included: every one
+    # above half a percent of the call.
+    callgrind_annotate --inclusive=yes --threshold=100 "$kept.out" 2>/dev/null \
+      | sed -E 's|/root/\.cargo/registry/src/[^/]*/||; s|/rustc/[0-9a-f]*/library/||; s| \[/[^]]*\]$||' \
+      | awk '/ \(100\.0%\) / && !total { total = 1 }
+             total && match($0, /^ *[0-9,]+ \( *[0-9.]+%\)/) {
+               n = substr($0, 1, RLENGTH); rest = substr($0, RLENGTH + 1)
+               split(n, f, "("); count = f[1]; gsub(/[ ,]/, "", count); share = f[2]; sub(/%\)/, "", share)
+               if (share + 0 >= 0.5) printf "%9d  %5.1f%%  %s\n", count / 1001, share, rest }' \
+      >"$kept.txt" || true
+  fi
   call=$(callgrind_window "$pid" "$out" "$@" --count 1)
   local instructions=$((calls - call))
   echo "$label: $instructions instructions for 1000 calls" >&2
@@ -410,7 +435,8 @@ callgrind_window() { # pid, out file prefix, bench load flags...: the instructio
 if has callgrind; then
   noise "callgrind"
   log "callgrind: a task-service, a gateway and an auth-service of their own under valgrind"
-  rm -f "$WORK"/callgrind.*
+  rm -rf "$WORK"/callgrind.* "$WORK/callgrind"
+  mkdir -p "$WORK/callgrind"
   CG_TASKS=28062 CG_GATEWAY=28090 CG_AUTH=28061
   valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.tasks.%p" \
     "$BIN/task-service" --listen "127.0.0.1:$CG_TASKS" --database-url "$TASKS_DB" --auth-url "$AUTH" \

@@ -21,7 +21,7 @@ use std::{
     collections::HashMap,
     convert::Infallible,
     pin::Pin,
-    sync::{Arc, LazyLock, Mutex, PoisonError},
+    sync::{Arc, LazyLock, Mutex, OnceLock, PoisonError},
     task::{Context, Poll},
     time::Instant,
 };
@@ -404,15 +404,110 @@ fn methods() -> &'static HashMap<String, Method> {
     &METHODS
 }
 
+/// The series one component's calls of one method count into. Each is
+/// made in its family on the method's first call (with that status, for
+/// `handled`), so the scrape shows only what was called, and kept: a call
+/// then counts with no lookup of its labels in the families (which hashed
+/// four or five label strings each time, ~3,000 instructions a call under
+/// callgrind).
+#[derive(Debug)]
+struct Series {
+    labels: RpcLabels,
+    started: OnceLock<Counter>,
+    handling_seconds: OnceLock<Histogram>,
+    /// By status code (0 to 16).
+    handled: [OnceLock<Counter>; 17],
+}
+
+impl Series {
+    fn new(component: &'static str, method: Method) -> Self {
+        Self {
+            labels: RpcLabels {
+                component,
+                grpc_type: method.kind,
+                grpc_service: method.service,
+                grpc_method: method.method,
+            },
+            started: OnceLock::new(),
+            handling_seconds: OnceLock::new(),
+            handled: std::array::from_fn(|_| OnceLock::new()),
+        }
+    }
+
+    fn started(&self) -> &Counter {
+        self.started
+            .get_or_init(|| metrics().started.get_or_create(&self.labels).clone())
+    }
+
+    fn handling_seconds(&self) -> &Histogram {
+        self.handling_seconds
+            .get_or_init(|| metrics().handling_seconds.get_or_create(&self.labels).clone())
+    }
+
+    fn handled(&self, code: tonic::Code) -> &Counter {
+        let index = usize::try_from(code as i32).unwrap_or(0);
+        self.handled[index.min(16)].get_or_init(|| {
+            let labels = &self.labels;
+            metrics()
+                .handled
+                .get_or_create(&HandledLabels {
+                    component: labels.component,
+                    grpc_type: labels.grpc_type,
+                    grpc_service: labels.grpc_service,
+                    grpc_method: labels.grpc_method,
+                    grpc_code: code_label(code),
+                })
+                .clone()
+        })
+    }
+}
+
+/// Every method's [`Series`] for one component, by path.
+#[derive(Debug)]
+struct Component {
+    methods: HashMap<&'static str, Series>,
+    unknown: Series,
+    in_flight: Gauge,
+}
+
+impl Component {
+    /// `component`'s series, made on first use and kept for the process's
+    /// life (one per component, three at most).
+    fn of(component: &'static str) -> &'static Self {
+        static COMPONENTS: LazyLock<Mutex<HashMap<&'static str, &'static Component>>> =
+            LazyLock::new(Mutex::default);
+        let mut components = COMPONENTS.lock().unwrap_or_else(PoisonError::into_inner);
+        components.entry(component).or_insert_with(|| {
+            Box::leak(Box::new(Self {
+                methods: methods()
+                    .iter()
+                    .map(|(path, &method)| (path.as_str(), Series::new(component, method)))
+                    .collect(),
+                unknown: Series::new(component, UNKNOWN),
+                in_flight: metrics()
+                    .in_flight
+                    .get_or_create(&ComponentLabels { component })
+                    .clone(),
+            }))
+        })
+    }
+
+    fn series(&self, path: &str) -> &Series {
+        self.methods.get(path).unwrap_or(&self.unknown)
+    }
+}
+
 /// A tower layer recording the RPC metrics of `component`.
 #[derive(Debug, Clone, Copy)]
 pub struct RpcMetricsLayer {
-    component: &'static str,
+    component: &'static Component,
 }
 
 impl RpcMetricsLayer {
     pub fn new(component: &'static str) -> Self {
-        Self { component }
+        Self {
+            component: Component::of(component),
+        }
     }
 }
 
@@ -430,7 +525,7 @@ impl<S> tower::Layer<S> for RpcMetricsLayer {
 #[derive(Debug, Clone)]
 pub struct RpcMetrics<S> {
     inner: S,
-    component: &'static str,
+    component: &'static Component,
 }
 
 impl<S, B> tower::Service<Request<B>> for RpcMetrics<S>
@@ -448,11 +543,7 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let method = methods()
-            .get(request.uri().path())
-            .copied()
-            .unwrap_or(UNKNOWN);
-        let call = Call::start(self.component, method);
+        let call = Call::start(self.component, request.uri().path());
         let response = self.inner.call(request);
         Box::pin(async move {
             let response = response.await?;
@@ -463,27 +554,20 @@ where
 
 /// One RPC being measured; records its end exactly once.
 struct Call {
-    labels: RpcLabels,
+    component: &'static Component,
+    series: &'static Series,
     started: Instant,
     done: bool,
 }
 
 impl Call {
-    fn start(component: &'static str, method: Method) -> Self {
-        let labels = RpcLabels {
-            component,
-            grpc_type: method.kind,
-            grpc_service: method.service,
-            grpc_method: method.method,
-        };
-        let metrics = metrics();
-        metrics.started.get_or_create(&labels).inc();
-        metrics
-            .in_flight
-            .get_or_create(&ComponentLabels { component })
-            .inc();
+    fn start(component: &'static Component, path: &str) -> Self {
+        let series = component.series(path);
+        series.started().inc();
+        component.in_flight.inc();
         Self {
-            labels,
+            component,
+            series,
             started: Instant::now(),
             done: false,
         }
@@ -507,28 +591,11 @@ impl Call {
         if std::mem::replace(&mut self.done, true) {
             return;
         }
-        let metrics = metrics();
-        let labels = &self.labels;
-        metrics
-            .handled
-            .get_or_create(&HandledLabels {
-                component: labels.component,
-                grpc_type: labels.grpc_type,
-                grpc_service: labels.grpc_service,
-                grpc_method: labels.grpc_method,
-                grpc_code: code_label(code),
-            })
-            .inc();
-        metrics
-            .handling_seconds
-            .get_or_create(labels)
+        self.series.handled(code).inc();
+        self.series
+            .handling_seconds()
             .observe(self.started.elapsed().as_secs_f64());
-        metrics
-            .in_flight
-            .get_or_create(&ComponentLabels {
-                component: labels.component,
-            })
-            .dec();
+        self.component.in_flight.dec();
     }
 
     /// The response, its end recorded now (a status in the headers) or

@@ -364,19 +364,23 @@ impl Upstream {
             limits.max_body_bytes,
             exceeded.clone(),
         ));
-        // The call to the upstream is a span of its own, the parent of the
-        // service's span (when spans are exported).
-        let span = tracing::info_span!(
-            "upstream",
-            upstream = self.name,
-            otel.name = tracing::field::Empty,
-            otel.kind = tracing::field::Empty,
-        );
-        if serving::trace_context::exporting() {
-            span.record("otel.name", parts.uri.path());
-            span.record("otel.kind", "client");
-        }
-        serving::trace_context::inject(&span, &mut parts.headers);
+        // When spans are exported, the call to the upstream is a span of its
+        // own, the parent of the service's span. Otherwise it would only
+        // repeat, in the lines logged while the call is out, the upstream's
+        // name, which the lines below name themselves; making it cost ~4,000
+        // instructions a call under callgrind, 2% of a call through here.
+        let span = if serving::trace_context::exporting() {
+            let span = tracing::info_span!(
+                "upstream",
+                upstream = self.name,
+                otel.name = parts.uri.path(),
+                otel.kind = "client",
+            );
+            serving::trace_context::inject(&span, &mut parts.headers);
+            span
+        } else {
+            tracing::Span::none()
+        };
         let call = self.balanced.dispatch(Request::from_parts(parts, body));
         let outcome = tokio::time::timeout(limits.request_timeout, call)
             .instrument(span)

@@ -440,8 +440,12 @@ impl Series {
     }
 
     fn handling_seconds(&self) -> &Histogram {
-        self.handling_seconds
-            .get_or_init(|| metrics().handling_seconds.get_or_create(&self.labels).clone())
+        self.handling_seconds.get_or_init(|| {
+            metrics()
+                .handling_seconds
+                .get_or_create(&self.labels)
+                .clone()
+        })
     }
 
     fn handled(&self, code: tonic::Code) -> &Counter {

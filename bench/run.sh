@@ -95,7 +95,7 @@ if has seed || [[ ! -f $MACHINE ]]; then
     lscpu | grep -E '^(Architecture|CPU\(s\)|Model name|Thread|Core|Socket|CPU MHz|L2|L3|Hypervisor|Virtualization)' || true
     free -m | sed -n 1,2p
     echo "PostgreSQL: $(psql "$PG/postgres" -tAc 'select version()')"
-    echo "PostgreSQL settings: $(psql "$PG/postgres" -tAc "select string_agg(name || '=' || setting, ', ') from pg_settings where name in ('shared_buffers','synchronous_commit','fsync','max_connections','work_mem')")"
+    echo "PostgreSQL settings: $(psql "$PG/postgres" -tAc "select string_agg(name || '=' || setting, ', ') from pg_settings where name in ('shared_buffers','synchronous_commit','fsync','max_connections','work_mem','autovacuum')")"
     echo "rustc: $(rustc --version)"
     echo "git: $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo none) (working tree as it was at the run)"
   } >"$MACHINE"
@@ -379,6 +379,11 @@ fi
 if has soak; then
   peak=$(jq -s '[.[] | select(.label == "mixed/gateway-grpc-web-h2") | .rps] | sort | .[length/2|floor] // 1000' "$RESULTS")
   rate=$(jq -n "$peak / 2 | floor")
+  # mixed churns the tasks table (creates and deletes alternate); without
+  # autovacuum the dead rows pile up over the soak, which no deployment does.
+  if [[ $(psql "$PG/postgres" -tAc 'show autovacuum') == off ]]; then
+    log "warning: this PostgreSQL runs with autovacuum off; the soak's tables will bloat"
+  fi
   noise "soak start ($SOAK at $rate/s)"
   log "soak: mixed at $rate calls/s (half of $peak) for $SOAK"
   load soak/gateway-grpc-web-h2 1 mixed grpc-web-h2 --rate "$rate" --in-flight 64 --duration "$SOAK" --report-every 60s

@@ -15,6 +15,8 @@
 # Usage: bench/run.sh                 (everything, about an hour)
 #        PHASES="build seed budget" bench/run.sh   (a subset; see PHASES)
 #        SOAK=20m REPEATS=5 bench/run.sh   (a shorter soak; the budget asks 60m)
+#        PHASES="seed capacity report" bench/run.sh   (only the 64/256/1,024
+#                                      in-flight runs of the budget)
 #        COLD_BUILD=1 bench/run.sh    (also time a cold `cargo build` of a
 #                                      fresh clone; only on an idle machine)
 #        PROFILE=profiling bench/run.sh   (the release build with line tables:
@@ -229,7 +231,7 @@ SQL
   done
   psql "$TASKS_DB" -qc "VACUUM ANALYZE"
   psql "$AUTH_DB" -qc "VACUUM ANALYZE"
-elif has budget || has matrix || has h2load || has noauth || has mixed || has soak || has callgrind || has attacks; then
+elif has budget || has capacity || has matrix || has h2load || has noauth || has mixed || has soak || has callgrind || has attacks; then
   start_services raised
   LIST_USER=$(jq -r .list_user.id "$WORK/fixture.json")
   DEEP_USER=$(jq -r .deep_user.id "$WORK/fixture.json")
@@ -239,6 +241,26 @@ fi
   ANY_ID=$(psql "$TASKS_DB" -tAc "SELECT id FROM tasks WHERE owner = '$LIST_USER' LIMIT 1")
 
 # --- the budget pairs, alternated, REPEATS times -------------------------
+# 64, 256 and 1,024 callers of GetTask, through the gateway and direct, that
+# back off for the RetryInfo of a refusal, as well-behaved clients do: at
+# least the 1s it asks, plus up to a fifth more at random (as gRPC's
+# connection back-off jitters), so the refused do not all come back at once.
+# The gateway (256 calls in flight per address) and the task-service (256 per
+# replica) keep their default bounds here: the excess is refused at once
+# instead of queued. Part of every budget repetition; PHASES=capacity runs
+# these alone, REPEATS times.
+capacity() { # rep
+  local rep=$1 via name flag n
+  stop_services; start_services raised-but-capacity
+  for via in gateway-grpc:grpc direct:direct; do
+    name=${via%%:*} flag=${via##*:}
+    for n in 64 256 1024; do
+      load "get-$n/$name" "$rep" get "$flag" --in-flight "$n" --connections 8 --warmup 2s \
+        --allow RESOURCE_EXHAUSTED --refusal-backoff 1s --refusal-jitter 0.2
+    done
+  done
+  stop_services; start_services raised
+}
 pair() { # rep, then two commands (as strings) run in an order that alternates
   local rep=$1 a=$2 b=$3
   if (( rep % 2 )); then eval "$a"; eval "$b"; else eval "$b"; eval "$a"; fi
@@ -263,21 +285,7 @@ if has budget; then
       "$BENCH argon2 --results $RESULTS --label argon2/1 --rep $rep --threads 1 --duration 3s; $BENCH argon2 --results $RESULTS --label argon2/$CORES --rep $rep --threads $CORES --duration 3s"
     pair "$rep" "load get-idle/direct $rep get direct --rate 200 --in-flight 16" \
       "load get-under-login/direct $rep get direct --rate 200 --in-flight 16 --background login --background-in-flight 16"
-    # 64, 256 and 1,024 callers that back off for the RetryInfo of a
-    # refusal, as well-behaved clients do: at least the 1s it asks, plus up
-    # to a fifth more at random (as gRPC's connection back-off jitters), so
-    # the refused do not all come back at once. The gateway (256 calls in
-    # flight per address) and the task-service (256 per replica) keep their
-    # default bounds here: the excess is refused at once instead of queued.
-    stop_services; start_services raised-but-capacity
-    for via in gateway-grpc:grpc direct:direct; do
-      name=${via%%:*} flag=${via##*:}
-      for n in 64 256 1024; do
-        load "get-$n/$name" "$rep" get "$flag" --in-flight "$n" --connections 8 --warmup 2s \
-          --allow RESOURCE_EXHAUSTED --refusal-backoff 1s --refusal-jitter 0.2
-      done
-    done
-    stop_services; start_services raised
+    capacity "$rep"
     load set-completed/direct "$rep" set-completed direct
     for via in direct grpc-web-h2; do
       label=watch/$([[ $via == direct ]] && echo direct || echo gateway-$via)
@@ -286,6 +294,14 @@ if has budget; then
     done
     note "bench logout-refusal $(common logout-refusal/direct "$rep") --rounds 20"
     "$BENCH" logout-refusal $(common logout-refusal/direct "$rep") --rounds 20
+  done
+fi
+
+if has capacity && ! has budget; then
+  for rep in $(seq 1 "$REPEATS"); do
+    noise "capacity rep $rep"
+    log "64, 256 and 1,024 in flight, repetition $rep of $REPEATS"
+    capacity "$rep"
   done
 fi
 

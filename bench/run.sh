@@ -17,6 +17,10 @@
 #        SOAK=20m REPEATS=5 bench/run.sh   (a shorter soak; the budget asks 60m)
 #        PHASES="seed capacity report" bench/run.sh   (only the 64/256/1,024
 #                                      in-flight runs of the budget)
+#        PHASES="seed pinned" bench/run.sh   (GetTask against the health
+#                                      floor with PostgreSQL on a core of its
+#                                      own; not in the default PHASES: it
+#                                      moves the server's processes)
 #        COLD_BUILD=1 bench/run.sh    (also time a cold `cargo build` of a
 #                                      fresh clone; only on an idle machine)
 #        PROFILE=profiling bench/run.sh   (the release build with line tables:
@@ -128,6 +132,9 @@ RAISED_TASKS=(--max-calls-in-flight-per-user 100000 --max-searches-in-flight-per
 RAISED_GATEWAY=(--max-concurrent-requests-per-address 1024)
 RAISED_CAPACITY=(--max-calls-in-flight 100000)
 
+# A command prefix for the services and the load generator: empty, or
+# (taskset -c CPUS) in the pinned phase.
+ON_CPUS=()
 start_services() { # $1: raised|raised-but-capacity|defaults, $2: task-service binary
   local limits=$1 task_binary=${2:-$BIN/task-service}
   local auth_flags=() tasks_flags=() gateway_flags=()
@@ -137,12 +144,12 @@ start_services() { # $1: raised|raised-but-capacity|defaults, $2: task-service b
   if [[ $limits == raised ]]; then
     gateway_flags=("${RAISED_GATEWAY[@]}"); tasks_flags+=("${RAISED_CAPACITY[@]}")
   fi
-  local auth_cmd=("$BIN/auth-service" --listen "127.0.0.1:$AUTH_PORT" --database-url "$AUTH_DB"
+  local auth_cmd=("${ON_CPUS[@]}" "$BIN/auth-service" --listen "127.0.0.1:$AUTH_PORT" --database-url "$AUTH_DB"
     --key-encryption-key-file "$WORK/kek" --mail-dir "$WORK/mail" --access-token-ttl 12h
     --trusted-proxy 127.0.0.1 "${auth_flags[@]}")
-  local tasks_cmd=("$task_binary" --listen "127.0.0.1:$TASKS_PORT" --database-url "$TASKS_DB"
+  local tasks_cmd=("${ON_CPUS[@]}" "$task_binary" --listen "127.0.0.1:$TASKS_PORT" --database-url "$TASKS_DB"
     --auth-url "$AUTH" --max-tasks-per-user 200000 "${tasks_flags[@]}")
-  local gateway_cmd=("$BIN/gateway" --listen "127.0.0.1:$GATEWAY_PORT" --auth-url "$AUTH"
+  local gateway_cmd=("${ON_CPUS[@]}" "$BIN/gateway" --listen "127.0.0.1:$GATEWAY_PORT" --auth-url "$AUTH"
     --tasks-url "$TASKS" "${gateway_flags[@]}")
   note "# services ($limits limits)"
   note "${auth_cmd[*]}"; note "${tasks_cmd[*]}"; note "${gateway_cmd[*]}"
@@ -175,8 +182,8 @@ load() {
   local label=$1 rep=$2 scenario=$3 via=$4; shift 4
   local duration=(--duration "$DURATION")
   [[ " $* " == *" --duration "* ]] && duration=()
-  note "bench load $(common "$label" "$rep") --scenario $scenario --via $via ${duration[*]} $*"
-  "$BENCH" load $(common "$label" "$rep") --scenario "$scenario" --via "$via" "${duration[@]}" "$@"
+  note "${ON_CPUS[*]}${ON_CPUS[*]:+ }bench load $(common "$label" "$rep") --scenario $scenario --via $via ${duration[*]} $*"
+  "${ON_CPUS[@]}" "$BENCH" load $(common "$label" "$rep") --scenario "$scenario" --via "$via" "${duration[@]}" "$@"
 }
 # pgbench: label rep database script [flags]; appends {tps, latency_ms}.
 # Ten clients: the size of each service's connection pool.
@@ -231,7 +238,7 @@ SQL
   done
   psql "$TASKS_DB" -qc "VACUUM ANALYZE"
   psql "$AUTH_DB" -qc "VACUUM ANALYZE"
-elif has budget || has capacity || has matrix || has h2load || has noauth || has mixed || has soak || has callgrind || has attacks; then
+elif has budget || has capacity || has pinned || has matrix || has h2load || has noauth || has mixed || has soak || has callgrind || has attacks; then
   start_services raised
   LIST_USER=$(jq -r .list_user.id "$WORK/fixture.json")
   DEEP_USER=$(jq -r .deep_user.id "$WORK/fixture.json")
@@ -328,6 +335,57 @@ if has noauth; then
     restart_tasks "$BIN/task-service"
     load get-auth/direct "$rep" get direct
   done
+fi
+
+# --- GetTask against the health floor, PostgreSQL on a core of its own ------
+# The budget's GetTask row runs everything on every core: the load generator,
+# the services and PostgreSQL, whose backends then run between a query and
+# its answer on the core the task-service's thread was on. Here the health
+# and GetTask pair runs, alternated, in three placements:
+#   pg-own-core      PostgreSQL's processes on the last core, the services and
+#                    the load generator on the others;
+#   services-pinned  the services and the load generator on those same cores,
+#                    PostgreSQL on every core (the pinning's own effect: fewer
+#                    cores, so fewer worker threads, for the services);
+#   unpinned         everything on every core, as the budget runs it.
+# PostgreSQL's processes are moved with taskset (it must be on this machine)
+# and put back on every core afterwards, even if the run fails.
+postgres_on() { # cpu list
+  local pid
+  for pid in $(pgrep -x postgres); do taskset -a -p -c "$1" "$pid" >/dev/null; done
+}
+if has pinned; then
+  (( CORES >= 2 )) || { echo "the pinned phase needs at least 2 cores" >&2; exit 1; }
+  all_cpus=0-$((CORES - 1)) other_cpus=0-$((CORES - 2))
+  trap 'stop_services; postgres_on "$all_cpus"' EXIT
+  for rep in $(seq 1 "$REPEATS"); do
+    noise "pinned rep $rep"
+    log "GetTask and health with PostgreSQL on a core of its own and without, repetition $rep"
+    for placement in pg-own-core services-pinned unpinned; do
+      case $placement in
+        pg-own-core) postgres_on "$((CORES - 1))"; ON_CPUS=(taskset -c "$other_cpus") ;;
+        services-pinned) postgres_on "$all_cpus"; ON_CPUS=(taskset -c "$other_cpus") ;;
+        unpinned) postgres_on "$all_cpus"; ON_CPUS=() ;;
+      esac
+      stop_services; start_services raised
+      pair "$rep" "load pinned/$placement/health $rep health direct" "load pinned/$placement/get $rep get direct"
+    done
+  done
+  postgres_on "$all_cpus"; ON_CPUS=()
+  trap stop_services EXIT
+  stop_services; start_services raised
+  # Per placement: the median over repetitions of GetTask's task-service CPU
+  # per call over the health Check's, then each repetition's.
+  jq -rs '
+    [.[] | select(.label | startswith("pinned/"))]
+    | group_by(.label | split("/")[1])[] as $runs
+    | [$runs[] | select(.label | endswith("/get")) as $get
+       | ($runs[] | select(.rep == $get.rep and (.label | endswith("/health")))) as $health
+       | {get: $get.cpu_us_per_call["task-service"], health: $health.cpu_us_per_call["task-service"]}
+       | .ratio = .get / .health] | sort_by(.ratio) as $ratios
+    | "pinned: \($runs[0].label | split("/")[1]): GetTask / health CPU \($ratios[$ratios | length / 2 | floor].ratio * 100 | round / 100)x ("
+      + ($ratios | map("\(.get * 10 | round / 10) / \(.health * 10 | round / 10) µs") | join(", ")) + ")"
+  ' "$RESULTS" >&2
 fi
 
 # --- memory under mixed ---------------------------------------------------
